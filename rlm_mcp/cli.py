@@ -1,0 +1,74 @@
+"""The `rlm-mcp` command: serve over stdio, the way MCP clients launch it.
+
+Flags are generated from the Settings declarations, so `--help` always lists every setting with its
+environment variable and default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlm_mcp import __version__
+from rlm_mcp.config import Settings, SettingsError, env_name, flag_name, load_settings
+
+DESCRIPTION = (
+    "Recursive Language Model server for the Model Context Protocol. Serves over stdio; "
+    "every flag can also be set with the environment variable named in its help."
+)
+
+
+def _default_text(field: str) -> str:
+    info = Settings.model_fields[field]
+    if info.default_factory is not None:
+        return "see description"
+    return str(info.default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlm-mcp", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"rlm-mcp {__version__}")
+    for field, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        help_text = f"{info.description} [env {env_name(field)}; default: {_default_text(field)}]"
+        kwargs: dict[str, Any] = {"dest": field, "help": help_text, "default": None}
+        if isinstance(extra.get("metavar"), str):
+            kwargs["metavar"] = extra["metavar"]
+        annotation = info.annotation
+        if typing.get_origin(annotation) is tuple:
+            kwargs.update(action="append", type=Path)
+        elif typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        elif annotation in (int, float, Path):
+            kwargs["type"] = annotation
+        parser.add_argument(flag_name(field), **kwargs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {field: getattr(args, field) for field in Settings.model_fields}
+    try:
+        settings = load_settings(overrides)
+    except SettingsError as exc:
+        print(f"rlm-mcp: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings.workspace.mkdir(parents=True, exist_ok=True)
+
+    from rlm_mcp.server import build_server  # deferred: `--help` and `--version` stay instant
+
+    logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)
+    build_server(settings).run("stdio")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""One typed settings object for the whole server.
+
+Every setting is declared once, here, with its description. The command line (`rlm-mcp --help`), the
+environment (`RLM_MCP_<NAME>`) and the README's settings table are all derived from these declarations,
+so a setting cannot exist in one place and be missing in another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "RLM_MCP_"
+MiB = 1024 * 1024
+
+
+def default_workspace() -> Path:
+    """Per-user state directory: survives restarts, unlike a temp dir, and is never inside a project."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "rlm-mcp"
+
+
+class Settings(BaseModel):
+    """Server settings. Field descriptions are the help text for flags, env vars and the README."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    roots: tuple[Path, ...] = Field(
+        default_factory=lambda: (Path.cwd(),),
+        description="Directory that load_context may read from; repeat for several. Default: the working directory.",
+        json_schema_extra={"flag": "--root", "metavar": "DIR"},
+    )
+    workspace: Path = Field(
+        default_factory=default_workspace,
+        description="Directory for per-session state (captured output, scratch files).",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="Default time limit of one run_code call, in seconds."
+    )
+    max_timeout_s: float = Field(
+        default=600.0, gt=0, description="Largest timeout_s a run_code call may ask for, in seconds."
+    )
+    interrupt_grace_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="After a timeout, how long interrupted code may take to stop before the worker is killed.",
+    )
+    output_limit_chars: int = Field(
+        default=20_000,
+        ge=200,
+        description="Most characters of stdout (and of stderr) returned per call; the rest is elided.",
+    )
+    max_file_bytes: int = Field(
+        default=512 * MiB, gt=0, description="Largest single file load_context reads."
+    )
+    dir_max_files: int = Field(
+        default=20_000, gt=0, description="Most files loaded from one directory or glob."
+    )
+    dir_max_bytes: int = Field(
+        default=256 * MiB, gt=0, description="Most bytes loaded from one directory or glob, in total."
+    )
+    dir_max_file_bytes: int = Field(
+        default=4 * MiB, gt=0, description="Files larger than this are skipped in a directory or glob load."
+    )
+    inline_text_max_chars: int = Field(
+        default=1_000_000, gt=0, description="Longest `text` accepted by load_context (use `path` for more)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the log written to stderr."
+    )
+
+    @field_validator("roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(os.pathsep) if part)
+        return value
+
+    @field_validator("roots")
+    @classmethod
+    def _resolve_roots(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
+        if not roots:
+            raise ValueError("at least one root directory is required")
+        resolved = []
+        for root in roots:
+            path = root.expanduser().resolve()
+            if not path.is_dir():
+                raise ValueError(f"root {str(root)!r} is not a directory")
+            resolved.append(path)
+        return tuple(resolved)
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute_workspace(cls, workspace: Path) -> Path:
+        return workspace.expanduser().resolve()
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    extra = Settings.model_fields[field].json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("flag"), str):
+        return str(extra["flag"])
+    return "--" + field.replace("_", "-")
+
+
+class SettingsError(ValueError):
+    """A setting from a flag or the environment has an invalid value; the message names which."""
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings with precedence: explicit overrides (flags) > RLM_MCP_* environment > defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        raw = environ.get(env_name(field))
+        if raw is not None and raw != "":
+            values[field] = raw
+    for field, value in (overrides or {}).items():
+        if value is not None:
+            values[field] = value
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            source = flag_name(field) if field in (overrides or {}) else env_name(field)
+            problems.append(f"{source}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Loading inputs by reference: resolving paths safely, selecting files, reading text."""

@@ -1,0 +1,176 @@
+"""Choosing which files of a directory or glob to load.
+
+Runs in the server (it only stats files; the worker reads them). It honours .gitignore files the way git
+does (nested files, negation, directory-only patterns, and the .gitignore files of enclosing directories up
+to the repository's top), never follows a symlink out of the allowed roots, and stops at the caps while
+still counting what it left out, so the model learns what it did not get and why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pathspec
+
+from rlm_mcp.contexts.paths import TreeSource, within
+
+ALWAYS_SKIPPED_DIRS = frozenset({".git", ".hg", ".svn"})
+EXAMPLES_PER_REASON = 3
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_files: int
+    max_bytes: int
+    max_file_bytes: int
+
+
+@dataclass
+class Selection:
+    base: Path
+    files: list[str] = field(default_factory=list)
+    total_bytes: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, rel: str) -> None:
+        self.skipped[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(rel)
+
+
+@lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Shell glob to regex with '**' spanning directories (fnmatch has no '**'; PurePath.full_match is 3.13+)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                out.append(re.escape("["))
+                i += 1
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+class GitIgnore:
+    """The .gitignore rules in force at each directory; deeper files override shallower ones, as in git."""
+
+    def __init__(self, base: Path, roots: tuple[Path, ...]) -> None:
+        self._specs: dict[Path, pathspec.GitIgnoreSpec] = {}
+        for ancestor in _enclosing_repo_dirs(base, roots):
+            self.load(ancestor)
+
+    def load(self, directory: Path) -> None:
+        try:
+            text = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        self._specs[directory] = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+    def ignored(self, path: Path, is_dir: bool) -> bool:
+        verdict = False
+        for directory in (*reversed(path.parents),):
+            spec = self._specs.get(directory)
+            if spec is None:
+                continue
+            rel = path.relative_to(directory).as_posix() + ("/" if is_dir else "")
+            include = spec.check_file(rel).include
+            if include is not None:
+                verdict = include
+        return verdict
+
+
+def _enclosing_repo_dirs(base: Path, roots: tuple[Path, ...]) -> list[Path]:
+    """Directories above `base` whose .gitignore applies to it: up to the repository top, within the roots."""
+    chain = []
+    for ancestor in base.parents:
+        if not within(ancestor, roots):
+            break
+        chain.append(ancestor)
+        if (ancestor / ".git").exists():
+            return list(reversed(chain))
+    return []  # not inside a repository (below a root): only .gitignore files at or below base apply
+
+
+def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps) -> Selection:
+    base = source.base
+    matcher = glob_regex(source.pattern) if source.pattern else None
+    rules = GitIgnore(base, roots)
+    selection = Selection(base)
+    for dirpath, dirnames, filenames in os.walk(base):
+        directory = Path(dirpath)
+        rules.load(directory)
+        kept_dirs = []
+        for name in sorted(dirnames):
+            path = directory / name
+            rel = path.relative_to(base).as_posix()
+            if name in ALWAYS_SKIPPED_DIRS:
+                continue
+            if rules.ignored(path, is_dir=True):
+                selection.skip("gitignored", rel + "/")
+            elif os.path.islink(path):
+                selection.skip("symlinked_dir", rel + "/")
+            else:
+                kept_dirs.append(name)
+        dirnames[:] = kept_dirs
+        for name in sorted(filenames):
+            path = directory / name
+            rel = path.relative_to(base).as_posix()
+            if matcher is not None and not matcher.match(rel):
+                continue
+            if rules.ignored(path, is_dir=False):
+                selection.skip("gitignored", rel)
+                continue
+            _consider_file(selection, path, rel, roots, caps)
+    return selection
+
+
+def _consider_file(selection: Selection, path: Path, rel: str, roots: tuple[Path, ...], caps: Caps) -> None:
+    try:
+        if os.path.islink(path) and not within(path.resolve(), roots):
+            selection.skip("outside_roots", rel)
+            return
+        info = os.stat(path)
+    except OSError:
+        selection.skip("unreadable", rel)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        selection.skip("not_regular", rel)
+    elif info.st_size > caps.max_file_bytes:
+        selection.skip("too_large", rel)
+    elif len(selection.files) >= caps.max_files:
+        selection.skip("over_file_cap", rel)
+    elif selection.total_bytes + info.st_size > caps.max_bytes:
+        selection.skip("over_byte_cap", rel)
+    else:
+        selection.files.append(rel)
+        selection.total_bytes += info.st_size

@@ -1,0 +1,64 @@
+"""The structured results of the tools: the public contract a client can rely on.
+
+Field names are short and there are no per-field descriptions on purpose: the output schemas are sent with
+every tools/list, and every character of them costs the root model tokens on every turn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Outcome = Literal["ok", "error", "interrupted", "killed", "crashed"]
+
+
+def _drop_property_titles(schema: dict[str, Any]) -> None:
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+
+
+class Compact(BaseModel):
+    """A model whose JSON schema has no generated per-field titles ("Stdout Chars"): they say nothing new."""
+
+    model_config = ConfigDict(json_schema_extra=_drop_property_titles)
+
+
+class VarInfo(Compact):
+    name: str
+    type: str
+    size: int | None = None
+    preview: str
+
+
+class LoadResult(Compact):
+    name: str
+    kind: Literal["str", "files"]
+    source: str
+    chars: int
+    lines: int
+    files: int | None = None
+    bytes: int | None = None
+    est_tokens: int
+    preview: str
+    replaced_chars: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict)
+    skipped_examples: dict[str, list[str]] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+class RunResult(Compact):
+    outcome: Outcome
+    state: Literal["kept", "lost"]
+    stdout: str = ""
+    stdout_chars: int = 0
+    stderr: str = ""
+    stderr_chars: int = 0
+    result: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    changed: list[VarInfo] = Field(default_factory=list)
+    changed_total: int = 0
+    restored: list[str] = Field(default_factory=list)
+    elapsed_s: float
+    notes: list[str] = Field(default_factory=list)

@@ -1,0 +1,61 @@
+"""Tool results as the text the root model reads.
+
+Clients put this text in the model's context, so it is compact and plain: stdout as it was printed (not
+JSON-escaped), then only the sections that have something to say. The same data is in structuredContent.
+"""
+
+from __future__ import annotations
+
+from rlm_mcp.models import LoadResult, RunResult, VarInfo
+
+
+def _size(info: VarInfo) -> str:
+    if info.size is None:
+        return info.type
+    unit = "chars" if info.type == "str" else ("bytes" if info.type in ("bytes", "bytearray") else "items")
+    return f"{info.type}, {info.size:,} {unit}"
+
+
+def render_run(result: RunResult) -> str:
+    parts: list[str] = []
+    if result.stdout:
+        parts.append(result.stdout.rstrip("\n"))
+    if result.stderr:
+        parts.append("[stderr]\n" + result.stderr.rstrip("\n"))
+    if result.result is not None:
+        parts.append("Out: " + result.result)
+    if result.error:
+        parts.append(result.error.rstrip("\n"))
+    if result.changed:
+        shown = "; ".join(f"{v.name} ({_size(v)}) = {v.preview}" for v in result.changed)
+        more = result.changed_total - len(result.changed)
+        parts.append("Changed: " + shown + (f"; and {more:,} more" if more > 0 else ""))
+    if result.restored:
+        parts.append(
+            "Restored REPL-provided names you had overwritten: "
+            + ", ".join(result.restored)
+            + " (store your results under other names)"
+        )
+    parts.extend(f"Note: {note}" for note in result.notes)
+    if not parts:
+        parts.append("(no output)")
+    parts.append(f"[{result.outcome}, state {result.state}, {result.elapsed_s:.3f} s]")
+    return "\n".join(parts)
+
+
+def render_load(result: LoadResult) -> str:
+    shape = f"dict of {result.files:,} files (path -> text)" if result.kind == "files" else "str"
+    lines = [
+        f"Loaded {result.name!r} from {result.source}: {shape}, {result.chars:,} chars, "
+        f"{result.lines:,} lines, ~{result.est_tokens:,} tokens (estimate)."
+    ]
+    if result.skipped:
+        skipped = ", ".join(
+            f"{reason} {count:,}" + (f" (e.g. {', '.join(result.skipped_examples[reason])})"
+                                     if result.skipped_examples.get(reason) else "")
+            for reason, count in result.skipped.items()
+        )
+        lines.append(f"Skipped: {skipped}.")
+    lines.extend(f"Note: {note}" for note in result.notes)
+    lines.append(f"Preview: {result.preview!r}" if result.kind == "str" else f"Preview: {result.preview}")
+    return "\n".join(lines)

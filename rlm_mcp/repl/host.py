@@ -1,0 +1,235 @@
+"""The host side of a REPL worker: spawn it, send it requests, and get control back whatever it does.
+
+A request ends in one of four ways, and the caller is always told which: the worker answered (`ok`); it
+ran past its time limit and stopped when interrupted (`interrupted`, state kept); it ignored the interrupt
+and its whole process group was killed (`killed`, state lost); or it died on its own (`crashed`, state
+lost: os._exit, a signal, a segfault, the OOM killer, a protocol violation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+
+from rlm_mcp.repl import protocol
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+REAP_TIMEOUT_S = 5.0
+STDERR_TAIL_CHARS = 2_000
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+Fate = Literal["ok", "interrupted", "killed", "crashed"]
+
+_SIGNAL_CAUSES = {
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGBUS: "bus error",
+    signal.SIGABRT: "aborted",
+    signal.SIGFPE: "floating-point exception",
+    signal.SIGILL: "illegal instruction",
+    signal.SIGKILL: "killed: out of memory, or by another process",
+    signal.SIGXCPU: "CPU time limit exceeded",
+    signal.SIGXFSZ: "file size limit exceeded",
+}
+
+
+@dataclass
+class CallOutcome:
+    fate: Fate
+    reply: dict[str, Any] | None = None
+    cause: str = ""
+    stderr_tail: str = ""
+
+
+class WorkerStartError(RuntimeError):
+    """The worker process could not be started; the message carries what it printed."""
+
+
+class _WorkerGone(Exception):
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "the worker stopped answering"
+    if returncode < 0:
+        try:
+            sig = signal.Signals(-returncode)
+        except ValueError:
+            return f"the worker was killed by signal {-returncode}"
+        cause = _SIGNAL_CAUSES.get(sig, "killed by a signal")
+        return f"the worker died of {sig.name} ({cause})"
+    return f"the worker exited with code {returncode}"
+
+
+class WorkerHost:
+    def __init__(self, *, capture_dir: Path, work_dir: Path, env: dict[str, str]) -> None:
+        self.capture_dir = capture_dir
+        self.work_dir = work_dir
+        self.env = env
+        self._process: anyio.abc.Process | None = None
+        self._frames = protocol.FrameBuffer()
+        self._next_id = 0
+        self.starts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> None:
+        self.capture_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.capture_dir / "worker.log"
+        env = dict(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        with open(log_path, "wb") as log_file:
+            self._process = await anyio.open_process(
+                [sys.executable, "-m", "rlm_mcp.repl.worker", str(self.capture_dir), str(self.work_dir)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                cwd=str(self.capture_dir),
+                env=env,
+                start_new_session=True,  # its own process group, so a kill takes its children too
+            )
+        self._frames = protocol.FrameBuffer()
+        self.starts += 1
+        try:
+            with anyio.fail_after(START_TIMEOUT_S):
+                hello = await self._next_frame()
+        except (TimeoutError, _WorkerGone, protocol.ProtocolError) as exc:
+            await self.kill()
+            printed = log_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+            raise WorkerStartError(f"the REPL worker failed to start ({exc}): {printed.strip()}") from None
+        if hello.get("op") != "ready":
+            await self.kill()
+            raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")
+        log.debug("worker %s started (python %s)", hello.get("pid"), hello.get("python"))
+
+    async def call(self, request: dict[str, Any], *, timeout: float | None, grace: float) -> CallOutcome:
+        """Send one request and wait for its reply, interrupting and then killing the worker if needed."""
+        if not self.alive:
+            await self.start()
+        self._next_id += 1
+        request_id = self._next_id
+        try:
+            await self._send({**request, "id": request_id})
+            with anyio.move_on_after(timeout):
+                return CallOutcome("ok", await self._reply(request_id))
+            return await self._stop_overrunning(request_id, grace, f"timed out after {timeout:g} s")
+        except _WorkerGone as gone:
+            return await self._crashed(gone.cause)
+        except protocol.ProtocolError as exc:
+            await self.kill()
+            return await self._crashed(f"protocol violation by the worker: {exc}")
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._stop_overrunning(request_id, grace, "cancelled by the client")
+            raise
+
+    async def _stop_overrunning(self, request_id: int, grace: float, why: str) -> CallOutcome:
+        self._signal(signal.SIGINT)
+        try:
+            with anyio.move_on_after(grace):
+                return CallOutcome("interrupted", await self._reply(request_id), cause=why)
+        except (_WorkerGone, protocol.ProtocolError):
+            pass
+        await self.kill()
+        return CallOutcome(
+            "killed",
+            cause=f"{why}; the code did not stop within {grace:g} s of an interrupt, so the worker was killed",
+            stderr_tail=self._stderr_tail(),
+        )
+
+    async def _crashed(self, cause: str) -> CallOutcome:
+        returncode = await self._reap()
+        detail = describe_exit(returncode) if cause == "eof" else cause
+        return CallOutcome("crashed", cause=detail, stderr_tail=self._stderr_tail())
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        try:
+            await self._process.stdin.send(protocol.encode(message))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, BrokenPipeError, ConnectionError):
+            raise _WorkerGone("eof") from None
+
+    async def _reply(self, request_id: int) -> dict[str, Any]:
+        frame = await self._next_frame()
+        if frame.get("id") != request_id:
+            raise protocol.ProtocolError(f"reply for request {frame.get('id')!r}, expected {request_id}")
+        return frame
+
+    async def _next_frame(self) -> dict[str, Any]:
+        assert self._process is not None and self._process.stdout is not None
+        while True:
+            frame = self._frames.next_frame()
+            if frame is not None:
+                return frame
+            try:
+                chunk = await self._process.stdout.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise _WorkerGone("eof") from None
+            self._frames.feed(chunk)
+
+    def _signal(self, sig: int) -> None:
+        if self._process is not None and self._process.returncode is None:
+            try:
+                os.kill(self._process.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    async def _reap(self) -> int | None:
+        if self._process is None:
+            return None
+        with anyio.move_on_after(REAP_TIMEOUT_S):
+            await self._process.wait()
+        returncode = self._process.returncode
+        await self._discard()
+        return returncode
+
+    async def kill(self) -> None:
+        """Kill the worker's whole process group (its children too) and reap it."""
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        await self._reap()
+
+    async def _discard(self) -> None:
+        if self._process is None:
+            return
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+        self._process = None
+
+    async def close(self) -> None:
+        await self.kill()
+
+    def _stderr_tail(self) -> str:
+        try:
+            with open(self.capture_dir / "stderr.txt", "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - STDERR_TAIL_CHARS))
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""

@@ -1,0 +1,263 @@
+"""The REPL worker: runs in its own process, one per session, and executes the root model's code.
+
+It talks to the host over the protocol pipe only (frames in, frames out, one reply per request) and knows
+nothing of MCP. Standard library only, plus the small stdlib-only modules of this package, so that it
+starts fast and so that what runs next to untrusted code is easy to audit.
+
+Started as `python -m rlm_mcp.repl.worker CAPTURE_DIR WORK_DIR`, with the protocol on its stdin and stdout;
+it moves the protocol to private descriptors at once and points fds 0, 1 and 2 elsewhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import faulthandler
+import linecache
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from rlm_mcp.contexts.reader import count_lines, decode, read_file_set
+from rlm_mcp.repl import protocol
+from rlm_mcp.repl.capture import OutputCapture
+from rlm_mcp.repl.shaping import elide
+from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
+
+TRACEBACK_LIMIT_CHARS = 8_000
+PREVIEW_CHARS = 300
+KEEP_ELIDED_OUTPUTS = 5
+MAX_CHANGED_LISTED = 40
+CELL_PREFIX = "<cell "
+
+
+class Repl:
+    def __init__(self, capture: OutputCapture) -> None:
+        self.capture = capture
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
+        self.provided: dict[str, Any] = {}
+        self.executing = False
+        self.namespace["_outs"] = {}
+        self.namespace["_errs"] = {}
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        handler = {"exec": self.exec_cell, "load": self.load, "unload": self.unload, "ping": self.ping}.get(
+            str(op)
+        )
+        if handler is None:
+            return {"ok": False, "error": f"unknown op {op!r}"}
+        try:
+            return handler(request)
+        except Exception as exc:  # a bug in the worker, not in user code: report it, keep serving
+            return {"ok": False, "error": f"worker error in {op}: {type(exc).__name__}: {exc}"}
+
+    def ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid()}
+
+    # -- running cells ----------------------------------------------------------------------------
+
+    def exec_cell(self, request: dict[str, Any]) -> dict[str, Any]:
+        code = str(request["code"])
+        cell = int(request.get("cell", 0))
+        limit = int(request.get("output_limit", 20_000))
+        filename = f"{CELL_PREFIX}{cell}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+
+        before = fingerprint(self.namespace)
+        self.capture.begin()
+        started = time.perf_counter()
+        value: Any = None
+        error: str | None = None
+        error_type: str | None = None
+        try:
+            body, last = self._compile(code, filename)
+            self.executing = True
+            try:
+                exec(body, self.namespace)
+                if last is not None:
+                    value = eval(last, self.namespace)
+            finally:
+                self.executing = False
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt end the cell, not the REPL
+            error_type = type(exc).__name__
+            error = elide(self._format_error(exc), TRACEBACK_LIMIT_CHARS)
+        elapsed = time.perf_counter() - started
+        self.capture.finish()
+
+        result_repr = None
+        if value is not None:
+            self.namespace["_"] = value
+            result_repr = elide(bounded_repr(value, limit), limit, "`_` (the last expression's value)")
+
+        stdout = self.capture.stdout.read()
+        stderr = self.capture.stderr.read()
+        self.namespace["_out"] = stdout.text
+        self.namespace["_err"] = stderr.text
+        shown_out = self._shape(stdout.text, stdout.chars, limit, "_outs", cell)
+        shown_err = self._shape(stderr.text, stderr.chars, limit, "_errs", cell)
+
+        restored = self._restore_provided()
+        after = fingerprint(self.namespace)
+        names = changed_names(before, after)
+        changed = [describe(name, self.namespace[name]) for name in names[:MAX_CHANGED_LISTED]]
+        return {
+            "ok": True,
+            "stdout": shown_out,
+            "stdout_chars": stdout.chars,
+            "stderr": shown_err,
+            "stderr_chars": stderr.chars,
+            "result": result_repr,
+            "error": error,
+            "error_type": error_type,
+            "changed": changed,
+            "changed_total": len(names),
+            "restored": restored,
+            "elapsed_s": elapsed,
+        }
+
+    @staticmethod
+    def _compile(code: str, filename: str) -> tuple[Any, Any]:
+        """Compile a cell; a final expression is compiled apart so its value can be shown, as in IPython."""
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last_expr = tree.body.pop()
+            last = compile(ast.Expression(last_expr.value), filename, "eval")
+        return compile(tree, filename, "exec"), last
+
+    def _shape(self, text: str, chars: int, limit: int, store: str, cell: int) -> str:
+        if chars <= limit:
+            return text
+        kept = self.namespace.setdefault(store, {})
+        if isinstance(kept, dict):
+            kept[cell] = text
+            for old in sorted(kept)[:-KEEP_ELIDED_OUTPUTS]:
+                del kept[old]
+        return elide(text, limit, f"{store}[{cell}] (slice it to read on)")
+
+    @staticmethod
+    def _format_error(exc: BaseException) -> str:
+        """The traceback from the user's cell down: the worker's own frames are noise to the model."""
+        if isinstance(exc, SyntaxError):
+            return "".join(traceback.format_exception_only(type(exc), exc))
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(CELL_PREFIX):
+            tb = tb.tb_next
+        report = traceback.TracebackException(type(exc), exc, tb)
+        # The interrupt handler's own frame sits on top of a KeyboardInterrupt: drop it.
+        report.stack = traceback.StackSummary.from_list(
+            [frame for frame in report.stack if frame.filename != __file__]
+        )
+        return "".join(report.format())
+
+    def _restore_provided(self) -> list[str]:
+        restored = []
+        for name, value in self.provided.items():
+            if self.namespace.get(name, _MISSING) is not value:
+                self.namespace[name] = value
+                restored.append(name)
+        return restored
+
+    def interrupt(self, signum: int, frame: Any) -> None:
+        """SIGINT interrupts user code only; between cells it is ignored, so a late signal is harmless."""
+        if self.executing:
+            raise KeyboardInterrupt
+
+    # -- contexts ---------------------------------------------------------------------------------
+
+    def load(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        kind = request["kind"]
+        stats: dict[str, Any] = {}
+        value: Any
+        if kind == "text":
+            value = str(request["text"])
+            stats.update(kind="str", files=None, replaced_chars=0)
+        elif kind == "file":
+            with open(request["path"], "rb") as handle:
+                data = handle.read()
+            decoded = decode(data)
+            value = decoded.text
+            stats.update(kind="str", files=None, bytes=len(data), replaced_chars=decoded.replaced)
+        elif kind == "files":
+            file_set = read_file_set(request["root"], list(request["files"]), int(request["max_file_bytes"]))
+            value = file_set.files
+            stats.update(
+                kind="files",
+                files=len(file_set.files),
+                replaced_chars=file_set.replaced,
+                binary=file_set.binary,
+                unreadable=file_set.unreadable,
+                with_replacements=file_set.with_replacements[:20],
+            )
+        else:
+            return {"ok": False, "error": f"unknown context kind {kind!r}"}
+
+        self.namespace[name] = value
+        self.provided[name] = value
+        if isinstance(value, dict):
+            texts = list(value.values())
+            stats["chars"] = sum(len(text) for text in texts)
+            stats["lines"] = sum(count_lines(text) for text in texts)
+            listing = ", ".join(list(value)[:8])
+            stats["preview"] = f"{len(value):,} files: {listing}" + (", ..." if len(value) > 8 else "")
+        else:
+            stats["chars"] = len(value)
+            stats["lines"] = count_lines(value)
+            stats["preview"] = value[:PREVIEW_CHARS]
+        return {"ok": True, **stats}
+
+    def unload(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        self.provided.pop(name, None)
+        self.namespace.pop(name, None)
+        return {"ok": True}
+
+
+_MISSING = object()
+
+
+def _take_over_descriptors(capture_dir: str) -> tuple[Any, int, OutputCapture]:
+    """Move the protocol off fds 0/1 and point 0 at /dev/null and 1/2 at the capture files."""
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    capture = OutputCapture(capture_dir)
+    faulthandler.enable(file=capture.stderr.fd, all_threads=True)
+    return proto_in, proto_out, capture
+
+
+def main(argv: list[str]) -> int:
+    capture_dir, work_dir = argv[1], argv[2]
+    proto_in, proto_out, capture = _take_over_descriptors(capture_dir)
+    # Start-up imported from the capture dir; user code runs in the work dir and must not shadow modules.
+    sys.path[:] = [p for p in sys.path if p not in ("", capture_dir)]
+    os.chdir(work_dir)
+    repl = Repl(capture)
+    signal.signal(signal.SIGINT, repl.interrupt)
+    protocol.write_frame(proto_out, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    while True:
+        try:
+            request = protocol.read_frame(proto_in)
+        except protocol.ProtocolError as exc:
+            os.write(capture.stderr.fd, f"rlm-mcp worker: protocol violation: {exc}\n".encode())
+            return 3
+        if request is None:
+            return 0
+        reply = repl.handle(request)
+        reply["id"] = request.get("id")
+        protocol.write_frame(proto_out, reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,101 @@
+"""The MCP surface: tool declarations and their wording, nothing else.
+
+Each tool validates nothing itself and holds no state: it hands its arguments to the session and turns the
+answer into a result (readable text for the model plus the same data as structuredContent). Descriptions
+are read by the root model on every turn, so they are short and exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from rlm_mcp import __version__
+from rlm_mcp.config import Settings
+from rlm_mcp.errors import UserError
+from rlm_mcp.models import LoadResult, RunResult
+from rlm_mcp.render import render_load, render_run
+from rlm_mcp.repl.host import WorkerStartError
+from rlm_mcp.sessions import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+rlm-mcp holds large inputs for you in a persistent Python REPL, so they never enter your context \
+(the Recursive Language Model method). Work like this:
+1. load_context(path=...) binds a file (str), a directory or glob (dict path -> text) to a variable, \
+default `context`. You get its size and a preview, never its content.
+2. run_code runs Python there; variables persist. Inspect before you read: len(), slices, re, splitting \
+into chunks. Print only what you need: long output is cut to head and tail (all of it stays in `_out`).
+3. Keep partial results in variables and combine them in code; show yourself only the final answer."""
+
+LOAD_DESCRIPTION = (
+    "Load a file (as str), a directory or a glob (as dict of relative path -> text; .gitignore honoured, "
+    "binaries skipped) into a REPL variable, by reference. Returns its size and a short preview, not the content."
+)
+RUN_DESCRIPTION = (
+    "Run Python in the session's persistent REPL. Returns stdout/stderr (long output cut to head and tail; "
+    "all of it in `_out`), the last expression's value, errors, and which variables changed."
+)
+
+
+def _result(model: BaseModel, text: str, is_error: bool = False) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=model.model_dump(mode="json"),
+        is_error=is_error,
+    )
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def build_server(settings: Settings) -> MCPServer:
+    sessions = SessionRegistry(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await sessions.close_all()
+
+    server = MCPServer(
+        "rlm-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+
+    @server.tool(description=LOAD_DESCRIPTION, annotations=ToolAnnotations(read_only_hint=False, open_world_hint=False))
+    async def load_context(
+        path: Annotated[str | None, Field(description="File, directory or glob under an allowed root")] = None,
+        text: Annotated[str | None, Field(description="Small inline text, instead of path")] = None,
+        name: Annotated[str, Field(description="Variable to bind")] = "context",
+    ) -> LoadResult:
+        try:
+            result = await sessions.default().load_context(name=name, path=path, text=text)
+        except (UserError, WorkerStartError) as exc:
+            return _error(str(exc))  # type: ignore[return-value]
+        return _result(result, render_load(result))  # type: ignore[return-value]
+
+    @server.tool(description=RUN_DESCRIPTION, annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False))
+    async def run_code(
+        code: Annotated[str, Field(description="Python source")],
+        timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,
+    ) -> RunResult:
+        try:
+            result = await sessions.default().run_code(code, timeout_s)
+        except (UserError, WorkerStartError) as exc:
+            return _error(str(exc))  # type: ignore[return-value]
+        return _result(result, render_run(result), is_error=result.outcome != "ok")  # type: ignore[return-value]
+
+    return server

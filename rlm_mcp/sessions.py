@@ -1,0 +1,276 @@
+"""A session: one client's REPL worker, its loaded contexts, and the rules for keeping them alive.
+
+The MCP layer calls into a Session and never touches the worker directly. A session serialises its calls
+(a REPL runs one cell at a time), and after any worker death it starts a fresh worker and reloads every
+context before answering, so the model is told exactly what survived.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from rlm_mcp.config import Settings
+from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
+from rlm_mcp.contexts.selection import Caps, Selection, select_files
+from rlm_mcp.errors import UserError
+from rlm_mcp.models import LoadResult, RunResult, VarInfo
+from rlm_mcp.repl.host import CallOutcome, WorkerHost
+from rlm_mcp.repl.sandbox import worker_environment
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4  # the usual rough figure for English text and code; an estimate, labelled as such
+
+
+@dataclass
+class LoadedContext:
+    name: str
+    request: dict[str, Any]
+    source: str
+
+
+def check_context_name(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UserError(f"name {name!r} is not a Python identifier; use letters, digits and _ (e.g. 'logs')")
+    if name.startswith("_"):
+        raise UserError(f"name {name!r} starts with '_', which the REPL reserves; use e.g. {name.lstrip('_')!r}")
+    if hasattr(builtins, name):
+        raise UserError(f"name {name!r} would hide the Python builtin of that name; choose another")
+
+
+class Session:
+    def __init__(self, session_id: str, settings: Settings) -> None:
+        self.id = session_id
+        self.settings = settings
+        self.dir = settings.workspace / "sessions" / session_id
+        self.host = WorkerHost(
+            capture_dir=self.dir / "worker",
+            work_dir=settings.roots[0],
+            env=worker_environment(self.dir / "home"),
+        )
+        self.contexts: dict[str, LoadedContext] = {}
+        self.cells = 0
+        self._lock = anyio.Lock()
+
+    # -- load_context -----------------------------------------------------------------------------
+
+    async def load_context(self, *, name: str, path: str | None, text: str | None) -> LoadResult:
+        check_context_name(name)
+        if (path is None) == (text is None):
+            raise UserError("give exactly one of `path` (a file, directory or glob) or `text` (small inline input)")
+        selection: Selection | None = None
+        if text is not None:
+            if len(text) > self.settings.inline_text_max_chars:
+                raise UserError(
+                    f"`text` has {len(text):,} characters, over the {self.settings.inline_text_max_chars:,} "
+                    "limit for inline input; write it to a file under a root and load it by `path`"
+                )
+            request: dict[str, Any] = {"op": "load", "name": name, "kind": "text", "text": text}
+            source = "inline text"
+        else:
+            assert path is not None
+            request, source, selection = await anyio.to_thread.run_sync(self._plan_path_load, name, path)
+
+        async with self._lock:
+            notes = await self._ensure_worker()
+            outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self._grace)
+            reply = outcome.reply or {}
+            if outcome.fate != "ok" or not reply.get("ok"):
+                if outcome.fate in ("killed", "crashed"):
+                    notes += await self._recover()
+                why = outcome.cause or reply.get("error", "unknown error")
+                raise ContextError(f"loading {source} into {name!r} failed: {why}. " + " ".join(notes))
+            if reply["kind"] == "files" and not reply["files"]:
+                await self.host.call({"op": "unload", "name": name}, timeout=10, grace=self._grace)
+                raise ContextError(f"{source} holds no text files (binary: {len(reply['binary'])})")
+            if name in self.contexts:
+                notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
+            self.contexts[name] = LoadedContext(name, request, source)
+        return _load_result(name, source, reply, selection, notes)
+
+    def _plan_path_load(self, name: str, path: str) -> tuple[dict[str, Any], str, Selection | None]:
+        """Resolve and vet the path, and for a tree pick the files; blocking, so it runs in a thread."""
+        settings = self.settings
+        source = resolve_source(path, settings.roots, settings.max_file_bytes)
+        if isinstance(source, FileSource):
+            return {"op": "load", "name": name, "kind": "file", "path": str(source.path)}, str(source.path), None
+        caps = Caps(settings.dir_max_files, settings.dir_max_bytes, settings.dir_max_file_bytes)
+        selection = select_files(source, settings.roots, caps)
+        shown = str(source.base / source.pattern) if source.pattern else str(source.base)
+        if not selection.files:
+            skipped = _skipped_text(selection)
+            what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} has no files"
+            raise ContextError(what + (f" that can be loaded ({skipped})" if skipped else ""))
+        request = {
+            "op": "load",
+            "name": name,
+            "kind": "files",
+            "root": str(source.base),
+            "files": selection.files,
+            "max_file_bytes": settings.dir_max_file_bytes,
+        }
+        return request, shown, selection
+
+    # -- run_code ---------------------------------------------------------------------------------
+
+    async def run_code(self, code: str, timeout_s: float | None) -> RunResult:
+        timeout = self.settings.timeout_s if timeout_s is None else timeout_s
+        if not 0 < timeout <= self.settings.max_timeout_s:
+            raise UserError(
+                f"timeout_s must be above 0 and at most {self.settings.max_timeout_s:g} "
+                "(the server's --max-timeout-s); split long work over several calls"
+            )
+        async with self._lock:
+            notes = await self._ensure_worker()
+            self.cells += 1
+            started = time.perf_counter()
+            request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": self.settings.output_limit_chars}
+            outcome = await self.host.call(request, timeout=timeout, grace=self._grace)
+            elapsed = time.perf_counter() - started
+            if outcome.fate in ("killed", "crashed"):
+                notes += await self._recover()
+                return _lost_result(outcome, elapsed, notes, self.settings.output_limit_chars)
+        return _run_result(outcome, elapsed, notes)
+
+    # -- worker lifecycle -------------------------------------------------------------------------
+
+    @property
+    def _grace(self) -> float:
+        return self.settings.interrupt_grace_s
+
+    async def _ensure_worker(self) -> list[str]:
+        if self.host.alive:
+            return []
+        if self.host.starts == 0:
+            await self.host.start()
+            return []
+        return ["the worker had stopped since the last call", *await self._recover()]
+
+    async def _recover(self) -> list[str]:
+        """Start a fresh worker and reload every context into it: variables are gone, contexts are not."""
+        await self.host.start()
+        reloaded, failed = [], []
+        for loaded in list(self.contexts.values()):
+            outcome = await self.host.call(loaded.request, timeout=self.settings.max_timeout_s, grace=self._grace)
+            if outcome.fate == "ok" and (outcome.reply or {}).get("ok"):
+                reloaded.append(loaded.name)
+            else:
+                failed.append(loaded.name)
+                del self.contexts[loaded.name]
+        notes = ["started a fresh worker: variables defined by code are lost"]
+        if reloaded:
+            notes.append("contexts reloaded: " + ", ".join(reloaded))
+        if failed:
+            notes.append("contexts that could not be reloaded (load them again): " + ", ".join(failed))
+        return notes
+
+    async def close(self) -> None:
+        await self.host.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SessionRegistry:
+    """All live sessions of this server process; stdio uses one default session."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._sessions: dict[str, Session] = {}
+        self._default_id = secrets.token_hex(8)
+
+    def default(self) -> Session:
+        session = self._sessions.get(self._default_id)
+        if session is None:
+            session = self._sessions[self._default_id] = Session(self._default_id, self.settings)
+        return session
+
+    async def close_all(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+
+# -- building results ------------------------------------------------------------------------------
+
+
+def _skipped_text(selection: Selection) -> str:
+    return ", ".join(f"{reason}: {count:,}" for reason, count in selection.skipped.most_common())
+
+
+def _load_result(
+    name: str, source: str, reply: dict[str, Any], selection: Selection | None, notes: list[str]
+) -> LoadResult:
+    skipped: dict[str, int] = dict(selection.skipped) if selection else {}
+    examples: dict[str, list[str]] = dict(selection.examples) if selection else {}
+    for reason in ("binary", "unreadable"):
+        paths = reply.get(reason) or []
+        if paths:
+            skipped[reason] = len(paths)
+            examples[reason] = paths[:3]
+    if reply.get("replaced_chars"):
+        notes.append(
+            f"{reply['replaced_chars']:,} undecodable bytes were replaced with U+FFFD (the text is not valid UTF-8)"
+        )
+    return LoadResult(
+        name=name,
+        kind=reply["kind"],
+        source=source,
+        chars=reply["chars"],
+        lines=reply["lines"],
+        files=reply.get("files"),
+        bytes=reply.get("bytes") if selection is None else selection.total_bytes,
+        est_tokens=reply["chars"] // CHARS_PER_TOKEN,
+        preview=reply["preview"],
+        replaced_chars=reply.get("replaced_chars", 0),
+        skipped=skipped,
+        skipped_examples=examples,
+        notes=notes,
+    )
+
+
+def _run_result(outcome: CallOutcome, elapsed: float, notes: list[str]) -> RunResult:
+    reply = outcome.reply or {}
+    if not reply.get("ok"):
+        return RunResult(outcome="error", state="kept", error=str(reply.get("error")), elapsed_s=elapsed, notes=notes)
+    if outcome.fate == "interrupted":
+        notes.append(f"{outcome.cause}: the code was interrupted (KeyboardInterrupt); REPL state kept")
+    status = "interrupted" if outcome.fate == "interrupted" else ("error" if reply["error"] else "ok")
+    return RunResult(
+        outcome=status,
+        state="kept",
+        stdout=reply["stdout"],
+        stdout_chars=reply["stdout_chars"],
+        stderr=reply["stderr"],
+        stderr_chars=reply["stderr_chars"],
+        result=reply["result"],
+        error=reply["error"],
+        error_type=reply["error_type"],
+        changed=[VarInfo(**item) for item in reply["changed"]],
+        changed_total=reply["changed_total"],
+        restored=reply["restored"],
+        elapsed_s=elapsed,
+        notes=notes,
+    )
+
+
+def _lost_result(outcome: CallOutcome, elapsed: float, notes: list[str], limit: int) -> RunResult:
+    tail = outcome.stderr_tail[-limit:]
+    return RunResult(
+        outcome="killed" if outcome.fate == "killed" else "crashed",
+        state="lost",
+        stderr=tail,
+        stderr_chars=len(tail),
+        error=outcome.cause,
+        error_type="WorkerKilled" if outcome.fate == "killed" else "WorkerCrashed",
+        elapsed_s=elapsed,
+        notes=notes,
+    )
