@@ -39,9 +39,7 @@ class Settings(BaseModel):
         description="Directory for per-session state (captured output, scratch files).",
         json_schema_extra={"metavar": "DIR"},
     )
-    timeout_s: float = Field(
-        default=60.0, gt=0, description="Default time limit of one run_code call, in seconds."
-    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Default time limit of one run_code call, in seconds.")
     max_timeout_s: float = Field(
         default=600.0, gt=0, description="Largest timeout_s a run_code call may ask for, in seconds."
     )
@@ -55,12 +53,8 @@ class Settings(BaseModel):
         ge=200,
         description="Most characters of stdout (and of stderr) returned per call; the rest is elided.",
     )
-    max_file_bytes: int = Field(
-        default=512 * MiB, gt=0, description="Largest single file load_context reads."
-    )
-    dir_max_files: int = Field(
-        default=20_000, gt=0, description="Most files loaded from one directory or glob."
-    )
+    max_file_bytes: int = Field(default=512 * MiB, gt=0, description="Largest single file load_context reads.")
+    dir_max_files: int = Field(default=20_000, gt=0, description="Most files loaded from one directory or glob.")
     dir_max_bytes: int = Field(
         default=256 * MiB, gt=0, description="Most bytes loaded from one directory or glob, in total."
     )
@@ -115,9 +109,7 @@ class SettingsError(ValueError):
     """A setting from a flag or the environment has an invalid value; the message names which."""
 
 
-def load_settings(
-    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings with precedence: explicit overrides (flags) > RLM_MCP_* environment > defaults."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}

@@ -51,8 +51,8 @@ def render_load(result: LoadResult) -> str:
     ]
     if result.skipped:
         skipped = ", ".join(
-            f"{reason} {count:,}" + (f" (e.g. {', '.join(result.skipped_examples[reason])})"
-                                     if result.skipped_examples.get(reason) else "")
+            f"{reason} {count:,}"
+            + (f" (e.g. {', '.join(result.skipped_examples[reason])})" if result.skipped_examples.get(reason) else "")
             for reason, count in result.skipped.items()
         )
         lines.append(f"Skipped: {skipped}.")

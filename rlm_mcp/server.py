@@ -87,7 +87,9 @@ def build_server(settings: Settings) -> MCPServer:
             return _error(str(exc))  # type: ignore[return-value]
         return _result(result, render_load(result))  # type: ignore[return-value]
 
-    @server.tool(description=RUN_DESCRIPTION, annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False))
+    run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
+
+    @server.tool(description=RUN_DESCRIPTION, annotations=run_annotations)
     async def run_code(
         code: Annotated[str, Field(description="Python source")],
         timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,

@@ -108,7 +108,7 @@ class Session:
         shown = str(source.base / source.pattern) if source.pattern else str(source.base)
         if not selection.files:
             skipped = _skipped_text(selection)
-            what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} has no files"
+            what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} is empty"
             raise ContextError(what + (f" that can be loaded ({skipped})" if skipped else ""))
         request = {
             "op": "load",

@@ -61,7 +61,5 @@ def describe(name: str, value: Any, preview_chars: int = 80) -> dict[str, Any]:
     return {"name": name, "type": type(value).__name__, "size": size_of(value), "preview": preview}
 
 
-def changed_names(
-    before: dict[str, tuple[int, int | None]], after: dict[str, tuple[int, int | None]]
-) -> list[str]:
+def changed_names(before: dict[str, tuple[int, int | None]], after: dict[str, tuple[int, int | None]]) -> list[str]:
     return [name for name, mark in after.items() if before.get(name) != mark]

@@ -48,9 +48,7 @@ class Repl:
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
-        handler = {"exec": self.exec_cell, "load": self.load, "unload": self.unload, "ping": self.ping}.get(
-            str(op)
-        )
+        handler = {"exec": self.exec_cell, "load": self.load, "unload": self.unload, "ping": self.ping}.get(str(op))
         if handler is None:
             return {"ok": False, "error": f"unknown op {op!r}"}
         try:
@@ -152,9 +150,7 @@ class Repl:
             tb = tb.tb_next
         report = traceback.TracebackException(type(exc), exc, tb)
         # The interrupt handler's own frame sits on top of a KeyboardInterrupt: drop it.
-        report.stack = traceback.StackSummary.from_list(
-            [frame for frame in report.stack if frame.filename != __file__]
-        )
+        report.stack = traceback.StackSummary.from_list([frame for frame in report.stack if frame.filename != __file__])
         return "".join(report.format())
 
     def _restore_provided(self) -> list[str]:
