@@ -112,20 +112,19 @@ class SettingsError(ValueError):
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings with precedence: explicit overrides (flags) > RLM_MCP_* environment > defaults."""
     environ = os.environ if environ is None else environ
+    flags = {field: value for field, value in (overrides or {}).items() if value is not None}
     values: dict[str, Any] = {}
     for field in Settings.model_fields:
         raw = environ.get(env_name(field))
         if raw is not None and raw != "":
             values[field] = raw
-    for field, value in (overrides or {}).items():
-        if value is not None:
-            values[field] = value
+    values.update(flags)
     try:
         return Settings(**values)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            source = flag_name(field) if field in (overrides or {}) else env_name(field)
+            source = flag_name(field) if field in flags else env_name(field)
             problems.append(f"{source}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

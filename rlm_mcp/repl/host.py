@@ -74,6 +74,19 @@ def describe_exit(returncode: int | None) -> str:
     return f"the worker exited with code {returncode}"
 
 
+def _has_exited(pid: int) -> bool:
+    """Whether our child has exited, even if the event loop has not yet run the callback that records it.
+
+    WNOWAIT peeks without reaping, so the loop's child watcher still collects the exit status.
+    """
+    if not hasattr(os, "waitid"):  # not on every Unix; the event loop's returncode then decides alone
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped by the child watcher
+        return True
+
+
 class WorkerHost:
     def __init__(self, *, capture_dir: Path, work_dir: Path, env: dict[str, str]) -> None:
         self.capture_dir = capture_dir
@@ -86,7 +99,8 @@ class WorkerHost:
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        process = self._process
+        return process is not None and process.returncode is None and not _has_exited(process.pid)
 
     @property
     def pid(self) -> int | None:

@@ -1,0 +1,68 @@
+"""Shared fixtures: a real server built from real settings, driven by the real MCP SDK client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp_types import CallToolResult
+
+from rlm_mcp.config import Settings, load_settings
+from rlm_mcp.server import build_server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+def make_settings(tmp_path: Path, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "roots": [data_dir],
+        "workspace": tmp_path / "workspace",
+        "timeout_s": 20,
+        "interrupt_grace_s": 1.0,
+    }
+    values.update(overrides)
+    return load_settings(values, environ={})
+
+
+@pytest.fixture
+def settings(tmp_path: Path, data_dir: Path) -> Settings:
+    return make_settings(tmp_path, data_dir)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with Client(build_server(settings)) as connected:
+        yield connected
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+async def run(client: Client, code: str, **arguments: Any) -> CallToolResult:
+    return await client.call_tool("run_code", {"code": code, **arguments})
+
+
+async def load(client: Client, **arguments: Any) -> CallToolResult:
+    return await client.call_tool("load_context", arguments)
+
+
+async def value_of(client: Client, expression: str) -> str:
+    """The repr the REPL shows for `expression`; fails the test if the cell did not succeed."""
+    result = await run(client, expression)
+    data = result.structured_content
+    assert data is not None and data["outcome"] == "ok", text_of(result)
+    return data["result"]
