@@ -1,0 +1,43 @@
+"""The tool list as a client sees it: names, schemas, wording, and what it costs the model per turn."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mcp import Client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_tools_and_their_input_schemas(client: Client) -> None:
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == {"load_context", "run_code"}
+
+    load = tools["load_context"].input_schema
+    assert set(load["properties"]) == {"path", "text", "name"}
+    assert load["properties"]["name"]["default"] == "context"
+    assert not load.get("required")
+
+    run = tools["run_code"].input_schema
+    assert set(run["properties"]) == {"code", "timeout_s"} and run["required"] == ["code"]
+
+    for tool in tools.values():
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+        assert 50 < len(tool.description or "") <= 300
+    assert {"outcome", "state", "stdout", "stdout_chars", "error", "changed", "notes"} <= set(
+        tools["run_code"].output_schema["properties"]  # type: ignore[index]
+    )
+
+
+async def test_tools_list_stays_small(client: Client) -> None:
+    tools = (await client.list_tools()).tools
+    size = len(json.dumps([tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]))
+    assert size <= 4_000, f"tools/list is {size} characters; every one costs the root model tokens on every turn"
+
+
+async def test_instructions_teach_the_rlm_way_of_working(client: Client) -> None:
+    instructions = client.instructions or ""
+    for phrase in ("load_context", "run_code", "persist", "Print only what you need", "combine"):
+        assert phrase in instructions
+    assert len(instructions) < 1_000
