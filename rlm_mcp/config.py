@@ -7,6 +7,7 @@ so a setting cannot exist in one place and be missing in another.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,9 +65,60 @@ class Settings(BaseModel):
     inline_text_max_chars: int = Field(
         default=1_000_000, gt=0, description="Longest `text` accepted by load_context (use `path` for more)."
     )
+    backend: Literal["auto", "anthropic", "openai", "sampling"] = Field(
+        default="auto",
+        description="Sub-LLM backend. auto: Anthropic if ANTHROPIC_API_KEY is set, else the OpenAI-compatible "
+        "endpoint if its base URL is set, else MCP sampling if the client offers it.",
+    )
+    sub_model: str | None = Field(
+        default=None,
+        description="Model for sub-calls. Default: claude-haiku-4-5 (Anthropic), gpt-4o-mini (OpenAI-compatible), "
+        "the client's choice (sampling).",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible API (Ollama, vLLM, LM Studio, OpenRouter), "
+        "e.g. http://localhost:11434/v1.",
+    )
+    openai_api_key: str | None = Field(
+        default=None, description="API key for the OpenAI-compatible endpoint, if it needs one. Prefer the env var."
+    )
+    max_concurrency: int = Field(default=16, gt=0, description="Most sub-calls in flight at once, server-wide.")
+    max_sub_calls: int = Field(default=1_000, ge=0, description="Most sub-calls per session.")
+    max_sub_tokens: int | None = Field(
+        default=None, gt=0, description="Most sub-call tokens (input + output) per session. Default: no limit."
+    )
+    max_cost_usd: float | None = Field(
+        default=None, ge=0, description="Most sub-call spend per session, in US dollars. Default: no limit."
+    )
+    prices: dict[str, tuple[float, float]] | None = Field(
+        default=None,
+        description='Extra or overriding model prices as JSON, USD per million tokens: {"model": [input, output]}.',
+    )
+    sub_max_tokens: int = Field(default=2_048, gt=0, description="Default max_tokens of one sub-call's answer.")
+    sub_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of one sub-call attempt, in seconds.")
+    sub_retries: int = Field(
+        default=4, ge=0, description="Retries of a sub-call on 429, 529/overloaded, 5xx and timeouts."
+    )
+    retry_base_s: float = Field(
+        default=0.5, ge=0, description="First retry delay in seconds; doubles each retry, with jitter."
+    )
+    sub_window_tokens: int = Field(
+        default=128_000, gt=0, description="Context window assumed for sub-models missing from the built-in table."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the log written to stderr."
     )
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
+        return value
 
     @field_validator("roots", mode="before")
     @classmethod

@@ -47,6 +47,26 @@ class LoadResult(Compact):
     notes: list[str] = Field(default_factory=list)
 
 
+class SubCallUsage(Compact):
+    calls: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+
+
+class SubQueryResult(Compact):
+    answer: str
+    model: str
+    backend: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    cached: bool
+    session_usage: SubCallUsage
+
+
 class RunResult(Compact):
     outcome: Outcome
     state: Literal["kept", "lost"]
@@ -61,4 +81,5 @@ class RunResult(Compact):
     changed_total: int = 0
     restored: list[str] = Field(default_factory=list)
     elapsed_s: float
+    sub_calls: SubCallUsage | None = None
     notes: list[str] = Field(default_factory=list)

@@ -6,7 +6,7 @@ JSON-escaped), then only the sections that have something to say. The same data 
 
 from __future__ import annotations
 
-from rlm_mcp.models import LoadResult, RunResult, VarInfo
+from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 
 
 def _size(info: VarInfo) -> str:
@@ -36,6 +36,8 @@ def render_run(result: RunResult) -> str:
             + ", ".join(result.restored)
             + " (store your results under other names)"
         )
+    if result.sub_calls:
+        parts.append("Sub-calls: " + _usage(result.sub_calls))
     parts.extend(f"Note: {note}" for note in result.notes)
     if not parts:
         parts.append("(no output)")
@@ -59,3 +61,23 @@ def render_load(result: LoadResult) -> str:
     lines.extend(f"Note: {note}" for note in result.notes)
     lines.append(f"Preview: {result.preview!r}" if result.kind == "str" else f"Preview: {result.preview}")
     return "\n".join(lines)
+
+
+def _money(cost: float | None) -> str:
+    return "cost unknown" if cost is None else f"${cost:.4f}"
+
+
+def _usage(usage: SubCallUsage) -> str:
+    text = (
+        f"{usage.calls:,} calls, {usage.failures:,} failed, {usage.input_tokens:,} in / "
+        f"{usage.output_tokens:,} out tokens, {_money(usage.cost_usd)}"
+    )
+    return text + (f", {usage.cache_hits:,} answered from cache" if usage.cache_hits else "")
+
+
+def render_sub_query(result: SubQueryResult) -> str:
+    origin = "cache" if result.cached else result.backend
+    return (
+        f"{result.answer}\n[{result.model} via {origin}: {result.input_tokens:,} in / {result.output_tokens:,} out "
+        f"tokens, {_money(result.cost_usd)}; session so far: {_usage(result.session_usage)}]"
+    )

@@ -2,7 +2,9 @@
 
 Each tool validates nothing itself and holds no state: it hands its arguments to the session and turns the
 answer into a result (readable text for the model plus the same data as structuredContent). Descriptions
-are read by the root model on every turn, so they are short and exact.
+are read by the root model on every turn, so they are short and exact. For the same reason the tools
+declare no outputSchema: the three schemas would add about 2,500 characters to every tools/list, while the
+structuredContent they describe is documented in the README and models.py.
 """
 
 from __future__ import annotations
@@ -10,17 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from rlm_mcp import __version__
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
-from rlm_mcp.models import LoadResult, RunResult
-from rlm_mcp.render import render_load, render_run
+from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
+from rlm_mcp.render import render_load, render_run, render_sub_query
 from rlm_mcp.repl.host import WorkerStartError
 from rlm_mcp.sessions import SessionRegistry
 
@@ -33,11 +35,18 @@ rlm-mcp holds large inputs for you in a persistent Python REPL, so they never en
 default `context`. You get its size and a preview, never its content.
 2. run_code runs Python there; variables persist. Inspect before you read: len(), slices, re, splitting \
 into chunks. Print only what you need: long output is cut to head and tail (all of it stays in `_out`).
-3. Keep partial results in variables and combine them in code; show yourself only the final answer."""
+3. Delegate reading to sub-models inside code: llm_query(prompt) -> str, and llm_query_batched(prompts) -> \
+list, which runs concurrently (failed items are LLMError objects). sub_query asks one question about a \
+REPL expression (e.g. chunks[3]) without pasting it.
+4. Keep partial results in variables and combine them in code; show yourself only the final answer."""
 
 LOAD_DESCRIPTION = (
     "Load a file (as str), a directory or a glob (as dict of relative path -> text; .gitignore honoured, "
     "binaries skipped) into a REPL variable, by reference. Returns its size and a short preview, not the content."
+)
+SUB_QUERY_DESCRIPTION = (
+    "Ask a sub-model one question. `context` is a REPL expression (e.g. chunks[3], context[i:j]) whose text is "
+    "sent with the prompt, so you never paste it. Returns the answer, model, tokens and cost."
 )
 RUN_DESCRIPTION = (
     "Run Python in the session's persistent REPL. Returns stdout/stderr (long output cut to head and tail; "
@@ -75,7 +84,11 @@ def build_server(settings: Settings) -> MCPServer:
         log_level=settings.log_level,
     )
 
-    @server.tool(description=LOAD_DESCRIPTION, annotations=ToolAnnotations(read_only_hint=False, open_world_hint=False))
+    @server.tool(
+        description=LOAD_DESCRIPTION,
+        structured_output=False,
+        annotations=ToolAnnotations(read_only_hint=False, open_world_hint=False),
+    )
     async def load_context(
         path: Annotated[str | None, Field(description="File, directory or glob under an allowed root")] = None,
         text: Annotated[str | None, Field(description="Small inline text, instead of path")] = None,
@@ -89,15 +102,42 @@ def build_server(settings: Settings) -> MCPServer:
 
     run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 
-    @server.tool(description=RUN_DESCRIPTION, annotations=run_annotations)
+    @server.tool(description=RUN_DESCRIPTION, structured_output=False, annotations=run_annotations)
     async def run_code(
+        ctx: Context,
         code: Annotated[str, Field(description="Python source")],
         timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,
     ) -> RunResult:
         try:
-            result = await sessions.default().run_code(code, timeout_s)
+            result = await sessions.default().run_code(code, timeout_s, client_session=_client_session(ctx))
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
         return _result(result, render_run(result), is_error=result.outcome != "ok")  # type: ignore[return-value]
 
+    @server.tool(
+        description=SUB_QUERY_DESCRIPTION, structured_output=False, annotations=ToolAnnotations(read_only_hint=True)
+    )
+    async def sub_query(
+        ctx: Context,
+        prompt: Annotated[str, Field(description="The question or instruction")],
+        context: Annotated[str | None, Field(description="REPL expression giving the text to ask about")] = None,
+        model: Annotated[str | None, Field(description="Sub-model; default: the server's")] = None,
+        max_tokens: Annotated[int | None, Field(description="Longest answer, in tokens")] = None,
+    ) -> SubQueryResult:
+        try:
+            result = await sessions.default().sub_query(
+                prompt, context, model, max_tokens, client_session=_client_session(ctx)
+            )
+        except (UserError, WorkerStartError) as exc:
+            return _error(str(exc))  # type: ignore[return-value]
+        return _result(result, render_sub_query(result))  # type: ignore[return-value]
+
     return server
+
+
+def _client_session(ctx: Context) -> Any | None:
+    """The calling client's session, through which sampling requests go back to it (if it offers them)."""
+    try:
+        return ctx.session
+    except (AttributeError, ValueError, RuntimeError):
+        return None

@@ -13,7 +13,7 @@ import logging
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
@@ -22,7 +22,9 @@ from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
 from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
-from rlm_mcp.models import LoadResult, RunResult, VarInfo
+from rlm_mcp.llm.router import Router, SessionLLM, Usage
+from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
 from rlm_mcp.repl.sandbox import worker_environment
 
@@ -48,9 +50,10 @@ def check_context_name(name: str) -> None:
 
 
 class Session:
-    def __init__(self, session_id: str, settings: Settings) -> None:
+    def __init__(self, session_id: str, settings: Settings, router: Router) -> None:
         self.id = session_id
         self.settings = settings
+        self.llm = SessionLLM(router)
         self.dir = settings.workspace / "sessions" / session_id
         self.host = WorkerHost(
             capture_dir=self.dir / "worker",
@@ -122,7 +125,8 @@ class Session:
 
     # -- run_code ---------------------------------------------------------------------------------
 
-    async def run_code(self, code: str, timeout_s: float | None) -> RunResult:
+    async def run_code(self, code: str, timeout_s: float | None, client_session: Any | None = None) -> RunResult:
+        """Run a cell. `client_session` is the MCP session of the calling client, for sampling sub-calls."""
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= self.settings.max_timeout_s:
             raise UserError(
@@ -134,12 +138,77 @@ class Session:
             self.cells += 1
             started = time.perf_counter()
             request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": self.settings.output_limit_chars}
-            outcome = await self.host.call(request, timeout=timeout, grace=self._grace)
+            usage_before = self.llm.usage.copy()
+
+            async def serve(frame: dict[str, Any]) -> dict[str, Any]:
+                return await self._serve_worker_request(frame, client_session)
+
+            outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
             elapsed = time.perf_counter() - started
+            sub_calls = _usage_model(self.llm.usage.since(usage_before))
+            if sub_calls and sub_calls.failures:
+                notes.append(
+                    f"{sub_calls.failures} sub-call(s) failed; llm_query_batched returns them as LLMError objects "
+                    "(test with isinstance(x, LLMError))"
+                )
             if outcome.fate in ("killed", "crashed"):
                 notes += await self._recover()
-                return _lost_result(outcome, elapsed, notes, self.settings.output_limit_chars)
-        return _run_result(outcome, elapsed, notes)
+                result = _lost_result(outcome, elapsed, notes, self.settings.output_limit_chars)
+            else:
+                result = _run_result(outcome, elapsed, notes)
+        result.sub_calls = sub_calls
+        return result
+
+    async def _serve_worker_request(self, frame: dict[str, Any], client_session: Any | None) -> dict[str, Any]:
+        calls = frame.get("calls")
+        if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
+            return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
+        return {"ok": True, "results": await self.llm.batch(calls, client_session)}
+
+    # -- sub_query --------------------------------------------------------------------------------
+
+    async def sub_query(
+        self,
+        prompt: str,
+        context: str | None,
+        model: str | None,
+        max_tokens: int | None,
+        client_session: Any | None = None,
+    ) -> SubQueryResult:
+        if not prompt.strip():
+            raise UserError("`prompt` is empty: say what the sub-model should do with the context")
+        if max_tokens is not None and max_tokens <= 0:
+            raise UserError("`max_tokens` must be a positive number of tokens")
+        if context is not None:
+            async with self._lock:
+                await self._ensure_worker()
+                outcome = await self.host.call(
+                    {"op": "eval_text", "expr": context}, timeout=self.settings.timeout_s, grace=self._grace
+                )
+                reply = outcome.reply or {}
+                if outcome.fate in ("killed", "crashed"):
+                    await self._recover()
+                if not reply.get("ok"):
+                    why = reply.get("error") or outcome.cause
+                    raise UserError(f"the context expression {context!r} failed: {why}")
+            prompt = f"<context>\n{reply['text']}\n</context>\n\n{prompt}"
+        try:
+            backend = self.llm.router.backend_for(client_session)
+            call = self.llm.make_call(backend, prompt, None, model, max_tokens)
+            answer = await self.llm.complete(call, backend)
+        except SubCallError as exc:
+            raise UserError(f"sub-query failed: {exc}") from None
+        completion = answer.completion
+        return SubQueryResult(
+            answer=completion.text,
+            model=completion.model,
+            backend=answer.backend,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=answer.cost_usd,
+            cached=answer.cached,
+            session_usage=SubCallUsage(**asdict(self.llm.usage)),
+        )
 
     # -- worker lifecycle -------------------------------------------------------------------------
 
@@ -183,23 +252,40 @@ class SessionRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.router = Router(settings)
         self._sessions: dict[str, Session] = {}
         self._default_id = secrets.token_hex(8)
 
     def default(self) -> Session:
         session = self._sessions.get(self._default_id)
         if session is None:
-            session = self._sessions[self._default_id] = Session(self._default_id, self.settings)
+            session = self._sessions[self._default_id] = Session(self._default_id, self.settings, self.router)
         return session
 
     async def close_all(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            for session in sessions:
                 await session.close()
+            await self.router.aclose()
 
 
 # -- building results ------------------------------------------------------------------------------
+
+
+def _valid_call(call: Any) -> bool:
+    return (
+        isinstance(call, dict)
+        and isinstance(call.get("prompt"), str)
+        and all(isinstance(call.get(k), (str, type(None))) for k in ("system", "model"))
+        and isinstance(call.get("max_tokens"), (int, type(None)))
+    )
+
+
+def _usage_model(usage: Usage) -> SubCallUsage | None:
+    if not (usage.calls or usage.failures or usage.cache_hits):
+        return None
+    return SubCallUsage(**asdict(usage))
 
 
 def _skipped_text(selection: Selection) -> str:

@@ -80,10 +80,12 @@ def test_server_json_follows_the_registry_schema() -> None:
     assert package["version"] == __version__ and package["runtimeHint"] == "uvx"
     assert package["transport"] == {"type": "stdio"}
     declared = {variable["name"]: variable for variable in package["environmentVariables"]}
-    assert set(declared) == {env_name(field) for field in Settings.model_fields}
+    provider_variables = {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"}
+    assert set(declared) == {env_name(field) for field in Settings.model_fields} | provider_variables
     for field, info in Settings.model_fields.items():
-        variable = declared[env_name(field)]
-        assert variable["description"] == info.description and variable["isSecret"] is False
+        assert declared[env_name(field)]["description"] == info.description
+    secrets = {name for name, variable in declared.items() if variable["isSecret"]}
+    assert secrets == {"ANTHROPIC_API_KEY", "RLM_MCP_OPENAI_API_KEY"}
 
 
 def test_dependencies_are_bounded_by_major_version() -> None:

@@ -40,7 +40,7 @@ async def stdio_client(tmp_path: Path, data_dir: Path) -> AsyncIterator[Client]:
 async def test_stdio_session_loads_and_runs(stdio_client: Client, data_dir: Path) -> None:
     (data_dir / "log.txt").write_text("".join(f"{i} ok\n" for i in range(50_000)) + "99999 FAILED disk\n")
     tools = await stdio_client.list_tools()
-    assert {tool.name for tool in tools.tools} == {"load_context", "run_code"}
+    assert {tool.name for tool in tools.tools} == {"load_context", "run_code", "sub_query"}
     loaded = await load(stdio_client, path="log.txt", name="log")
     assert not loaded.is_error, text_of(loaded)
     assert await value_of(stdio_client, "[l for l in log.splitlines() if 'FAILED' in l]") == "['99999 FAILED disk']"

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ STDERR_TAIL_CHARS = 2_000
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 Fate = Literal["ok", "interrupted", "killed", "crashed"]
+RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 _SIGNAL_CAUSES = {
     signal.SIGSEGV: "segmentation fault",
@@ -135,8 +137,19 @@ class WorkerHost:
             raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")
         log.debug("worker %s started (python %s)", hello.get("pid"), hello.get("python"))
 
-    async def call(self, request: dict[str, Any], *, timeout: float | None, grace: float) -> CallOutcome:
-        """Send one request and wait for its reply, interrupting and then killing the worker if needed."""
+    async def call(
+        self,
+        request: dict[str, Any],
+        *,
+        timeout: float | None,
+        grace: float,
+        on_request: RequestHandler | None = None,
+    ) -> CallOutcome:
+        """Send one request and wait for its reply, interrupting and then killing the worker if needed.
+
+        While it waits, the worker may send requests of its own (sub-calls from user code); `on_request`
+        answers them. They count against the same time limit as the request that caused them.
+        """
         if not self.alive:
             await self.start()
         self._next_id += 1
@@ -144,7 +157,7 @@ class WorkerHost:
         try:
             await self._send({**request, "id": request_id})
             with anyio.move_on_after(timeout):
-                return CallOutcome("ok", await self._reply(request_id))
+                return CallOutcome("ok", await self._reply(request_id, on_request))
             return await self._stop_overrunning(request_id, grace, f"timed out after {timeout:g} s")
         except _WorkerGone as gone:
             return await self._crashed(gone.cause)
@@ -182,11 +195,18 @@ class WorkerHost:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, BrokenPipeError, ConnectionError):
             raise _WorkerGone("eof") from None
 
-    async def _reply(self, request_id: int) -> dict[str, Any]:
-        frame = await self._next_frame()
-        if frame.get("id") != request_id:
-            raise protocol.ProtocolError(f"reply for request {frame.get('id')!r}, expected {request_id}")
-        return frame
+    async def _reply(self, request_id: int, on_request: RequestHandler | None = None) -> dict[str, Any]:
+        while True:
+            frame = await self._next_frame()
+            if "op" not in frame:
+                if frame.get("id") != request_id:
+                    raise protocol.ProtocolError(f"reply for request {frame.get('id')!r}, expected {request_id}")
+                return frame
+            if on_request is None:
+                answer = {"ok": False, "error": "the host is not taking requests now (the cell is being stopped)"}
+            else:
+                answer = await on_request(frame)
+            await self._send({**answer, "id": frame.get("id")})
 
     async def _next_frame(self) -> dict[str, Any]:
         assert self._process is not None and self._process.stdout is not None

@@ -17,6 +17,7 @@ import linecache
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -34,12 +35,90 @@ MAX_CHANGED_LISTED = 40
 CELL_PREFIX = "<cell "
 
 
+class LLMError(Exception):
+    """A sub-call that failed: returned in place of an answer by llm_query_batched, raised by llm_query."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class HostChannel:
+    """Requests from user code to the host (sub-calls), over the protocol pipe.
+
+    The worker holds no API keys and opens no connections: the host performs every sub-call. One request
+    is in flight at a time (a lock keeps threads from interleaving frames); llm_query_batched sends a whole
+    batch as one request and the host runs it concurrently.
+    """
+
+    def __init__(self, proto_in: Any, proto_out: int) -> None:
+        self._in = proto_in
+        self._out = proto_out
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._next += 1
+            request_id = f"w{self._next}"
+            protocol.write_frame(self._out, {**message, "id": request_id})
+            reply = protocol.read_frame(self._in)
+            if reply is None or reply.get("id") != request_id:
+                raise SystemExit("rlm-mcp worker: the host broke the protocol")
+            return reply
+
+
+def _check_prompt(prompt: Any, what: str) -> str:
+    if not isinstance(prompt, str):
+        raise TypeError(f"{what} must be a str, not {type(prompt).__name__}; convert it with str() or slice a text")
+    return prompt
+
+
+def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
+    def llm_query_batched(
+        prompts: list[str], *, system: str | None = None, model: str | None = None, max_tokens: int | None = None
+    ) -> list[str | LLMError]:
+        """Ask a sub-model each prompt, concurrently. Results are in input order; a failed item is an
+        LLMError instance (check with isinstance), so one failure does not lose the others."""
+        if isinstance(prompts, str):
+            raise TypeError("llm_query_batched takes a list of prompts; for one prompt use llm_query")
+        calls = [
+            {"prompt": _check_prompt(p, f"prompts[{i}]"), "system": system, "model": model, "max_tokens": max_tokens}
+            for i, p in enumerate(prompts)
+        ]
+        if not calls:
+            return []
+        reply = channel.request({"op": "llm", "calls": calls})
+        if "results" not in reply:
+            return [LLMError(reply.get("error", "sub-call failed"), "host") for _ in calls]
+        return [
+            item["text"]
+            if item.get("ok")
+            else LLMError(item.get("error", "sub-call failed"), item.get("kind", "error"))
+            for item in reply["results"]
+        ]
+
+    def llm_query(
+        prompt: str, *, system: str | None = None, model: str | None = None, max_tokens: int | None = None
+    ) -> str:
+        """Ask a sub-model one prompt and return its answer; raises LLMError if the call fails."""
+        (answer,) = llm_query_batched(
+            [_check_prompt(prompt, "prompt")], system=system, model=model, max_tokens=max_tokens
+        )
+        if isinstance(answer, LLMError):
+            raise answer
+        return answer
+
+    return {"llm_query": llm_query, "llm_query_batched": llm_query_batched, "LLMError": LLMError}
+
+
 class Repl:
-    def __init__(self, capture: OutputCapture) -> None:
+    def __init__(self, capture: OutputCapture, channel: HostChannel | None = None) -> None:
         self.capture = capture
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
-        self.provided: dict[str, Any] = {}
+        self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
+        self.namespace.update(self.provided)
         self.executing = False
         self.namespace["_outs"] = {}
         self.namespace["_errs"] = {}
@@ -58,6 +137,20 @@ class Repl:
 
     def ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid()}
+
+    def eval_text(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate an expression (e.g. `chunks[3]`) to text, for sub_query's `context` argument."""
+        try:
+            code = compile(str(request["expr"]), "<context expression>", "eval")
+            self.executing = True
+            try:
+                value = eval(code, self.namespace)
+            finally:
+                self.executing = False
+        except BaseException as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        text = value if isinstance(value, str) else str(value)
+        return {"ok": True, "text": text}
 
     # -- running cells ----------------------------------------------------------------------------
 
@@ -239,7 +332,7 @@ def main(argv: list[str]) -> int:
     # Start-up imported from the capture dir; user code runs in the work dir and must not shadow modules.
     sys.path[:] = [p for p in sys.path if p not in ("", capture_dir)]
     os.chdir(work_dir)
-    repl = Repl(capture)
+    repl = Repl(capture, HostChannel(proto_in, proto_out))
     signal.signal(signal.SIGINT, repl.interrupt)
     protocol.write_frame(proto_out, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
     while True:

@@ -1,0 +1,58 @@
+"""Sub-calls to the Anthropic Messages API through the official SDK.
+
+The SDK's own retries are off: the router retries with its own backoff and budget accounting, and two
+layers of retries would multiply the wait and hide the attempts from the trace.
+"""
+
+from __future__ import annotations
+
+import anthropic
+
+from rlm_mcp.llm.types import Completion, SubCall, SubCallError
+
+# Prompt caching pays from about 1,024 tokens of system prompt (the smallest cacheable prefix); below that
+# the cache_control marker is ignored by the API, so it is only sent where it can help.
+CACHE_MIN_SYSTEM_CHARS = 4_096
+
+
+def status_error(status: int, message: str) -> SubCallError:
+    """Shared by the HTTP backends: which statuses are worth another attempt."""
+    retryable = status in (408, 409, 425, 429) or status >= 500
+    kind = "rate_limited" if status == 429 else ("overloaded" if status == 529 else "provider")
+    return SubCallError(f"the provider answered {status}: {message}", kind=kind, retryable=retryable, status=status)
+
+
+class AnthropicBackend:
+    name = "anthropic"
+    default_model: str | None = "claude-haiku-4-5"
+
+    def __init__(self) -> None:
+        # Reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the server's environment.
+        self._client = anthropic.AsyncAnthropic(max_retries=0)
+
+    async def complete(self, call: SubCall, timeout_s: float) -> Completion:
+        system: object = anthropic.NOT_GIVEN
+        if call.system:
+            system = call.system
+            if len(call.system) >= CACHE_MIN_SYSTEM_CHARS:
+                system = [{"type": "text", "text": call.system, "cache_control": {"type": "ephemeral"}}]
+        try:
+            message = await self._client.messages.create(
+                model=call.model,
+                max_tokens=call.max_tokens,
+                system=system,  # type: ignore[arg-type]
+                messages=[{"role": "user", "content": call.prompt}],
+                timeout=timeout_s,
+            )
+        except anthropic.APITimeoutError:
+            raise SubCallError(f"no answer within {timeout_s:g} s", kind="timeout", retryable=True) from None
+        except anthropic.APIConnectionError as exc:
+            raise SubCallError(f"cannot reach the Anthropic API: {exc}", kind="connection", retryable=True) from None
+        except anthropic.APIStatusError as exc:
+            raise status_error(exc.status_code, exc.message) from None
+        usage = message.usage
+        input_tokens = (
+            usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+        )
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return Completion(text, message.model, input_tokens, usage.output_tokens)

@@ -1,0 +1,212 @@
+"""Where every sub-call goes through: backend choice, window check, budget, concurrency, retries, cache.
+
+One Router per server holds what is shared (the backends and the concurrency limit, since a provider's
+rate limit is per key, not per session); one SessionLLM per session holds what is not (budget, cache,
+usage). A batch is fanned out as tasks; each item succeeds or fails on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass, fields
+from typing import Any
+
+import anyio
+
+from rlm_mcp.config import Settings
+from rlm_mcp.llm.budget import Budget
+from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
+from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
+from rlm_mcp.llm.types import Backend, Completion, SubCall, SubCallError
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY_S = 30.0
+NO_BACKEND = (
+    "no sub-LLM backend is available. Set ANTHROPIC_API_KEY (Anthropic API), or RLM_MCP_OPENAI_BASE_URL "
+    "(any OpenAI-compatible endpoint: Ollama, vLLM, LM Studio, OpenRouter; key in RLM_MCP_OPENAI_API_KEY), "
+    "or use a client that offers MCP sampling; RLM_MCP_BACKEND=auto|anthropic|openai|sampling picks one"
+)
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+
+    def since(self, earlier: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)})
+
+    def copy(self) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class Answer:
+    completion: Completion
+    backend: str
+    cost_usd: float | None
+    cached: bool
+
+
+class Router:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
+        self._backends: dict[str, Backend] = {}
+
+    def backend_for(self, client_session: Any | None) -> Backend:
+        """The backend for a call made while serving `client_session` (needed for sampling)."""
+        mode = self.settings.backend
+        if mode == "auto":
+            if os.environ.get("ANTHROPIC_API_KEY"):
+                mode = "anthropic"
+            elif self.settings.openai_base_url:
+                mode = "openai"
+            elif client_session is not None and client_offers_sampling(client_session):
+                mode = "sampling"
+            else:
+                raise SubCallError(NO_BACKEND, kind="no_backend")
+        if mode == "sampling":
+            if client_session is None or not client_offers_sampling(client_session):
+                raise SubCallError(
+                    "RLM_MCP_BACKEND=sampling, but this client did not offer MCP sampling; " + NO_BACKEND,
+                    kind="no_backend",
+                )
+            return SamplingBackend(client_session)
+        if mode not in self._backends:
+            self._backends[mode] = self._build(mode)
+        return self._backends[mode]
+
+    def _build(self, mode: str) -> Backend:
+        if mode == "anthropic":
+            if not os.environ.get("ANTHROPIC_API_KEY"):
+                raise SubCallError("RLM_MCP_BACKEND=anthropic needs ANTHROPIC_API_KEY", kind="no_backend")
+            from rlm_mcp.llm.anthropic_backend import AnthropicBackend
+
+            return AnthropicBackend()
+        if not self.settings.openai_base_url:
+            raise SubCallError("RLM_MCP_BACKEND=openai needs RLM_MCP_OPENAI_BASE_URL", kind="no_backend")
+        from rlm_mcp.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(self.settings.openai_base_url, self.settings.openai_api_key)
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            closer = getattr(backend, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
+class SessionLLM:
+    """A session's sub-calls: its budget, its cache of answers, and its running usage."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        settings = router.settings
+        self.settings = settings
+        self.budget = Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
+        self.usage = Usage()
+        self._cache: dict[tuple[str, str, str | None, str, int], Answer] = {}
+
+    def make_call(self, backend: Backend, prompt: str, system: str | None, model: str | None, max_tokens: int | None):
+        chosen = model or self.settings.sub_model or backend.default_model or "client"
+        return SubCall(prompt, system, chosen, max_tokens or self.settings.sub_max_tokens)
+
+    async def batch(self, specs: list[dict[str, Any]], client_session: Any | None) -> list[dict[str, Any]]:
+        """Run sub-calls concurrently; results come back in input order, failures as error entries."""
+        results: list[dict[str, Any]] = [{} for _ in specs]
+        try:
+            backend = self.router.backend_for(client_session)
+        except SubCallError as exc:
+            self.usage.failures += len(specs)
+            return [{"ok": False, "error": str(exc), "kind": exc.kind} for _ in specs]
+
+        async def one(index: int, spec: dict[str, Any]) -> None:
+            try:
+                call = self.make_call(
+                    backend, spec["prompt"], spec.get("system"), spec.get("model"), spec.get("max_tokens")
+                )
+                answer = await self.complete(call, backend)
+            except SubCallError as exc:
+                results[index] = {"ok": False, "error": str(exc), "kind": exc.kind}
+                return
+            results[index] = {
+                "ok": True,
+                "text": answer.completion.text,
+                "model": answer.completion.model,
+                "cached": answer.cached,
+            }
+
+        async with anyio.create_task_group() as group:
+            for index, spec in enumerate(specs):
+                group.start_soon(one, index, spec)
+        return results
+
+    async def complete(self, call: SubCall, backend: Backend) -> Answer:
+        try:
+            return await self._complete(call, backend)
+        except SubCallError:
+            self.usage.failures += 1
+            raise
+
+    async def _complete(self, call: SubCall, backend: Backend) -> Answer:
+        key = (backend.name, call.model, call.system, call.prompt, call.max_tokens)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.usage.cache_hits += 1
+            return Answer(cached.completion, cached.backend, 0.0, cached=True)
+
+        estimated_input = estimate_tokens(call.system, call.prompt)
+        window = window_of(call.model, self.settings.sub_window_tokens)
+        if estimated_input + call.max_tokens > window:
+            raise SubCallError(
+                f"the prompt is about {estimated_input:,} tokens; with max_tokens {call.max_tokens:,} it exceeds "
+                f"the {window:,}-token window of {call.model}. Split the text (e.g. into chunks) and query each part",
+                kind="window",
+            )
+        price = price_of(call.model, self.settings.prices)
+        reservation = self.budget.reserve(
+            estimated_input + call.max_tokens, cost_usd(price, estimated_input, call.max_tokens)
+        )
+        self.usage.calls += 1
+        completion: Completion | None = None
+        cost: float | None = None
+        try:
+            completion = await self._attempts(call, backend)
+            cost = cost_usd(price, completion.input_tokens, completion.output_tokens)
+        finally:
+            used = completion.input_tokens + completion.output_tokens if completion else 0
+            self.budget.settle(reservation, used, cost)
+        self.usage.input_tokens += completion.input_tokens
+        self.usage.output_tokens += completion.output_tokens
+        self.usage.cost_usd += cost or 0.0
+        answer = Answer(completion, backend.name, cost, cached=False)
+        self._cache[key] = answer
+        return answer
+
+    async def _attempts(self, call: SubCall, backend: Backend) -> Completion:
+        settings = self.settings
+        for attempt in range(settings.sub_retries + 1):
+            try:
+                async with self.router.limiter:
+                    with anyio.fail_after(settings.sub_timeout_s + 5):
+                        return await backend.complete(call, settings.sub_timeout_s)
+            except TimeoutError:
+                error = SubCallError(f"no answer within {settings.sub_timeout_s:g} s", kind="timeout", retryable=True)
+            except SubCallError as exc:
+                error = exc
+            if not error.retryable or attempt == settings.sub_retries:
+                if attempt:
+                    raise SubCallError(f"{error} (after {attempt + 1} attempts)", kind=error.kind) from None
+                raise error
+            delay = min(MAX_RETRY_DELAY_S, settings.retry_base_s * 2**attempt) * random.uniform(0.5, 1.5)
+            log.info("sub-call to %s failed (%s); retry %d in %.2f s", call.model, error, attempt + 1, delay)
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")

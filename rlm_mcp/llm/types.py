@@ -1,0 +1,40 @@
+"""The vocabulary shared by the backends and the router."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SubCall:
+    prompt: str
+    system: str | None
+    model: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    estimated_usage: bool = False  # the backend reported no token counts (sampling): they are estimates
+
+
+class SubCallError(Exception):
+    """A sub-call that did not produce an answer. `retryable` errors may succeed if sent again later."""
+
+    def __init__(self, message: str, *, kind: str, retryable: bool = False, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+        self.status = status
+
+
+class Backend(Protocol):
+    name: str
+    default_model: str | None
+
+    async def complete(self, call: SubCall, timeout_s: float) -> Completion: ...
