@@ -24,6 +24,7 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.render import render_load, render_run, render_sub_query
 from rlm_mcp.repl.host import WorkerStartError
+from rlm_mcp.repl.sandbox import make_undumpable
 from rlm_mcp.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def _error(message: str) -> CallToolResult:
 
 
 def build_server(settings: Settings) -> MCPServer:
+    if not make_undumpable():
+        log.warning("could not mark the server non-dumpable: REPL code may read its environment via /proc")
     sessions = SessionRegistry(settings)
 
     @asynccontextmanager

@@ -25,6 +25,7 @@ from typing import Any
 from rlm_mcp.contexts.reader import count_lines, decode, read_file_set
 from rlm_mcp.repl import protocol
 from rlm_mcp.repl.capture import OutputCapture
+from rlm_mcp.repl.sandbox import drop_privileges
 from rlm_mcp.repl.shaping import elide
 from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
 
@@ -329,6 +330,8 @@ def _take_over_descriptors(capture_dir: str) -> tuple[Any, int, OutputCapture]:
 def main(argv: list[str]) -> int:
     capture_dir, work_dir = argv[1], argv[2]
     proto_in, proto_out, capture = _take_over_descriptors(capture_dir)
+    for problem in drop_privileges():
+        os.write(capture.stderr.fd, f"rlm-mcp worker: could not apply {problem}\n".encode())
     # Start-up imported from the capture dir; user code runs in the work dir and must not shadow modules.
     sys.path[:] = [p for p in sys.path if p not in ("", capture_dir)]
     os.chdir(work_dir)
