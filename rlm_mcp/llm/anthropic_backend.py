@@ -56,3 +56,6 @@ class AnthropicBackend:
         )
         text = "".join(block.text for block in message.content if block.type == "text")
         return Completion(text, message.model, input_tokens, usage.output_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -7,12 +7,17 @@ capability is deprecated by the 2026-07-28 specification, so it is the last choi
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import ModelHint, ModelPreferences, SamplingMessage, TextContent
 
 from rlm_mcp.llm.pricing import estimate_tokens
 from rlm_mcp.llm.types import Completion, SubCall, SubCallError
+
+# The deprecation is known and documented; warning on every sub-call would only flood the log.
+warnings.filterwarnings("ignore", message="The sampling capability is deprecated", category=MCPDeprecationWarning)
 
 
 def client_offers_sampling(session: Any) -> bool:

@@ -128,7 +128,14 @@ class Repl:
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
-        handler = {"exec": self.exec_cell, "load": self.load, "unload": self.unload, "ping": self.ping}.get(str(op))
+        handlers = {
+            "exec": self.exec_cell,
+            "eval_text": self.eval_text,
+            "load": self.load,
+            "unload": self.unload,
+            "ping": self.ping,
+        }
+        handler = handlers.get(str(op))
         if handler is None:
             return {"ok": False, "error": f"unknown op {op!r}"}
         try:
