@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "DEBUG":
+        logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per sub-call is noise
     settings.workspace.mkdir(parents=True, exist_ok=True)
 
     from rlm_mcp.server import build_server  # deferred: `--help` and `--version` stay instant

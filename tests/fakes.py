@@ -356,6 +356,9 @@ class FakeProvider:
     async def _serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind 127.0.0.1:0 ourselves (so the port is known before serving), then run uvicorn until asked to exit."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # h11 writes a response's head and body separately; without TCP_NODELAY (inherited by accepted sockets)
+        # Nagle holds the body until the client's delayed ACK, adding ~40 ms to every request on loopback.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind(("127.0.0.1", 0))
             self._port = sock.getsockname()[1]

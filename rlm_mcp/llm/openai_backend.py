@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx2
 
-from rlm_mcp.llm.anthropic_backend import status_error
+from rlm_mcp.llm.anthropic_backend import http_transport, status_error
 from rlm_mcp.llm.pricing import estimate_tokens
 from rlm_mcp.llm.types import Completion, SubCall, SubCallError
 
@@ -16,7 +16,7 @@ class OpenAIBackend:
     def __init__(self, base_url: str, api_key: str | None) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._url = base_url.rstrip("/") + "/chat/completions"
-        self._client = httpx2.AsyncClient(headers=headers, limits=httpx2.Limits(max_keepalive_connections=64))
+        self._client = httpx2.AsyncClient(headers=headers, transport=http_transport())
 
     async def complete(self, call: SubCall, timeout_s: float) -> Completion:
         messages = [{"role": "system", "content": call.system}] if call.system else []
