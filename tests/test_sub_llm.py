@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types
 import pytest
 from mcp import Client
@@ -239,3 +240,43 @@ found
         assert fake.api_keys == [API_KEY]  # the key works: the server used it for the worker's call
     finally:
         fake.stop()
+
+
+async def test_a_long_system_prompt_is_marked_for_prompt_caching(
+    provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    async with connect(tmp_path, data_dir) as client:
+        await run(
+            client, "instructions = 'Classify the record. ' * 400\nllm_query_batched(['a', 'b'], system=instructions)"
+        )
+        await run(client, "llm_query('c', system='short')")
+    long_calls = [r for r in provider.requests if r.prompt in ("a", "b")]
+    for request in long_calls:
+        (block,) = request.body["system"]
+        assert block["cache_control"] == {"type": "ephemeral"} and block["text"].startswith("Classify")
+    (short,) = [r for r in provider.requests if r.prompt == "c"]
+    assert short.body["system"] == "short"  # too short to be cached: sent as plain text
+
+
+async def test_the_token_budget_counts_reservations(provider: FakeProvider, tmp_path: Path, data_dir: Path) -> None:
+    # Each call reserves its estimated input plus max_tokens=100; a budget of 250 admits two at a time.
+    async with connect(tmp_path, data_dir, max_sub_tokens=250, sub_max_tokens=100) as client:
+        result = await run(client, "r = llm_query_batched(['a', 'b', 'c', 'd'])\nsum(isinstance(x, str) for x in r)")
+        assert result.structured_content is not None and result.structured_content["result"] == "2"
+        assert "token budget exhausted" in await value_of(client, "str([x for x in r if isinstance(x, LLMError)][0])")
+    assert provider.count == 2
+
+
+async def test_a_provider_that_hangs_is_timed_out_and_retried(
+    provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    delays = [3.0]  # the first attempt hangs past the 0.5 s per-attempt limit; the retry answers at once
+
+    async def answer(prompt: str, system: str | None, model: str) -> str:
+        await anyio.sleep(delays.pop(0) if delays else 0.0)
+        return f"late:{prompt}"
+
+    provider.answer = answer
+    async with connect(tmp_path, data_dir, sub_timeout_s=0.5) as client:
+        assert await value_of(client, "llm_query('tick')") == "'late:tick'"
+    assert provider.count == 2 and provider.disconnects == 1
