@@ -13,7 +13,7 @@ import logging
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
 from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
-from rlm_mcp.llm.router import Router, SessionLLM, Usage
+from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
@@ -138,14 +138,14 @@ class Session:
             self.cells += 1
             started = time.perf_counter()
             request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": self.settings.output_limit_chars}
-            usage_before = self.llm.usage.copy()
+            usage_before = self.llm.usage.model_copy()
 
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
                 return await self._serve_worker_request(frame, client_session)
 
             outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
             elapsed = time.perf_counter() - started
-            sub_calls = _usage_model(self.llm.usage.since(usage_before))
+            sub_calls = _cell_usage(usage_since(self.llm.usage, usage_before))
             if sub_calls and sub_calls.failures:
                 notes.append(
                     f"{sub_calls.failures} sub-call(s) failed; llm_query_batched returns them as LLMError objects "
@@ -207,7 +207,7 @@ class Session:
             output_tokens=completion.output_tokens,
             cost_usd=answer.cost_usd,
             cached=answer.cached,
-            session_usage=SubCallUsage(**asdict(self.llm.usage)),
+            session_usage=self.llm.usage.model_copy(),
         )
 
     # -- worker lifecycle -------------------------------------------------------------------------
@@ -282,10 +282,8 @@ def _valid_call(call: Any) -> bool:
     )
 
 
-def _usage_model(usage: Usage) -> SubCallUsage | None:
-    if not (usage.calls or usage.failures or usage.cache_hits):
-        return None
-    return SubCallUsage(**asdict(usage))
+def _cell_usage(usage: SubCallUsage) -> SubCallUsage | None:
+    return usage if usage.calls or usage.failures or usage.cache_hits else None
 
 
 def _skipped_text(selection: Selection) -> str:

@@ -23,6 +23,7 @@ def http_transport() -> httpx2.AsyncHTTPTransport:
     """Shared by the HTTP backends."""
     return httpx2.AsyncHTTPTransport(socket_options=NO_DELAY, limits=POOL_LIMITS)
 
+
 # Prompt caching pays from about 1,024 tokens of system prompt (the smallest cacheable prefix); below that
 # the cache_control marker is ignored by the API, so it is only sent where it can help.
 CACHE_MIN_SYSTEM_CHARS = 4_096

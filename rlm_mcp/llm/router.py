@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,6 +20,7 @@ from rlm_mcp.llm.budget import Budget
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, Completion, SubCall, SubCallError
+from rlm_mcp.models import SubCallUsage
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,9 @@ NO_BACKEND = (
 )
 
 
-@dataclass
-class Usage:
-    calls: int = 0
-    failures: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    cache_hits: int = 0
-
-    def since(self, earlier: Usage) -> Usage:
-        return Usage(**{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)})
-
-    def copy(self) -> Usage:
-        return Usage(**{f.name: getattr(self, f.name) for f in fields(self)})
+def usage_since(now: SubCallUsage, earlier: SubCallUsage) -> SubCallUsage:
+    """What was used between two snapshots of a session's running usage (e.g. by one cell)."""
+    return SubCallUsage(**{name: getattr(now, name) - getattr(earlier, name) for name in SubCallUsage.model_fields})
 
 
 @dataclass(frozen=True)
@@ -112,7 +102,7 @@ class SessionLLM:
         settings = router.settings
         self.settings = settings
         self.budget = Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
-        self.usage = Usage()
+        self.usage = SubCallUsage()  # running totals for the session
         self._cache: dict[tuple[str, str, str | None, str, int], Answer] = {}
 
     def make_call(self, backend: Backend, prompt: str, system: str | None, model: str | None, max_tokens: int | None):
