@@ -12,10 +12,8 @@ Run: python bench/bench_core.py [--quick]
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
 import shlex
 import shutil
@@ -32,6 +30,9 @@ from mcp.types import CallToolResult
 
 from rlm_mcp.repl.host import WorkerHost
 from rlm_mcp.repl.sandbox import worker_environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import print_report
 
 MB = 1_000_000
 Row = tuple[str, str, str, str, str]
@@ -204,14 +205,7 @@ async def main(quick: bool) -> None:
         row(f"tools/list JSON: {tool['name']}", f"{len(json.dumps(tool)):,} chars")
     row("tools/list JSON: total", f"{len(json.dumps(dumped)):,} chars", "<= 4,000")
 
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(
-        f"rlm-mcp core benchmark, {now}; {platform.platform()}; {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}; `{shlex.join([sys.executable, *sys.argv])}`\n"
-    )
-    print("| measurement | value | target | baseline | ratio |\n|---|---|---|---|---|")
-    for cells in rows:
-        print("| " + " | ".join(cell or "—" for cell in cells) + " |")
+    print_report("core benchmark", rows)
 
 
 if __name__ == "__main__":

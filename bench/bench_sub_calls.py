@@ -11,10 +11,7 @@ Run: python bench/bench_sub_calls.py [--quick]
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -27,7 +24,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fakes import FakeProvider
+from bench.report import print_report
+from tests.fakes import FakeProvider  # a test fixture, reused as the benchmark's provider
 
 KEY = "bench-key"
 
@@ -122,12 +120,7 @@ async def main(quick: bool) -> None:
     finally:
         provider.stop()
 
-    command = shlex.join([sys.executable, *sys.argv])
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"rlm-mcp sub-call benchmark, {when}; {platform.platform()}; {os.cpu_count()} CPUs; `{command}`\n")
-    print("| measurement | value | target | baseline | ratio |\n|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(cell or "—" for cell in row) + " |")
+    print_report("sub-call benchmark", rows)
 
 
 if __name__ == "__main__":
