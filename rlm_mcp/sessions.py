@@ -22,6 +22,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
 from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
+from rlm_mcp.llm.pricing import CHARS_PER_TOKEN
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
@@ -29,8 +30,6 @@ from rlm_mcp.repl.host import CallOutcome, WorkerHost
 from rlm_mcp.repl.sandbox import worker_environment
 
 log = logging.getLogger(__name__)
-
-CHARS_PER_TOKEN = 4  # the usual rough figure for English text and code; an estimate, labelled as such
 
 
 @dataclass

@@ -40,9 +40,7 @@ class OpenAIBackend:
         usage = data.get("usage") or {}
         if "prompt_tokens" in usage and "completion_tokens" in usage:
             return Completion(text, data.get("model", call.model), usage["prompt_tokens"], usage["completion_tokens"])
-        return Completion(
-            text, call.model, estimate_tokens(call.system, call.prompt), estimate_tokens(text), estimated_usage=True
-        )
+        return Completion(text, call.model, estimate_tokens(call.system, call.prompt), estimate_tokens(text))
 
     async def aclose(self) -> None:
         await self._client.aclose()

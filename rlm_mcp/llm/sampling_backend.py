@@ -50,5 +50,4 @@ class SamplingBackend:
             result.model or call.model,
             estimate_tokens(call.system, call.prompt),
             estimate_tokens(text),
-            estimated_usage=True,
         )

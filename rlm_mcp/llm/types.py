@@ -20,7 +20,6 @@ class Completion:
     model: str
     input_tokens: int
     output_tokens: int
-    estimated_usage: bool = False  # the backend reported no token counts (sampling): they are estimates
 
 
 class SubCallError(Exception):

@@ -104,10 +104,6 @@ class WorkerHost:
         process = self._process
         return process is not None and process.returncode is None and not _has_exited(process.pid)
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     async def start(self) -> None:
         self.capture_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.capture_dir / "worker.log"
