@@ -2,8 +2,9 @@
 
 Why: an RLM's wall time is dominated by its sub-calls, so a batch must finish in about the time of its
 slowest wave (concurrency, not a loop), and the server's own cost per call must be small next to a model's
-latency. The provider is the test suite's fake Anthropic API (real wire format, fixed latency) in a thread;
-the server is launched as a host launches it, over stdio. Baselines are measured in the same run.
+latency. The provider is the test suite's fake Anthropic API (real wire format, fixed latency) in a process
+of its own (bench/provider_process.py); the server is launched as a host launches it, over stdio. Baselines
+(the same calls made straight through the SDK, no MCP, worker or router) are measured in the same run.
 
 Run: python bench/bench_sub_calls.py [--quick]
 """
@@ -24,8 +25,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.provider_process import ProviderProcess
 from bench.report import print_report
-from tests.fakes import FakeProvider  # a test fixture, reused as the benchmark's provider
 
 KEY = "bench-key"
 
@@ -54,16 +55,49 @@ async def timed_cell(client: Client, code: str) -> float:
     return elapsed
 
 
+def direct_client(base_url: str) -> anthropic.AsyncAnthropic:
+    """Baseline client: the SDK as its users get it (default HTTP client), with no MCP, worker or router."""
+    return anthropic.AsyncAnthropic(api_key=KEY, base_url=base_url, max_retries=0)
+
+
+async def direct_call(client: anthropic.AsyncAnthropic, prompt: str) -> None:
+    await client.messages.create(
+        model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": prompt}]
+    )
+
+
 async def sdk_sequential(base_url: str, calls: int) -> float:
-    """Baseline: the same SDK call made directly, no MCP, no worker, no router."""
-    client = anthropic.AsyncAnthropic(api_key=KEY, base_url=base_url, max_retries=0)
+    """Seconds per call, one after another."""
+    client = direct_client(base_url)
     try:
+        await direct_call(client, "warm up")
         started = time.perf_counter()
         for i in range(calls):
-            await client.messages.create(
-                model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": f"direct {i}"}]
-            )
+            await direct_call(client, f"direct {i}")
         return (time.perf_counter() - started) / calls
+    finally:
+        await client.close()
+
+
+async def sdk_batch(base_url: str, batch: int, concurrency: int, tag: str) -> float:
+    """Wall seconds for `batch` calls at most `concurrency` at a time: what the SDK alone achieves."""
+    client = direct_client(base_url)
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(index: int) -> None:
+        async with limiter:
+            await direct_call(client, f"{tag}-{index}")
+
+    async def run_all(count: int) -> float:
+        started = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for index in range(count):
+                group.start_soon(one, index)
+        return time.perf_counter() - started
+
+    try:
+        await run_all(concurrency)  # open the connections, as the server's warm-up does
+        return await run_all(batch)
     finally:
         await client.close()
 
@@ -72,54 +106,48 @@ async def main(quick: bool) -> None:
     batch, latency, concurrency = 256, 0.2, 32
     repeats = 1 if quick else 3
     sequential_calls = 30 if quick else 100
+    ideal = (batch / concurrency) * latency
     rows: list[tuple[str, str, str, str, str]] = []
-    provider = FakeProvider.start_in_thread(answer=lambda prompt, system, model: "ok")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            params = server_params(provider.base_url, Path(tmp), concurrency)
-            async with Client(params) as client:
-                await timed_cell(client, "llm_query('warm up')")
+    with ProviderProcess() as provider, tempfile.TemporaryDirectory() as tmp:
+        provider.set_latency(latency)
+        params = server_params(provider.base_url, Path(tmp), concurrency)
+        ours: list[float] = []
+        direct: list[float] = []
+        async with Client(params) as client:
+            # Opens the server's connections, so no wave below pays for TCP set-up.
+            await timed_cell(client, f"llm_query_batched([f'warm {{i}}' for i in range({concurrency})])")
+            provider.reset()
+            for repeat in range(repeats):
+                code = f"r = llm_query_batched([f'b{repeat}-{{i}}' for i in range({batch})])\nassert all(r)"
+                ours.append(await timed_cell(client, code))
+                direct.append(await sdk_batch(provider.base_url, batch, concurrency, f"d{repeat}"))
+                log(f"batch {repeat + 1}/{repeats}: {ours[-1]:.3f} s ours, {direct[-1]:.3f} s direct SDK")
+            peak = provider.stats()["max_in_flight"]
 
-                provider.latency = latency
-                walls = []
-                for repeat in range(repeats):
-                    code = f"r = llm_query_batched([f'b{repeat}-{{i}}' for i in range({batch})])\nassert all(r)"
-                    walls.append(await timed_cell(client, code))
-                    log(f"batch {repeat + 1}/{repeats}: {walls[-1]:.3f} s, peak in flight {provider.max_in_flight}")
-                ideal = (batch / concurrency) * latency
-                wall = statistics.median(walls)
-                rows.append(
-                    (
-                        f"llm_query_batched of {batch} at concurrency {concurrency}, {latency * 1000:.0f} ms latency",
-                        f"{wall:.3f} s",
-                        "ratio <= 1.15",
-                        f"{ideal:.3f} s ideal ({batch // concurrency} waves)",
-                        f"{wall / ideal:.3f}",
-                    )
-                )
-                rows.append(
-                    ("peak requests in flight at the provider", str(provider.max_in_flight), str(concurrency), "", "")
-                )
+            provider.set_latency(0.0)
+            zero = await timed_cell(client, f"r = llm_query_batched([f'z{{i}}' for i in range({batch})])")
+            started = time.perf_counter()
+            await timed_cell(client, f"for i in range({sequential_calls}): llm_query(f's{{i}}')")
+            per_call = (time.perf_counter() - started) / sequential_calls
+        direct_per_call = await sdk_sequential(provider.base_url, sequential_calls)
 
-                provider.latency = 0.0
-                zero = await timed_cell(client, f"r = llm_query_batched([f'z{{i}}' for i in range({batch})])")
-                rows.append((f"batch of {batch}, zero latency, per call", f"{zero / batch * 1000:.2f} ms", "", "", ""))
-                started = time.perf_counter()
-                await timed_cell(client, f"for i in range({sequential_calls}): llm_query(f's{{i}}')")
-                per_call = (time.perf_counter() - started) / sequential_calls
-        direct = await sdk_sequential(provider.base_url, sequential_calls)
-        rows.append(
-            (
-                "sequential llm_query, zero latency, per call",
-                f"{per_call * 1000:.2f} ms",
-                "",
-                f"{direct * 1000:.2f} ms direct SDK call",
-                f"{per_call / direct:.2f}x",
-            )
-        )
-    finally:
-        provider.stop()
-
+    wall, direct_wall = statistics.median(ours), statistics.median(direct)
+    label = f"llm_query_batched of {batch} at concurrency {concurrency}, {latency * 1000:.0f} ms latency"
+    waves = f"{ideal:.3f} s ideal ({batch // concurrency} waves)"
+    rows += [
+        (label, f"{wall:.3f} s", "ratio <= 1.15", waves, f"{wall / ideal:.3f}"),
+        ("the same batch straight through the SDK", f"{direct_wall:.3f} s", "", waves, f"{direct_wall / ideal:.3f}"),
+        ("llm_query_batched vs the SDK alone", "", "", f"{direct_wall:.3f} s", f"{wall / direct_wall:.3f}"),
+        ("peak requests in flight at the provider", str(peak), f"<= {concurrency}", "", ""),
+        (f"batch of {batch}, zero latency, per call", f"{zero / batch * 1000:.2f} ms", "", "", ""),
+        (
+            "sequential llm_query, zero latency, per call",
+            f"{per_call * 1000:.2f} ms",
+            "",
+            f"{direct_per_call * 1000:.2f} ms direct SDK call",
+            f"{per_call / direct_per_call:.2f}x",
+        ),
+    ]
     print_report("sub-call benchmark", rows)
 
 

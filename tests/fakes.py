@@ -168,6 +168,7 @@ class RecordedRequest:
     prompt: str = ""
     text: str = ""
     api_key: str | None = None  # x-api-key, or the token of "authorization: Bearer ..."
+    client_port: int | None = None  # the client's TCP port: one per connection, so tests can count connections
     status: int | None = None
     finished_at: float | None = None
     disconnected: bool = False  # the client went away before the response was sent
@@ -531,6 +532,7 @@ class FakeProvider:
             headers=headers,
             arrived_at=time.monotonic(),
             api_key=_api_key(headers),
+            client_port=(scope.get("client") or (None, None))[1],
         )
         parsed: _Parsed | None = None
         invalid: str | None = None

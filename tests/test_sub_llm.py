@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types
 import pytest
 from mcp import Client
 
+from rlm_mcp.llm.http import ShardedTransport
 from rlm_mcp.server import build_server
 from tests.conftest import load, make_settings, run, text_of, value_of
 from tests.fakes import FakeProvider
@@ -280,3 +282,22 @@ async def test_a_provider_that_hangs_is_timed_out_and_retried(
     async with connect(tmp_path, data_dir, sub_timeout_s=0.5) as client:
         assert await value_of(client, "llm_query('tick')") == "'late:tick'"
     assert provider.count == 2 and provider.disconnects == 1
+
+
+@pytest.mark.parametrize(("concurrency", "pools"), [(4, 1), (16, 4)])
+async def test_requests_are_spread_over_small_connection_pools(
+    provider: FakeProvider, concurrency: int, pools: int
+) -> None:
+    transport = ShardedTransport(concurrency)
+    async with httpx2.AsyncClient(transport=transport) as client:
+        for i in range(3 * pools):
+            response = await client.post(provider.openai_base_url + "/chat/completions", json=chat(f"q{i}"))
+            assert response.status_code == 200
+    # Sequential requests reuse a kept-alive connection within a pool: one connection per pool, taken in turn.
+    ports = [request.client_port for request in provider.requests]
+    assert len(set(ports)) == pools
+    assert ports[:pools] * 3 == ports
+
+
+def chat(prompt: str) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 8}

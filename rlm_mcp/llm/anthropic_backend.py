@@ -6,43 +6,23 @@ layers of retries would multiply the wait and hide the attempts from the trace.
 
 from __future__ import annotations
 
-import socket
-
 import anthropic
-import httpx2
 
+from rlm_mcp.llm.http import ShardedTransport, status_error
 from rlm_mcp.llm.types import Completion, SubCall, SubCallError
-
-# Requests are small writes on long-lived connections: without TCP_NODELAY, Nagle's algorithm can hold a
-# request body back until the server's delayed ACK, tens of milliseconds per call on a local endpoint.
-NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-POOL_LIMITS = httpx2.Limits(max_connections=1_000, max_keepalive_connections=100)
-
-
-def http_transport() -> httpx2.AsyncHTTPTransport:
-    """Shared by the HTTP backends."""
-    return httpx2.AsyncHTTPTransport(socket_options=NO_DELAY, limits=POOL_LIMITS)
-
 
 # Prompt caching pays from about 1,024 tokens of system prompt (the smallest cacheable prefix); below that
 # the cache_control marker is ignored by the API, so it is only sent where it can help.
 CACHE_MIN_SYSTEM_CHARS = 4_096
 
 
-def status_error(status: int, message: str) -> SubCallError:
-    """Shared by the HTTP backends: which statuses are worth another attempt."""
-    retryable = status in (408, 409, 425, 429) or status >= 500
-    kind = "rate_limited" if status == 429 else ("overloaded" if status == 529 else "provider")
-    return SubCallError(f"the provider answered {status}: {message}", kind=kind, retryable=retryable, status=status)
-
-
 class AnthropicBackend:
     name = "anthropic"
     default_model: str | None = "claude-haiku-4-5"
 
-    def __init__(self) -> None:
+    def __init__(self, concurrency: int) -> None:
         # Reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the server's environment.
-        http_client = anthropic.DefaultAsyncHttpxClient(transport=http_transport())
+        http_client = anthropic.DefaultAsyncHttpxClient(transport=ShardedTransport(concurrency))
         self._client = anthropic.AsyncAnthropic(max_retries=0, http_client=http_client)
 
     async def complete(self, call: SubCall, timeout_s: float) -> Completion:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx2
 
-from rlm_mcp.llm.anthropic_backend import http_transport, status_error
+from rlm_mcp.llm.http import ShardedTransport, status_error
 from rlm_mcp.llm.pricing import estimate_tokens
 from rlm_mcp.llm.types import Completion, SubCall, SubCallError
 
@@ -13,10 +13,10 @@ class OpenAIBackend:
     name = "openai"
     default_model: str | None = "gpt-4o-mini"
 
-    def __init__(self, base_url: str, api_key: str | None) -> None:
+    def __init__(self, base_url: str, api_key: str | None, concurrency: int) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._url = base_url.rstrip("/") + "/chat/completions"
-        self._client = httpx2.AsyncClient(headers=headers, transport=http_transport())
+        self._client = httpx2.AsyncClient(headers=headers, transport=ShardedTransport(concurrency))
 
     async def complete(self, call: SubCall, timeout_s: float) -> Completion:
         messages = [{"role": "system", "content": call.system}] if call.system else []

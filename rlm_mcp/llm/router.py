@@ -80,12 +80,12 @@ class Router:
                 raise SubCallError("RLM_MCP_BACKEND=anthropic needs ANTHROPIC_API_KEY", kind="no_backend")
             from rlm_mcp.llm.anthropic_backend import AnthropicBackend
 
-            return AnthropicBackend()
+            return AnthropicBackend(self.settings.max_concurrency)
         if not self.settings.openai_base_url:
             raise SubCallError("RLM_MCP_BACKEND=openai needs RLM_MCP_OPENAI_BASE_URL", kind="no_backend")
         from rlm_mcp.llm.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(self.settings.openai_base_url, self.settings.openai_api_key)
+        return OpenAIBackend(self.settings.openai_base_url, self.settings.openai_api_key, self.settings.max_concurrency)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():
