@@ -19,7 +19,8 @@ from rlm_mcp.config import Settings, SettingsError, env_name, flag_name, load_se
 
 DESCRIPTION = (
     "Recursive Language Model server for the Model Context Protocol. Serves over stdio; "
-    "every flag can also be set with the environment variable named in its help."
+    "every flag can also be set with the environment variable named in its help. "
+    "`rlm-mcp doctor [flags]` prints which sandbox layers this machine provides, and exits."
 )
 
 
@@ -33,6 +34,7 @@ def _default_text(field: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-mcp", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"rlm-mcp {__version__}")
+    parser.add_argument("command", nargs="?", choices=["serve", "doctor"], default="serve", help=argparse.SUPPRESS)
     for field, info in Settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         help_text = f"{info.description} [env {env_name(field)}; default: {_default_text(field)}]"
@@ -64,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.log_level != "DEBUG":
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per sub-call is noise
     settings.workspace.mkdir(parents=True, exist_ok=True)
+    if args.command == "doctor":
+        from rlm_mcp.doctor import run_doctor
+
+        return run_doctor(settings)
 
     from rlm_mcp.server import build_server  # deferred: `--help` and `--version` stay instant
 

@@ -54,6 +54,17 @@ class Settings(BaseModel):
         ge=200,
         description="Most characters of stdout (and of stderr) returned per call; the rest is elided.",
     )
+    sandbox: Literal["auto", "strict", "off"] = Field(
+        default="auto",
+        description="REPL worker lock-down. auto: every layer this machine supports, warn about the rest; "
+        "strict: refuse to run code if a layer is missing; off: none (model code runs with your rights).",
+    )
+    memory_limit_mb: int = Field(
+        default=4_096, ge=64, description="Most heap memory of one REPL worker, in MiB (RLIMIT_DATA)."
+    )
+    write_limit_mb: int = Field(
+        default=1_024, ge=1, description="Largest file the REPL worker may write, in MiB (RLIMIT_FSIZE)."
+    )
     max_file_bytes: int = Field(default=512 * MiB, gt=0, description="Largest single file load_context reads.")
     dir_max_files: int = Field(default=20_000, gt=0, description="Most files loaded from one directory or glob.")
     dir_max_bytes: int = Field(

@@ -9,6 +9,7 @@ structuredContent they describe is documented in the README and models.py.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.render import render_load, render_run, render_sub_query
 from rlm_mcp.repl.host import WorkerStartError
-from rlm_mcp.repl.sandbox import make_undumpable
+from rlm_mcp.repl.sandbox import make_undumpable, summary
 from rlm_mcp.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ into chunks. Print only what you need: long output is cut to head and tail (all 
 list, which runs concurrently (failed items are LLMError objects). sub_query asks one question about a \
 REPL expression (e.g. chunks[3]) without pasting it.
 4. Keep partial results in variables and combine them in code; show yourself only the final answer."""
+SANDBOXED = (
+    "\nThe REPL is sandboxed: no network, no subprocesses, writes only in its working directory, memory capped "
+    "(details: resource rlm://sandbox)."
+)
+UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."
 
 LOAD_DESCRIPTION = (
     "Load a file (as str), a directory or a glob (as dict of relative path -> text; .gitignore honoured, "
@@ -70,6 +76,8 @@ def _error(message: str) -> CallToolResult:
 def build_server(settings: Settings) -> MCPServer:
     if not make_undumpable():
         log.warning("could not mark the server non-dumpable: REPL code may read its environment via /proc")
+    if settings.sandbox == "off":
+        log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
     sessions = SessionRegistry(settings)
 
     @asynccontextmanager
@@ -82,7 +90,7 @@ def build_server(settings: Settings) -> MCPServer:
     server = MCPServer(
         "rlm-mcp",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS + (UNSANDBOXED if settings.sandbox == "off" else SANDBOXED),
         lifespan=lifespan,
         log_level=settings.log_level,
     )
@@ -134,6 +142,19 @@ def build_server(settings: Settings) -> MCPServer:
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
         return _result(result, render_sub_query(result))  # type: ignore[return-value]
+
+    @server.resource(
+        "rlm://sandbox",
+        name="sandbox",
+        description="Which lock-down layers hold for this session's REPL worker, and why any is missing.",
+        mime_type="application/json",
+    )
+    async def sandbox_report() -> str:
+        try:
+            layers = await sessions.default().sandbox_layers()
+        except WorkerStartError as exc:
+            return json.dumps({"mode": settings.sandbox, "error": str(exc)})
+        return json.dumps({"mode": settings.sandbox, "summary": summary(layers), "layers": layers})
 
     return server
 

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
-from rlm_mcp.repl.sandbox import worker_environment
+from rlm_mcp.repl.sandbox import SYSTEM_READ_ONLY, SandboxPolicy, python_paths, summary, worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ class Session:
         self.dir = settings.workspace / "sessions" / session_id
         self.host = WorkerHost(
             capture_dir=self.dir / "worker",
-            work_dir=settings.roots[0],
+            work_dir=self.dir / "work",
             env=worker_environment(self.dir / "home"),
+            policy=sandbox_policy(settings, self.dir),
         )
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
@@ -211,6 +213,12 @@ class Session:
 
     # -- worker lifecycle -------------------------------------------------------------------------
 
+    async def sandbox_layers(self) -> list[dict[str, Any]]:
+        """The running worker's report of its lock-down (starting the worker if there is none yet)."""
+        async with self._lock:
+            await self._ensure_worker()
+            return list(self.host.sandbox)
+
     @property
     def _grace(self) -> float:
         return self.settings.interrupt_grace_s
@@ -220,6 +228,9 @@ class Session:
             return []
         if self.host.starts == 0:
             await self.host.start()
+            if any(not layer["active"] for layer in self.host.sandbox):
+                log.warning("%s", summary(self.host.sandbox))
+                return [summary(self.host.sandbox)]
             return []
         return ["the worker had stopped since the last call", *await self._recover()]
 
@@ -244,6 +255,19 @@ class Session:
     async def close(self) -> None:
         await self.host.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def sandbox_policy(settings: Settings, session_dir: Path) -> SandboxPolicy:
+    """Reads: Python, system libraries, the roots. Writes: this session's directory, nothing else."""
+    mib = 1024 * 1024
+    return SandboxPolicy(
+        mode=settings.sandbox,
+        read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots)),
+        read_write=(str(session_dir),),
+        memory_bytes=settings.memory_limit_mb * mib,
+        write_bytes=settings.write_limit_mb * mib,
+        cell_cpu_s=settings.max_timeout_s + settings.interrupt_grace_s + 30,
+    )
 
 
 class SessionRegistry:

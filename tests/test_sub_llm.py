@@ -205,8 +205,12 @@ async def test_sampling_goes_back_to_the_clients_model(
     assert sorted(seen) == ["abc", "def", "xyz"]
 
 
-async def test_the_api_key_is_invisible_to_repl_code(tmp_path: Path, data_dir: Path) -> None:
-    """Launched as a host launches it, with the key in the server's environment: the REPL cannot find it."""
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+async def test_the_api_key_is_invisible_to_repl_code(tmp_path: Path, data_dir: Path, sandbox: str) -> None:
+    """Launched as a host launches it, with the key in the server's environment: the REPL cannot find it.
+
+    With the sandbox off as well: the scrubbed environment and the non-dumpable server do not depend on it.
+    """
     from mcp import StdioServerParameters
 
     from tests.test_stdio import console_script
@@ -216,7 +220,7 @@ async def test_the_api_key_is_invisible_to_repl_code(tmp_path: Path, data_dir: P
         env = {"PATH": os.environ.get("PATH", ""), "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": fake.base_url}
         params = StdioServerParameters(
             command=console_script(),
-            args=["--root", str(data_dir), "--workspace", str(tmp_path / "ws")],
+            args=["--root", str(data_dir), "--workspace", str(tmp_path / "ws"), "--sandbox", sandbox],
             env=env,
         )
         probe = f"""
@@ -229,8 +233,11 @@ for path in (f"/proc/{{os.getppid()}}/environ", f"/proc/{{os.getppid()}}/mem"):
             found.append(path) if key.encode() in handle.read(1 << 20) else None
     except OSError:
         pass
-shell = subprocess.run(["cat", f"/proc/{{os.getppid()}}/environ"], capture_output=True)
-found += ["cat environ"] if key.encode() in shell.stdout else []
+try:
+    shell = subprocess.run(["cat", f"/proc/{{os.getppid()}}/environ"], capture_output=True)
+    found += ["cat environ"] if key.encode() in shell.stdout else []
+except PermissionError:
+    found += [] if {sandbox!r} == "auto" else ["no subprocess with the sandbox off"]
 for name in glob.glob({str(tmp_path)!r} + "/ws/**", recursive=True):
     if os.path.isfile(name) and key.encode() in open(name, "rb").read():
         found.append(name)

@@ -22,6 +22,8 @@ import anyio
 import anyio.abc
 
 from rlm_mcp.repl import protocol
+from rlm_mcp.repl.proctree import kill_tree
+from rlm_mcp.repl.sandbox import SandboxPolicy, summary
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +92,12 @@ def _has_exited(pid: int) -> bool:
 
 
 class WorkerHost:
-    def __init__(self, *, capture_dir: Path, work_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, *, capture_dir: Path, work_dir: Path, env: dict[str, str], policy: SandboxPolicy) -> None:
         self.capture_dir = capture_dir
         self.work_dir = work_dir
         self.env = env
+        self.policy = policy
+        self.sandbox: list[dict[str, Any]] = []  # the last worker's report of its layers
         self._process: anyio.abc.Process | None = None
         self._frames = protocol.FrameBuffer()
         self._next_id = 0
@@ -106,12 +110,20 @@ class WorkerHost:
 
     async def start(self) -> None:
         self.capture_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.capture_dir / "worker.log"
         env = dict(self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
         with open(log_path, "wb") as log_file:
             self._process = await anyio.open_process(
-                [sys.executable, "-m", "rlm_mcp.repl.worker", str(self.capture_dir), str(self.work_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "rlm_mcp.repl.worker",
+                    str(self.capture_dir),
+                    str(self.work_dir),
+                    self.policy.to_json(),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
@@ -131,7 +143,16 @@ class WorkerHost:
         if hello.get("op") != "ready":
             await self.kill()
             raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")
-        log.debug("worker %s started (python %s)", hello.get("pid"), hello.get("python"))
+        self.sandbox = list(hello.get("sandbox") or [])
+        log.debug("worker %s started (python %s); %s", hello.get("pid"), hello.get("python"), summary(self.sandbox))
+        missing = [layer for layer in self.sandbox if not layer["active"]]
+        if self.policy.mode == "strict" and missing:
+            await self.kill()
+            raise WorkerStartError(
+                "RLM_MCP_SANDBOX=strict, and this machine cannot provide every layer: "
+                + "; ".join(f"{layer['name']}: {layer['detail']}" for layer in missing)
+                + ". Run `rlm-mcp doctor` for the full report, or set RLM_MCP_SANDBOX=auto to run with what there is"
+            )
 
     async def call(
         self,
@@ -233,13 +254,10 @@ class WorkerHost:
         return returncode
 
     async def kill(self) -> None:
-        """Kill the worker's whole process group (its children too) and reap it."""
+        """Kill the worker and every process it started (see proctree), and reap it."""
         if self._process is None:
             return
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_tree(self._process.pid)
         await self._reap()
 
     async def _discard(self) -> None:

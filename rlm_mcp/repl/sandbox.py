@@ -1,22 +1,62 @@
-"""What the worker process is allowed to see and do.
+"""The worker's lock-down: what the host asks for (a policy), what the worker manages (a report of layers).
 
-The worker starts from an allow-list of environment variables, so API keys and tokens held by the server
-never reach model-written code through os.environ; and /proc is closed to it (below). Standard library only:
-the worker imports this.
+Model-written code runs next to the user's keys and files, and the context it reads may carry prompt
+injection. Each layer below works without root or Docker and is applied where the machine supports it;
+the worker then observes what actually holds (it does not trust a return code alone) and reports every
+layer with the reason for any gap, so `rlm-mcp doctor`, the logs and the model all see the same truth.
+
+Layers, in the order the worker applies them (namespaces before seccomp forbids unshare; Landlock and
+seccomp while single-threaded, so every later thread inherits them):
+  environment   allow-listed variables only, and the server's /proc entries closed (non-dumpable server)
+  limits        memory (RLIMIT_DATA), file size, open files, no core dumps, a CPU backstop per cell; the
+                OOM killer's first choice; dies with the server; adopts orphaned descendants
+  namespaces    private user, network and IPC namespaces: no network interface at all
+  capabilities  none held, none obtainable (no_new_privs)
+  filesystem    Landlock: read-only the Python installation, system libraries and the roots; read-write
+                the session's own directory; nothing else
+  network       seccomp refuses socket() of every family, Landlock refuses TCP bind/connect, and the
+                network namespace has no interface: any one of them closes it
+  processes     seccomp refuses fork, vfork, exec and non-thread clone
+
+Imported by the worker: standard library and stdlib-only modules of this package only.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import platform
 import sys
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
+LAYERS = ("environment", "limits", "namespaces", "capabilities", "filesystem", "network", "processes")
+OPEN_FILES = 1024
+
+# Read-only for every worker: what an interpreter and its C extensions may need to open.
+SYSTEM_READ_ONLY = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/ssl",
+    "/etc/mime.types",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/random",
+    "/dev/urandom",
+    "/proc/self",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/sys/devices/system/cpu",
+)
 
 
 def worker_environment(home: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -29,13 +69,65 @@ def worker_environment(home: Path, environ: Mapping[str, str] | None = None) -> 
     return env
 
 
+def python_paths() -> list[str]:
+    """Where this interpreter and its packages live: the worker must keep importing from there."""
+    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    places.update(entry for entry in sys.path if entry and os.path.isabs(entry))
+    places.add(str(Path(__file__).resolve().parents[2]))  # this package, wherever it is installed
+    return sorted(os.path.realpath(place) for place in places if os.path.exists(place))
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What the host asks of a worker; sent as JSON on its command line."""
+
+    mode: str  # auto | strict | off
+    read_only: tuple[str, ...]
+    read_write: tuple[str, ...]
+    memory_bytes: int
+    write_bytes: int
+    cell_cpu_s: float
+    open_files: int = OPEN_FILES
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SandboxPolicy:
+        data = json.loads(text)
+        data["read_only"] = tuple(data["read_only"])
+        data["read_write"] = tuple(data["read_write"])
+        return cls(**data)
+
+
+@dataclass
+class Layer:
+    name: str
+    active: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    layers: list[Layer] = field(default_factory=list)
+
+    def add(self, name: str, active: bool, detail: str) -> None:
+        self.layers.append(Layer(name, active, detail))
+
+    def active(self, name: str) -> bool:
+        return any(layer.active for layer in self.layers if layer.name == name)
+
+
 # -- keeping the server's secrets out of reach ---------------------------------------------------------------
 #
 # A process can read the environment and memory of another process of the same user through /proc
 # (/proc/<pid>/environ, /proc/<pid>/mem), and the server's environment holds API keys. Two measures close
 # that: the server marks itself non-dumpable, which denies those reads to same-user processes that lack
-# CAP_SYS_PTRACE; and a worker running as root gives up all its capabilities (and the right to regain them
-# through exec) before it runs any user code, so it cannot override the first measure.
+# CAP_SYS_PTRACE; and the worker gives up all its capabilities (and the right to regain them through exec)
+# before it runs any user code, so it cannot override the first measure.
 
 PR_CAPBSET_DROP = 24
 PR_SET_DUMPABLE = 4
@@ -59,27 +151,140 @@ def make_undumpable() -> bool:
     return libc is not None and libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
 
 
-def drop_privileges() -> list[str]:
-    """Worker side, before user code: no new privileges ever, and as root, no capabilities at all.
-
-    Returns what could not be done, for the sandbox report; an empty list means all of it held.
-    """
+def drop_privileges() -> None:
+    """No new privileges ever, and no capabilities (as root, or inside the worker's own user namespace)."""
     libc = _libc()
     if libc is None:
-        return ["capabilities: not Linux"]
-    missing = []
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        missing.append("no_new_privs: prctl failed")
-    if os.geteuid() != 0:
-        return missing
+        return
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     for capability in range(64):
         if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:
             break  # past the last capability this kernel knows
     number = CAPSET_SYSCALL.get(platform.machine())
-    if number is None:
-        return [*missing, f"capabilities: no capset syscall number for {platform.machine()}"]
-    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable for two 32-bit words: all zero
-    if libc.syscall(number, ctypes.byref(header), ctypes.byref(data)) != 0:
-        missing.append(f"capabilities: capset failed ({os.strerror(ctypes.get_errno())})")
-    return missing
+    if number is not None:
+        header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable for two 32-bit words: all zero
+        libc.syscall(number, ctypes.byref(header), ctypes.byref(data))
+
+
+def _process_status() -> dict[str, str]:
+    try:
+        with open("/proc/self/status") as handle:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _server_environ_readable() -> bool:
+    try:
+        with open(f"/proc/{os.getppid()}/environ", "rb") as handle:
+            handle.read(1)
+        return True
+    except OSError:
+        return False
+
+
+# -- applying the policy, in the worker -----------------------------------------------------------------------
+
+
+def apply(policy: SandboxPolicy) -> Report:
+    """Lock this process down as far as the policy and the machine allow; report what holds."""
+    from rlm_mcp.repl import guard, landlock, limits, namespaces, seccomp
+
+    report = Report()
+    if policy.mode == "off":
+        drop_privileges()  # costs nothing and breaks nothing: the worker never needs privileges
+        for name in LAYERS[1:]:
+            report.add(name, False, "RLM_MCP_SANDBOX=off")
+        _report_environment(report)
+        return report
+
+    problems = limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
+    problems += limits.tie_to_host()
+    mib = 1024 * 1024
+    report.add(
+        "limits",
+        not problems,
+        "; ".join(problems)
+        or f"memory {policy.memory_bytes // mib:,} MiB, file size {policy.write_bytes // mib:,} MiB, "
+        f"{policy.open_files} open files, no core dumps, CPU backstop; OOM killer's first choice",
+    )
+
+    try:
+        namespaces.isolate()
+        report.add("namespaces", True, "private user, network and IPC namespaces")
+    except OSError as exc:
+        report.add("namespaces", False, f"{exc.strerror or exc} (unprivileged user namespaces may be disabled)")
+
+    drop_privileges()
+    status = _process_status()
+    no_caps = status.get("CapEff", "").strip("0") == "" and status.get("NoNewPrivs", "0").strip() == "1"
+    report.add(
+        "capabilities",
+        no_caps,
+        "none held, none obtainable (no_new_privs)"
+        if no_caps
+        else f"CapEff {status.get('CapEff', '?')}, NoNewPrivs {status.get('NoNewPrivs', '?')}",
+    )
+
+    tcp_closed = False
+    try:
+        enforced = landlock.restrict(list(policy.read_only), list(policy.read_write))
+        tcp_closed = enforced.tcp
+        scoped = ", signals and abstract sockets kept inside" if enforced.scopes else ""
+        report.add(
+            "filesystem",
+            True,
+            f"Landlock ABI {enforced.abi}: read-only Python and the roots, read-write the session directory{scoped}",
+        )
+    except OSError as exc:
+        report.add("filesystem", False, str(exc.strerror or exc))
+
+    seccomp_problem = ""
+    try:
+        seccomp.install()
+    except OSError as exc:
+        seccomp_problem = str(exc.strerror or exc)
+
+    network_by = [
+        name
+        for name, holds in (
+            ("seccomp denies socket()", not seccomp_problem),
+            ("Landlock denies TCP", tcp_closed),
+            ("no interface in the network namespace", report.active("namespaces")),
+        )
+        if holds
+    ]
+    report.add("network", bool(network_by), "; ".join(network_by) or f"seccomp: {seccomp_problem}")
+    report.add(
+        "processes",
+        not seccomp_problem,
+        "seccomp denies fork, exec and non-thread clone" if not seccomp_problem else f"seccomp: {seccomp_problem}",
+    )
+    guard.install(processes=not seccomp_problem, network=bool(network_by))
+    _report_environment(report)
+    return report
+
+
+def _report_environment(report: Report) -> None:
+    readable = _server_environ_readable()
+    report.add(
+        "environment",
+        not readable,
+        "allow-listed variables only; the server's /proc entries are closed"
+        if not readable
+        else "the server's /proc/<pid>/environ is readable (the server could not make itself non-dumpable)",
+    )
+    report.layers.sort(key=lambda layer: LAYERS.index(layer.name))
+
+
+def summary(layers: list[dict[str, Any]]) -> str:
+    """One line for the model and the log: which layers hold and which do not."""
+    if all(layer["detail"] == "RLM_MCP_SANDBOX=off" for layer in layers if layer["name"] != "environment"):
+        return "sandbox: off (RLM_MCP_SANDBOX=off): code runs with the user's rights, only the environment is scrubbed"
+    active = [layer["name"] for layer in layers if layer["active"]]
+    missing = [f"{layer['name']} ({layer['detail']})" for layer in layers if not layer["active"]]
+    text = "sandbox: " + (", ".join(active) if active else "none")
+    if missing:
+        text += "; missing: " + "; ".join(missing)
+    return text

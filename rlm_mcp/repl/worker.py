@@ -4,14 +4,16 @@ It talks to the host over the protocol pipe only (frames in, frames out, one rep
 nothing of MCP. Standard library only, plus the small stdlib-only modules of this package, so that it
 starts fast and so that what runs next to untrusted code is easy to audit.
 
-Started as `python -m rlm_mcp.repl.worker CAPTURE_DIR WORK_DIR`, with the protocol on its stdin and stdout;
-it moves the protocol to private descriptors at once and points fds 0, 1 and 2 elsewhere.
+Started as `python -m rlm_mcp.repl.worker CAPTURE_DIR WORK_DIR POLICY_JSON`, with the protocol on its stdin
+and stdout; it moves the protocol to private descriptors at once, points fds 0, 1 and 2 elsewhere, and
+locks itself down (repl/sandbox.py) before it reads the first request.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import errno
 import faulthandler
 import linecache
 import os
@@ -23,9 +25,9 @@ import traceback
 from typing import Any
 
 from rlm_mcp.contexts.reader import count_lines, decode, read_file_set
-from rlm_mcp.repl import protocol
+from rlm_mcp.repl import guard, protocol, sandbox
 from rlm_mcp.repl.capture import OutputCapture
-from rlm_mcp.repl.sandbox import drop_privileges
+from rlm_mcp.repl.limits import set_cpu_backstop
 from rlm_mcp.repl.shaping import elide
 from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
 
@@ -114,8 +116,11 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
 
 
 class Repl:
-    def __init__(self, capture: OutputCapture, channel: HostChannel | None = None) -> None:
+    def __init__(
+        self, capture: OutputCapture, channel: HostChannel | None = None, policy: sandbox.SandboxPolicy | None = None
+    ) -> None:
         self.capture = capture
+        self.policy = policy  # None: no sandbox
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
         self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
@@ -175,6 +180,8 @@ class Repl:
         value: Any = None
         error: str | None = None
         error_type: str | None = None
+        if self.policy is not None:
+            set_cpu_backstop(self.policy.cell_cpu_s)
         try:
             body, last = self._compile(code, filename)
             self.executing = True
@@ -186,7 +193,7 @@ class Repl:
                 self.executing = False
         except BaseException as exc:  # SystemExit and KeyboardInterrupt end the cell, not the REPL
             error_type = type(exc).__name__
-            error = elide(self._format_error(exc), TRACEBACK_LIMIT_CHARS)
+            error = elide(self._format_error(exc) + self._sandbox_hint(exc), TRACEBACK_LIMIT_CHARS)
         elapsed = time.perf_counter() - started
         self.capture.finish()
 
@@ -251,8 +258,34 @@ class Repl:
             tb = tb.tb_next
         report = traceback.TracebackException(type(exc), exc, tb)
         # The interrupt handler's own frame sits on top of a KeyboardInterrupt: drop it.
-        report.stack = traceback.StackSummary.from_list([frame for frame in report.stack if frame.filename != __file__])
+        # So does the sandbox's audit hook above a refused call: the message says it all.
+        report.stack = traceback.StackSummary.from_list(
+            [frame for frame in report.stack if frame.filename not in (__file__, guard.__file__)]
+        )
         return "".join(report.format())
+
+    def _sandbox_hint(self, exc: BaseException) -> str:
+        """Why the kernel said no, when it was the sandbox: a bare errno does not tell the model."""
+        if self.policy is None:
+            return ""
+        mib = 1024 * 1024
+        if isinstance(exc, MemoryError):
+            return (
+                f"rlm-mcp sandbox: the worker's memory is capped at {self.policy.memory_bytes // mib:,} MiB "
+                "(RLM_MCP_MEMORY_LIMIT_MB); work in chunks\n"
+            )
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+            return (
+                f"rlm-mcp sandbox: files are capped at {self.policy.write_bytes // mib:,} MiB "
+                "(RLM_MCP_WRITE_LIMIT_MB)\n"
+            )
+        if isinstance(exc, PermissionError) and "rlm-mcp sandbox" not in str(exc):
+            return (
+                "rlm-mcp sandbox: writes are allowed only under this session's directory (the working "
+                "directory), reads only there, under the roots and in the Python installation; "
+                "no processes, no network\n"
+            )
+        return ""
 
     def _restore_provided(self) -> list[str]:
         restored = []
@@ -335,16 +368,18 @@ def _take_over_descriptors(capture_dir: str) -> tuple[Any, int, OutputCapture]:
 
 
 def main(argv: list[str]) -> int:
-    capture_dir, work_dir = argv[1], argv[2]
+    capture_dir, work_dir, policy = argv[1], argv[2], sandbox.SandboxPolicy.from_json(argv[3])
     proto_in, proto_out, capture = _take_over_descriptors(capture_dir)
-    for problem in drop_privileges():
-        os.write(capture.stderr.fd, f"rlm-mcp worker: could not apply {problem}\n".encode())
     # Start-up imported from the capture dir; user code runs in the work dir and must not shadow modules.
     sys.path[:] = [p for p in sys.path if p not in ("", capture_dir)]
     os.chdir(work_dir)
-    repl = Repl(capture, HostChannel(proto_in, proto_out))
+    report = sandbox.apply(policy)
+    repl = Repl(capture, HostChannel(proto_in, proto_out), policy if policy.mode != "off" else None)
     signal.signal(signal.SIGINT, repl.interrupt)
-    protocol.write_frame(proto_out, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    layers = [layer.as_dict() for layer in report.layers]
+    protocol.write_frame(
+        proto_out, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "sandbox": layers}
+    )
     while True:
         try:
             request = protocol.read_frame(proto_in)

@@ -1,0 +1,203 @@
+"""A seccomp filter for the worker: no new processes, no sockets, no kernel escape hatches; threads still work.
+
+Written as a classic BPF program here rather than through libseccomp: the filter is about twenty
+instructions, and building it in Python keeps the worker free of a C library that may be missing.
+
+What it denies (each with an errno, so the code sees an ordinary OSError, never a killed process):
+- fork, vfork, and clone without CLONE_THREAD (threads are clone with CLONE_THREAD, so they pass);
+  clone3 answers ENOSYS, since its flags sit in memory a filter cannot read, and libc then falls back to
+  clone; execve and execveat.
+- socket() of every family, AF_UNIX included, so nothing can reach the network, a local daemon, or the
+  Docker socket; socketpair() stays allowed (asyncio needs it and it connects to nothing).
+- ptrace, process_vm_readv/writev, mount and namespace calls, bpf, perf_event_open, keyrings, userfaultfd,
+  io_uring, module loading, kexec, open_by_handle_at.
+Any other architecture than the native one (e.g. 32-bit syscalls on x86_64) kills the process.
+
+Installed by the worker while single-threaded (threads started later inherit it), after no_new_privs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+RET_ALLOW = 0x7FFF0000
+RET_ERRNO = 0x00050000
+RET_KILL_PROCESS = 0x80000000
+CLONE_THREAD = 0x00010000
+X32_SYSCALL_BIT = 0x40000000
+
+# BPF opcodes
+LD_W_ABS = 0x20
+JEQ_K = 0x15
+JGE_K = 0x35
+JSET_K = 0x45
+RET_K = 0x06
+
+OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0 = 0, 4, 16
+
+
+class Syscalls:
+    """The numbers that differ by architecture; names absent on an architecture are simply left out."""
+
+    def __init__(self, audit_arch: int, numbers: dict[str, int]) -> None:
+        self.audit_arch = audit_arch
+        self.numbers = numbers
+
+
+DENIED_PROCESS = ("fork", "vfork", "execve", "execveat")
+DENIED_NETWORK = ("socket",)
+DENIED_ESCAPES = (
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "bpf",
+    "perf_event_open",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "io_uring_setup",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "open_by_handle_at",
+)
+
+TABLES = {
+    "x86_64": Syscalls(
+        0xC000003E,
+        {
+            "fork": 57,
+            "vfork": 58,
+            "execve": 59,
+            "execveat": 322,
+            "clone": 56,
+            "clone3": 435,
+            "socket": 41,
+            "ptrace": 101,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "mount": 165,
+            "umount2": 166,
+            "pivot_root": 155,
+            "chroot": 161,
+            "unshare": 272,
+            "setns": 308,
+            "bpf": 321,
+            "perf_event_open": 298,
+            "keyctl": 250,
+            "add_key": 248,
+            "request_key": 249,
+            "userfaultfd": 323,
+            "io_uring_setup": 425,
+            "init_module": 175,
+            "finit_module": 313,
+            "delete_module": 176,
+            "kexec_load": 246,
+            "open_by_handle_at": 304,
+        },
+    ),
+    "aarch64": Syscalls(
+        0xC00000B7,
+        {
+            "execve": 221,
+            "execveat": 281,
+            "clone": 220,
+            "clone3": 435,
+            "socket": 198,
+            "ptrace": 117,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "mount": 40,
+            "umount2": 39,
+            "pivot_root": 41,
+            "chroot": 51,
+            "unshare": 97,
+            "setns": 268,
+            "bpf": 280,
+            "perf_event_open": 241,
+            "keyctl": 219,
+            "add_key": 217,
+            "request_key": 218,
+            "userfaultfd": 282,
+            "io_uring_setup": 425,
+            "init_module": 105,
+            "finit_module": 273,
+            "delete_module": 106,
+            "kexec_load": 104,
+            "open_by_handle_at": 265,
+        },
+    ),
+}
+TABLES["arm64"] = TABLES["aarch64"]
+
+
+class SeccompError(OSError):
+    """The filter could not be installed; the message says why."""
+
+
+def _instruction(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jump_true, jump_false, k)
+
+
+def build_program(table: Syscalls) -> list[bytes]:
+    def deny(name: str, code: int) -> list[bytes]:
+        number = table.numbers.get(name)
+        if number is None:
+            return []
+        return [_instruction(JEQ_K, number, 0, 1), _instruction(RET_K, RET_ERRNO | code)]
+
+    program = [
+        _instruction(LD_W_ABS, OFFSET_ARCH),
+        _instruction(JEQ_K, table.audit_arch, 1, 0),
+        _instruction(RET_K, RET_KILL_PROCESS),
+        _instruction(LD_W_ABS, OFFSET_NR),
+        _instruction(JGE_K, X32_SYSCALL_BIT, 0, 1),  # x32 ABI calls: a second syscall table, not filtered here
+        _instruction(RET_K, RET_ERRNO | errno.EPERM),
+    ]
+    for name in DENIED_PROCESS + DENIED_ESCAPES:
+        program += deny(name, errno.EPERM)
+    for name in DENIED_NETWORK:
+        program += deny(name, errno.EACCES)
+    program += deny("clone3", errno.ENOSYS)
+    program += [
+        _instruction(JEQ_K, table.numbers["clone"], 0, 4),
+        _instruction(LD_W_ABS, OFFSET_ARG0),  # clone's flags, low 32 bits
+        _instruction(JSET_K, CLONE_THREAD, 0, 1),
+        _instruction(RET_K, RET_ALLOW),
+        _instruction(RET_K, RET_ERRNO | errno.EPERM),
+        _instruction(RET_K, RET_ALLOW),
+    ]
+    return program
+
+
+def install() -> None:
+    """Install the filter on the calling thread (and the threads it starts later). Needs no_new_privs."""
+    table = TABLES.get(platform.machine())
+    if table is None:
+        raise SeccompError(f"no system call table for {platform.machine()} (x86_64 and aarch64 are supported)")
+    program = build_program(table)
+    code = b"".join(program)
+    filters = ctypes.create_string_buffer(code, len(code))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(program), ctypes.addressof(filters))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        number = ctypes.get_errno()
+        raise SeccompError(number, f"prctl(PR_SET_SECCOMP): {os.strerror(number)}")
