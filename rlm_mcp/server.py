@@ -41,10 +41,7 @@ into chunks. Print only what you need: long output is cut to head and tail (all 
 list, which runs concurrently (failed items are LLMError objects). sub_query asks one question about a \
 REPL expression (e.g. chunks[3]) without pasting it.
 4. Keep partial results in variables and combine them in code; show yourself only the final answer."""
-SANDBOXED = (
-    "\nThe REPL is sandboxed: no network, no subprocesses, writes only in its working directory, memory capped "
-    "(details: resource rlm://sandbox)."
-)
+SANDBOXED = "\nSandboxed: no network or subprocesses, writes only in the working directory (resource rlm://sandbox)."
 UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."
 
 LOAD_DESCRIPTION = (

@@ -36,11 +36,13 @@ async def client(tmp_path: Path, data_dir: Path) -> AsyncIterator[Client]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Running or stopped; a zombie (dead, not yet reaped by whoever adopted it) counts as dead."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
         return False
-    return True
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
 async def test_an_infinite_loop_is_interrupted_and_state_is_kept(client: Client) -> None:
@@ -73,15 +75,36 @@ async def test_code_that_ignores_interrupts_is_killed_and_contexts_come_back(cli
     assert (await run(client, "doomed")).structured_content["error_type"] == "NameError"  # type: ignore[index]
 
 
-async def test_children_of_a_killed_worker_die_with_it(client: Client) -> None:
-    child = int(await value_of(client, "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nchild.pid"))
-    assert pid_alive(child)
-    result = await run(client, SWALLOW_INTERRUPTS, timeout_s=0.3)
-    assert result.structured_content is not None and result.structured_content["outcome"] == "killed"
+ESCAPE_THE_PROCESS_GROUP = """
+import os, subprocess, time
+child = subprocess.Popen(['sleep', '300']).pid
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()  # a new session: out of the worker's process group
+    if os.fork() == 0:  # and a grandchild, orphaned at once
+        os.write(w, str(os.getpid()).encode())
+        time.sleep(300)
+    os._exit(0)
+os.wait()
+escaped = int(os.read(r, 20))
+(child, escaped)
+"""
+
+
+@pytest.mark.parametrize("ending", ["killed on timeout", "session closed"])
+async def test_children_of_the_worker_die_with_it(tmp_path: Path, data_dir: Path, ending: str) -> None:
+    """With the sandbox off (it forbids processes), even children that left the process group are killed."""
+    settings = make_settings(tmp_path, data_dir, interrupt_grace_s=0.3, sandbox="off")
+    async with Client(build_server(settings)) as client:
+        pids = [int(pid) for pid in (await value_of(client, ESCAPE_THE_PROCESS_GROUP)).strip("()").split(",")]
+        assert all(pid_alive(pid) for pid in pids)
+        if ending == "killed on timeout":
+            result = await run(client, SWALLOW_INTERRUPTS, timeout_s=0.3)
+            assert result.structured_content is not None and result.structured_content["outcome"] == "killed"
     deadline = time.monotonic() + 5
-    while pid_alive(child) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not pid_alive(child)
+    assert not any(pid_alive(pid) for pid in pids)
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,7 @@ def apply(policy: SandboxPolicy) -> Report:
     from rlm_mcp.repl import guard, landlock, limits, namespaces, seccomp
 
     report = Report()
+    lifetime_problems = limits.tie_to_host()  # not a restriction: even with the sandbox off, no orphans
     if policy.mode == "off":
         drop_privileges()  # costs nothing and breaks nothing: the worker never needs privileges
         for name in LAYERS[1:]:
@@ -200,7 +201,7 @@ def apply(policy: SandboxPolicy) -> Report:
         return report
 
     problems = limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
-    problems += limits.tie_to_host()
+    problems += lifetime_problems
     mib = 1024 * 1024
     report.add(
         "limits",
