@@ -28,11 +28,9 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from rlm_mcp.repl.host import WorkerHost
-from rlm_mcp.repl.sandbox import worker_environment
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import print_report
+from bench.workers import worker_host
 
 MB = 1_000_000
 Row = tuple[str, str, str, str, str]
@@ -112,7 +110,7 @@ async def bench_cold_start(params: StdioServerParameters, repeats: int) -> tuple
 
 async def bench_raw_worker(tmp: Path, count: int) -> list[float]:
     """The same exec request sent straight to a WorkerHost: what run_code costs without MCP, JSON-RPC and stdio."""
-    host = WorkerHost(capture_dir=tmp / "cap", work_dir=tmp, env=worker_environment(tmp / "home"))
+    host = worker_host(tmp)
     await host.start()
 
     async def call(i: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from rlm_mcp.config import Settings, load_settings
+from rlm_mcp.repl.proctree import descendants
 from rlm_mcp.server import build_server
 
 
@@ -66,3 +68,18 @@ async def value_of(client: Client, expression: str) -> str:
     data = result.structured_content
     assert data is not None and data["outcome"] == "ok", text_of(result)
     return data["result"]
+
+
+def worker_pid(workspace: Path) -> int:
+    """The pid, as this process sees it, of the REPL worker serving sessions under `workspace`.
+
+    Inside bubblewrap's PID namespace the worker's own os.getpid() is a different, small number.
+    """
+    for pid in sorted(descendants(os.getpid())):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if command[1:3] == [b"-m", b"rlm_mcp.repl.worker"] and str(workspace).encode() in command[3]:
+            return pid
+    raise AssertionError(f"no REPL worker is running for {workspace}")

@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.server import build_server
-from tests.conftest import load, make_settings, run, text_of, value_of
+from tests.conftest import load, make_settings, run, text_of, value_of, worker_pid
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +58,9 @@ async def test_an_infinite_loop_is_interrupted_and_state_is_kept(client: Client)
     assert await value_of(client, "len(context)") == str(len("chapter one\n") * 1_000)
 
 
-async def test_code_that_ignores_interrupts_is_killed_and_contexts_come_back(client: Client) -> None:
-    old_pid = int(await value_of(client, "import os; os.getpid()"))
+async def test_code_that_ignores_interrupts_is_killed_and_contexts_come_back(client: Client, tmp_path: Path) -> None:
+    await run(client, "pass")
+    old_pid = worker_pid(tmp_path)
     await run(client, "doomed = 1")
     result = await run(client, SWALLOW_INTERRUPTS, timeout_s=0.5)
     data = result.structured_content
@@ -70,7 +71,8 @@ async def test_code_that_ignores_interrupts_is_killed_and_contexts_come_back(cli
     assert "variables defined by code are lost" in notes and "contexts reloaded: context" in notes
     assert not pid_alive(old_pid)
     # the next call is served at once by a fresh worker that has the context but not the variables
-    assert int(await value_of(client, "__import__('os').getpid()")) != old_pid
+    assert await value_of(client, "'served'") == "'served'"
+    assert worker_pid(tmp_path) != old_pid
     assert await value_of(client, "context[:11]") == "'chapter one'"
     assert (await run(client, "doomed")).structured_content["error_type"] == "NameError"  # type: ignore[index]
 
@@ -135,8 +137,9 @@ async def test_a_segfault_shows_where_it_happened(client: Client) -> None:
     assert "Segmentation fault" in stderr and 'File "<cell' in stderr
 
 
-async def test_a_worker_killed_between_calls_is_replaced_on_the_next_call(client: Client) -> None:
-    pid = int(await value_of(client, "import os; os.getpid()"))
+async def test_a_worker_killed_between_calls_is_replaced_on_the_next_call(client: Client, tmp_path: Path) -> None:
+    await run(client, "pass")
+    pid = worker_pid(tmp_path)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while pid_alive(pid) and time.monotonic() < deadline:

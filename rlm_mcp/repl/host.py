@@ -21,8 +21,8 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
-from rlm_mcp.repl import protocol
-from rlm_mcp.repl.proctree import kill_tree
+from rlm_mcp.repl import bubblewrap, protocol
+from rlm_mcp.repl.proctree import descendants, kill_tree
 from rlm_mcp.repl.sandbox import SandboxPolicy, summary
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,10 @@ class WorkerHost:
         self.env = env
         self.policy = policy
         self.sandbox: list[dict[str, Any]] = []  # the last worker's report of its layers
+        self.lockdown_s = 0.0  # how long the last worker took to apply them
         self._process: anyio.abc.Process | None = None
+        self._wrapped = False  # running inside bubblewrap
+        self._worker_pid: int | None = None  # as seen from here (differs from _process.pid under bubblewrap)
         self._frames = protocol.FrameBuffer()
         self._next_id = 0
         self.starts = 0
@@ -114,16 +117,15 @@ class WorkerHost:
         log_path = self.capture_dir / "worker.log"
         env = dict(self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        worker = [sys.executable, "-m", "rlm_mcp.repl.worker", str(self.capture_dir), str(self.work_dir)]
+        worker.append(self.policy.to_json())
+        bwrap, bwrap_detail = bubblewrap.availability() if self.policy.mode != "off" else (None, "RLM_MCP_SANDBOX=off")
+        self._wrapped = bwrap is not None
+        if bwrap is not None:
+            worker = bubblewrap.command(bwrap, worker, list(self.policy.read_write))
         with open(log_path, "wb") as log_file:
             self._process = await anyio.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "rlm_mcp.repl.worker",
-                    str(self.capture_dir),
-                    str(self.work_dir),
-                    self.policy.to_json(),
-                ],
+                worker,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
@@ -143,7 +145,10 @@ class WorkerHost:
         if hello.get("op") != "ready":
             await self.kill()
             raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")
-        self.sandbox = list(hello.get("sandbox") or [])
+        self._worker_pid = self._find_worker_pid()
+        wrapping = {"name": "bubblewrap", "active": self._wrapped, "detail": bwrap_detail}
+        self.sandbox = [wrapping, *(hello.get("sandbox") or [])]
+        self.lockdown_s = float(hello.get("lockdown_s") or 0.0)
         log.debug("worker %s started (python %s); %s", hello.get("pid"), hello.get("python"), summary(self.sandbox))
         missing = [layer for layer in self.sandbox if not layer["active"]]
         if self.policy.mode == "strict" and missing:
@@ -200,8 +205,24 @@ class WorkerHost:
             stderr_tail=self._stderr_tail(),
         )
 
+    def _find_worker_pid(self) -> int | None:
+        assert self._process is not None
+        if not self._wrapped:
+            return self._process.pid
+        for pid in sorted(descendants(self._process.pid)):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    # bwrap's own processes carry the worker's command line as their arguments
+                    if handle.read().split(b"\0")[1:3] == [b"-m", b"rlm_mcp.repl.worker"]:
+                        return pid
+            except OSError:
+                continue
+        return None
+
     async def _crashed(self, cause: str) -> CallOutcome:
         returncode = await self._reap()
+        if self._wrapped and returncode is not None and returncode > 128:
+            returncode = 128 - returncode  # bubblewrap's way of saying "killed by signal N"
         detail = describe_exit(returncode) if cause == "eof" else cause
         return CallOutcome("crashed", cause=detail, stderr_tail=self._stderr_tail())
 
@@ -238,9 +259,9 @@ class WorkerHost:
             self._frames.feed(chunk)
 
     def _signal(self, sig: int) -> None:
-        if self._process is not None and self._process.returncode is None:
+        if self._process is not None and self._process.returncode is None and self._worker_pid is not None:
             try:
-                os.kill(self._process.pid, sig)
+                os.kill(self._worker_pid, sig)
             except ProcessLookupError:
                 pass
 
@@ -261,12 +282,11 @@ class WorkerHost:
         await self._reap()
 
     async def _discard(self) -> None:
+        """Close the pipes and their transports too (closing the streams alone leaves the transports open)."""
         if self._process is None:
             return
-        for stream in (self._process.stdin, self._process.stdout):
-            if stream is not None:
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
+        with anyio.move_on_after(REAP_TIMEOUT_S, shield=True):
+            await self._process.aclose()
         self._process = None
 
     async def close(self) -> None:

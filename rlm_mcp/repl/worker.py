@@ -279,7 +279,8 @@ class Repl:
                 f"rlm-mcp sandbox: files are capped at {self.policy.write_bytes // mib:,} MiB "
                 "(RLM_MCP_WRITE_LIMIT_MB)\n"
             )
-        if isinstance(exc, PermissionError) and "rlm-mcp sandbox" not in str(exc):
+        refused = isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        if refused and "rlm-mcp sandbox" not in str(exc):
             return (
                 "rlm-mcp sandbox: writes are allowed only under this session's directory (the working "
                 "directory), reads only there, under the roots and in the Python installation; "
@@ -373,12 +374,21 @@ def main(argv: list[str]) -> int:
     # Start-up imported from the capture dir; user code runs in the work dir and must not shadow modules.
     sys.path[:] = [p for p in sys.path if p not in ("", capture_dir)]
     os.chdir(work_dir)
+    started = time.perf_counter()
     report = sandbox.apply(policy)
+    lockdown_s = time.perf_counter() - started
     repl = Repl(capture, HostChannel(proto_in, proto_out), policy if policy.mode != "off" else None)
     signal.signal(signal.SIGINT, repl.interrupt)
     layers = [layer.as_dict() for layer in report.layers]
     protocol.write_frame(
-        proto_out, {"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "sandbox": layers}
+        proto_out,
+        {
+            "op": "ready",
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "sandbox": layers,
+            "lockdown_s": lockdown_s,
+        },
     )
     while True:
         try:
