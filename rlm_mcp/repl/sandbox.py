@@ -192,6 +192,14 @@ def apply(policy: SandboxPolicy) -> Report:
     from rlm_mcp.repl import guard, landlock, limits, namespaces, seccomp
 
     report = Report()
+    if sys.platform != "linux":
+        off = policy.mode == "off"
+        problems = [] if off else limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
+        report.add("limits", not (problems or off), "; ".join(problems) or ("off" if off else "rlimits only"))
+        for name in LAYERS[2:]:
+            report.add(name, False, "needs Linux")
+        _report_environment(report)
+        return report
     lifetime_problems = limits.tie_to_host()  # not a restriction: even with the sandbox off, no orphans
     if policy.mode == "off":
         drop_privileges()  # costs nothing and breaks nothing: the worker never needs privileges
