@@ -65,7 +65,16 @@ class Settings(BaseModel):
     write_limit_mb: int = Field(
         default=1_024, ge=1, description="Largest file the REPL worker may write, in MiB (RLIMIT_FSIZE)."
     )
-    max_file_bytes: int = Field(default=512 * MiB, gt=0, description="Largest single file load_context reads.")
+    mmap_threshold_mb: int = Field(
+        default=64,
+        ge=1,
+        description="Plain-text files from this size (MiB) up are memory-mapped (MappedText), not read into a str.",
+    )
+    max_file_bytes: int = Field(
+        default=512 * MiB,
+        gt=0,
+        description="Largest file read into memory (below the mmap threshold, or parsed, or decompressed).",
+    )
     dir_max_files: int = Field(default=20_000, gt=0, description="Most files loaded from one directory or glob.")
     dir_max_bytes: int = Field(
         default=256 * MiB, gt=0, description="Most bytes loaded from one directory or glob, in total."

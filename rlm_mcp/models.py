@@ -33,7 +33,7 @@ class VarInfo(Compact):
 
 class LoadResult(Compact):
     name: str
-    kind: Literal["str", "files"]
+    kind: Literal["str", "mapped", "files", "json", "jsonl", "csv", "pdf", "docx"]
     source: str
     chars: int
     lines: int

@@ -46,7 +46,16 @@ def render_run(result: RunResult) -> str:
 
 
 def render_load(result: LoadResult) -> str:
-    shape = f"dict of {result.files:,} files (path -> text)" if result.kind == "files" else "str"
+    shapes = {
+        "files": f"dict of {result.files or 0:,} files (path -> text)",
+        "mapped": "MappedText (memory-mapped, str-like)",
+        "json": "parsed JSON",
+        "jsonl": "list of parsed JSON records",
+        "csv": "list of row dicts",
+        "pdf": "list of page texts",
+        "docx": "str (document text)",
+    }
+    shape = shapes.get(result.kind, "str")
     lines = [
         f"Loaded {result.name!r} from {result.source}: {shape}, {result.chars:,} chars, "
         f"{result.lines:,} lines, ~{result.est_tokens:,} tokens (estimate)."
@@ -59,7 +68,8 @@ def render_load(result: LoadResult) -> str:
         )
         lines.append(f"Skipped: {skipped}.")
     lines.extend(f"Note: {note}" for note in result.notes)
-    lines.append(f"Preview: {result.preview!r}" if result.kind == "str" else f"Preview: {result.preview}")
+    textual = result.kind in ("str", "mapped", "docx")
+    lines.append(f"Preview: {result.preview!r}" if textual else f"Preview: {result.preview}")
     return "\n".join(lines)
 
 

@@ -104,9 +104,18 @@ class Session:
     def _plan_path_load(self, name: str, path: str) -> tuple[dict[str, Any], str, Selection | None]:
         """Resolve and vet the path, and for a tree pick the files; blocking, so it runs in a thread."""
         settings = self.settings
-        source = resolve_source(path, settings.roots, settings.max_file_bytes)
+        source = resolve_source(path, settings.roots)
         if isinstance(source, FileSource):
-            return {"op": "load", "name": name, "kind": "file", "path": str(source.path)}, str(source.path), None
+            request = {
+                "op": "load",
+                "name": name,
+                "kind": "file",
+                "path": str(source.path),
+                "size": source.size,
+                "mmap_bytes": settings.mmap_threshold_mb * 1024 * 1024,
+                "max_bytes": settings.max_file_bytes,
+            }
+            return request, str(source.path), None
         caps = Caps(settings.dir_max_files, settings.dir_max_bytes, settings.dir_max_file_bytes)
         selection = select_files(source, settings.roots, caps)
         shown = str(source.base / source.pattern) if source.pattern else str(source.base)
@@ -323,6 +332,12 @@ def _load_result(
         if paths:
             skipped[reason] = len(paths)
             examples[reason] = paths[:3]
+    notes.extend(reply.get("notes") or [])
+    if reply["kind"] == "mapped":
+        notes.append(
+            "memory-mapped (MappedText), not read into memory: len(), slices (str), find/count/in and line iteration "
+            "work as on str; use grep()/chunk()/search() for the whole text, not str(...)"
+        )
     if reply.get("replaced_chars"):
         notes.append(
             f"{reply['replaced_chars']:,} undecodable bytes were replaced with U+FFFD (the text is not valid UTF-8)"

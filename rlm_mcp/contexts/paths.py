@@ -66,7 +66,7 @@ def _candidate(raw: str, roots: tuple[Path, ...]) -> Path:
     return roots[0] / path
 
 
-def resolve_source(raw: str, roots: tuple[Path, ...], max_file_bytes: int) -> FileSource | TreeSource:
+def resolve_source(raw: str, roots: tuple[Path, ...]) -> FileSource | TreeSource:
     raw = raw.strip()
     if not raw:
         raise ContextError("`path` is empty: give a file, a directory or a glob under " + _roots_text(roots))
@@ -99,11 +99,6 @@ def resolve_source(raw: str, roots: tuple[Path, ...], max_file_bytes: int) -> Fi
         raise ContextError(
             f"{raw!r} is {describe_mode(info.st_mode)}, not a regular file; only files, directories and globs "
             "can be loaded"
-        )
-    if info.st_size > max_file_bytes:
-        raise ContextError(
-            f"{raw!r} is {info.st_size:,} bytes, over the {max_file_bytes:,}-byte limit for one file; "
-            "raise --max-file-bytes (RLM_MCP_MAX_FILE_BYTES) to load it"
         )
     return FileSource(resolved, info.st_size)
 

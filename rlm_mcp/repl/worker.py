@@ -24,10 +24,12 @@ import time
 import traceback
 from typing import Any
 
-from rlm_mcp.contexts.reader import count_lines, decode, read_file_set
+from rlm_mcp.contexts.formats import FormatError, load_file
+from rlm_mcp.contexts.reader import count_lines, read_file_set
 from rlm_mcp.repl import guard, protocol, sandbox
 from rlm_mcp.repl.capture import OutputCapture
 from rlm_mcp.repl.limits import set_cpu_backstop
+from rlm_mcp.repl.mapped import MappedText
 from rlm_mcp.repl.shaping import elide
 from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
 
@@ -310,16 +312,31 @@ class Repl:
         value: Any
         if kind == "text":
             value = str(request["text"])
-            stats.update(kind="str", files=None, replaced_chars=0)
+            stats.update(kind="str", files=None, replaced_chars=0, chars=len(value), lines=count_lines(value))
         elif kind == "file":
-            with open(request["path"], "rb") as handle:
-                data = handle.read()
-            decoded = decode(data)
-            value = decoded.text
-            stats.update(kind="str", files=None, bytes=len(data), replaced_chars=decoded.replaced)
+            try:
+                loaded = load_file(
+                    str(request["path"]),
+                    size=int(request["size"]),
+                    mmap_bytes=int(request["mmap_bytes"]),
+                    max_bytes=int(request["max_bytes"]),
+                )
+            except FormatError as exc:
+                return {"ok": False, "error": str(exc)}
+            value = loaded.value
+            stats.update(
+                kind=loaded.kind,
+                files=None,
+                bytes=loaded.bytes,
+                replaced_chars=loaded.replaced,
+                chars=loaded.chars,
+                lines=loaded.lines,
+                notes=loaded.notes,
+            )
         elif kind == "files":
             file_set = read_file_set(request["root"], list(request["files"]), int(request["max_file_bytes"]))
             value = file_set.files
+            texts = list(value.values())
             stats.update(
                 kind="files",
                 files=len(file_set.files),
@@ -327,22 +344,15 @@ class Repl:
                 binary=file_set.binary,
                 unreadable=file_set.unreadable,
                 with_replacements=file_set.with_replacements[:20],
+                chars=sum(len(text) for text in texts),
+                lines=sum(count_lines(text) for text in texts),
             )
         else:
             return {"ok": False, "error": f"unknown context kind {kind!r}"}
 
         self.namespace[name] = value
         self.provided[name] = value
-        if isinstance(value, dict):
-            texts = list(value.values())
-            stats["chars"] = sum(len(text) for text in texts)
-            stats["lines"] = sum(count_lines(text) for text in texts)
-            listing = ", ".join(list(value)[:8])
-            stats["preview"] = f"{len(value):,} files: {listing}" + (", ..." if len(value) > 8 else "")
-        else:
-            stats["chars"] = len(value)
-            stats["lines"] = count_lines(value)
-            stats["preview"] = value[:PREVIEW_CHARS]
+        stats["preview"] = _preview(value)
         return {"ok": True, **stats}
 
     def unload(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -353,6 +363,18 @@ class Repl:
 
 
 _MISSING = object()
+
+
+def _preview(value: Any) -> str:
+    """The start of a loaded value, whatever its shape; bounded, never a full repr."""
+    if isinstance(value, dict):
+        listing = ", ".join(list(value)[:8])
+        return f"{len(value):,} files: {listing}" + (", ..." if len(value) > 8 else "")
+    if isinstance(value, list):
+        return f"{len(value):,} items; first: " + bounded_repr(value[0], PREVIEW_CHARS) if value else "empty list"
+    if isinstance(value, (str, MappedText)):
+        return value[:PREVIEW_CHARS]
+    return bounded_repr(value, PREVIEW_CHARS)
 
 
 def _take_over_descriptors(capture_dir: str) -> tuple[Any, int, OutputCapture]:
