@@ -20,6 +20,7 @@ import gzip
 import io
 import json
 import lzma
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,7 @@ def load_file(path: str, *, size: int, mmap_bytes: int, max_bytes: int) -> Loade
         try:
             with DECOMPRESSORS[compression](path, "rb") as handle:
                 data = _read_limited(handle, max_bytes, "decompressed, the file")
-        except (OSError, EOFError, lzma.LZMAError) as exc:
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
             raise FormatError(f"cannot decompress it as {compression[1:]}: {exc}") from None
     else:
         with open(path, "rb") as handle:
