@@ -45,8 +45,9 @@ SANDBOXED = "\nSandboxed: no network or subprocesses, writes only in the working
 UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."
 
 LOAD_DESCRIPTION = (
-    "Load a file (as str), a directory or a glob (as dict of relative path -> text; .gitignore honoured, "
-    "binaries skipped) into a REPL variable, by reference. Returns its size and a short preview, not the content."
+    "Load a file (str; huge ones memory-mapped; JSON/JSONL/CSV parsed; .gz/.bz2/.xz opened), a directory or a "
+    "glob (dict of relative path -> text; .gitignore honoured, binaries skipped) into a REPL variable, by "
+    "reference. Returns its size and a short preview, not the content."
 )
 SUB_QUERY_DESCRIPTION = (
     "Ask a sub-model one question. `context` is a REPL expression (e.g. chunks[3], context[i:j]) whose text is "
@@ -101,9 +102,10 @@ def build_server(settings: Settings) -> MCPServer:
         path: Annotated[str | None, Field(description="File, directory or glob under an allowed root")] = None,
         text: Annotated[str | None, Field(description="Small inline text, instead of path")] = None,
         name: Annotated[str, Field(description="Variable to bind")] = "context",
+        exclude: Annotated[list[str] | None, Field(description="Globs to leave out of a directory")] = None,
     ) -> LoadResult:
         try:
-            result = await sessions.default().load_context(name=name, path=path, text=text)
+            result = await sessions.default().load_context(name=name, path=path, text=text, exclude=exclude)
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
         return _result(result, render_load(result))  # type: ignore[return-value]

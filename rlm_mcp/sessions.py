@@ -21,7 +21,7 @@ import anyio
 
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
-from rlm_mcp.contexts.selection import Caps, Selection, select_files
+from rlm_mcp.contexts.selection import Caps, Selection, select_files, tree_summary
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.pricing import CHARS_PER_TOKEN
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
@@ -67,7 +67,9 @@ class Session:
 
     # -- load_context -----------------------------------------------------------------------------
 
-    async def load_context(self, *, name: str, path: str | None, text: str | None) -> LoadResult:
+    async def load_context(
+        self, *, name: str, path: str | None, text: str | None, exclude: list[str] | None = None
+    ) -> LoadResult:
         check_context_name(name)
         if (path is None) == (text is None):
             raise UserError("give exactly one of `path` (a file, directory or glob) or `text` (small inline input)")
@@ -82,7 +84,9 @@ class Session:
             source = "inline text"
         else:
             assert path is not None
-            request, source, selection = await anyio.to_thread.run_sync(self._plan_path_load, name, path)
+            request, source, selection = await anyio.to_thread.run_sync(
+                self._plan_path_load, name, path, tuple(exclude or ())
+            )
 
         async with self._lock:
             notes = await self._ensure_worker()
@@ -101,7 +105,9 @@ class Session:
             self.contexts[name] = LoadedContext(name, request, source)
         return _load_result(name, source, reply, selection, notes)
 
-    def _plan_path_load(self, name: str, path: str) -> tuple[dict[str, Any], str, Selection | None]:
+    def _plan_path_load(
+        self, name: str, path: str, exclude: tuple[str, ...]
+    ) -> tuple[dict[str, Any], str, Selection | None]:
         """Resolve and vet the path, and for a tree pick the files; blocking, so it runs in a thread."""
         settings = self.settings
         source = resolve_source(path, settings.roots)
@@ -117,7 +123,7 @@ class Session:
             }
             return request, str(source.path), None
         caps = Caps(settings.dir_max_files, settings.dir_max_bytes, settings.dir_max_file_bytes)
-        selection = select_files(source, settings.roots, caps)
+        selection = select_files(source, settings.roots, caps, exclude)
         shown = str(source.base / source.pattern) if source.pattern else str(source.base)
         if not selection.files:
             skipped = _skipped_text(selection)
@@ -333,6 +339,8 @@ def _load_result(
             skipped[reason] = len(paths)
             examples[reason] = paths[:3]
     notes.extend(reply.get("notes") or [])
+    if selection is not None and selection.files:
+        notes.append(tree_summary(selection.files))
     if reply["kind"] == "mapped":
         notes.append(
             "memory-mapped (MappedText), not read into memory: len(), slices (str), find/count/in and line iteration "

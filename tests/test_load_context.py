@@ -188,3 +188,14 @@ async def test_bad_input_gets_a_clear_error_and_the_session_survives(
         assert message in text_of(result)
         assert await value_of(client, "marker + 1") == "42"
         assert await value_of(client, "kept") == repr("ok\n")
+
+
+async def test_a_tree_load_excludes_globs_and_summarises_the_tree(client: Client, data_dir: Path) -> None:
+    for rel in ("src/app.py", "src/util.py", "src/vendor/big.min.js", "docs/guide.md", "README.md"):
+        write(data_dir / "repo" / rel, f"content of {rel}\n")
+    result = await load(client, path="repo", name="repo", exclude=["**/vendor/**", "*.md"])
+    data = result.structured_content
+    assert data is not None and data["files"] == 2, text_of(result)
+    assert data["skipped"]["excluded"] == 3
+    assert "by extension: .py 2; by top directory: src 2" in text_of(result)
+    assert await value_of(client, "sorted(repo)") == "['src/app.py', 'src/util.py']"

@@ -15,7 +15,7 @@ async def test_the_tools_and_their_input_schemas(client: Client) -> None:
     assert set(tools) == {"load_context", "run_code", "sub_query"}
 
     load = tools["load_context"].input_schema
-    assert set(load["properties"]) == {"path", "text", "name"}
+    assert set(load["properties"]) == {"path", "text", "name", "exclude"}
     assert load["properties"]["name"]["default"] == "context"
     assert not load.get("required")
 

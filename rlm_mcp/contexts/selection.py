@@ -121,9 +121,12 @@ def _enclosing_repo_dirs(base: Path, roots: tuple[Path, ...]) -> list[Path]:
     return []  # not inside a repository (below a root): only .gitignore files at or below base apply
 
 
-def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps) -> Selection:
+def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclude: tuple[str, ...] = ()) -> Selection:
+    """`exclude`: globs relative to the base ("vendor/**"); without a "/" a glob matches the file's name at any
+    depth ("*.min.js"), as in .gitignore. A match is skipped as "excluded"."""
     base = source.base
     matcher = glob_regex(source.pattern) if source.pattern else None
+    excluded = [glob_regex(pattern) for pattern in exclude]
     rules = GitIgnore(base, roots)
     selection = Selection(base)
     for dirpath, dirnames, filenames in os.walk(base):
@@ -146,6 +149,9 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps) -> Sel
             path = directory / name
             rel = path.relative_to(base).as_posix()
             if matcher is not None and not matcher.match(rel):
+                continue
+            if any(pattern.match(rel if "/" in glob else name) for glob, pattern in zip(exclude, excluded)):
+                selection.skip("excluded", rel)
                 continue
             if rules.ignored(path, is_dir=False):
                 selection.skip("gitignored", rel)
@@ -174,3 +180,13 @@ def _consider_file(selection: Selection, path: Path, rel: str, roots: tuple[Path
     else:
         selection.files.append(rel)
         selection.total_bytes += info.st_size
+
+
+def tree_summary(files: list[str], top: int = 8) -> str:
+    """Counts by extension and by top-level directory: enough for a model to plan how to split the work."""
+    extensions = Counter(os.path.splitext(rel)[1] or "(none)" for rel in files)
+    directories = Counter(rel.split("/", 1)[0] if "/" in rel else "." for rel in files)
+    by_extension = ", ".join(f"{extension} {count:,}" for extension, count in extensions.most_common(top))
+    by_directory = ", ".join(f"{name} {count:,}" for name, count in directories.most_common(top))
+    more = f" (+{len(extensions) - top} more kinds)" if len(extensions) > top else ""
+    return f"by extension: {by_extension}{more}; by top directory: {by_directory}"
