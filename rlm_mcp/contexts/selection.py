@@ -126,7 +126,7 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclud
     depth ("*.min.js"), as in .gitignore. A match is skipped as "excluded"."""
     base = source.base
     matcher = glob_regex(source.pattern) if source.pattern else None
-    excluded = [glob_regex(pattern) for pattern in exclude]
+    excluded = [(glob_regex(pattern), "/" in pattern) for pattern in exclude]
     rules = GitIgnore(base, roots)
     selection = Selection(base)
     for dirpath, dirnames, filenames in os.walk(base):
@@ -150,7 +150,7 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclud
             rel = path.relative_to(base).as_posix()
             if matcher is not None and not matcher.match(rel):
                 continue
-            if any(pattern.match(rel if "/" in glob else name) for glob, pattern in zip(exclude, excluded)):
+            if any(pattern.match(rel if by_path else name) for pattern, by_path in excluded):
                 selection.skip("excluded", rel)
                 continue
             if rules.ignored(path, is_dir=False):
