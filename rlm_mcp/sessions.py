@@ -176,6 +176,9 @@ class Session:
         return result
 
     async def _serve_worker_request(self, frame: dict[str, Any], client_session: Any | None) -> dict[str, Any]:
+        if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
+            self.contexts.pop(str(frame.get("name")), None)
+            return {"ok": True}
         calls = frame.get("calls")
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}

@@ -177,3 +177,24 @@ async def test_a_compressed_file_is_capped_by_its_decompressed_size(tmp_path: Pa
     async with Client(build_server(settings)) as client:
         result = await load(client, path="bomb.txt.gz")
         assert result.is_error and "decompressed, the file holds more than 1,000,000 bytes" in text_of(result)
+
+
+async def test_contexts_are_listed_and_unloading_one_frees_it_for_good(
+    client: Client, tmp_path: Path, data_dir: Path
+) -> None:
+    (data_dir / "small.txt").write_text("small\n")
+    (data_dir / "large.txt").write_text("x" * 30_000_000)  # above the 1 MiB mmap threshold: mapped
+    (data_dir / "mid.txt").write_text("m" * 900_000)
+    for name in ("small", "large", "mid"):
+        assert not (await load(client, path=f"{name}.txt", name=name)).is_error
+    listing = await value_of(client, "list(contexts().items())")
+    assert listing == str(
+        [("small", "str, 6 chars"), ("large", "MappedText, 30,000,000 chars"), ("mid", "str, 900,000 chars")]
+    )
+    assert await value_of(client, "unload('large'); unload('mid')") == "\"unloaded 'mid'\""
+    assert "NameError" in text_of(await run(client, "large"))
+    assert await value_of(client, "list(contexts())") == "['small']"
+    # After a worker crash, only the context still loaded comes back.
+    crashed = await run(client, "import os; os._exit(1)")
+    assert "contexts reloaded: small" in text_of(crashed)
+    assert await value_of(client, "list(contexts())") == "['small']"

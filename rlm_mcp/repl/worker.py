@@ -126,6 +126,9 @@ class Repl:
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
         self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
+        self.channel = channel
+        self.context_names: list[str] = []  # loaded contexts, in load order
+        self.provided.update(contexts=self.list_contexts, unload=self.unload_context)
         self.namespace.update(self.provided)
         self.executing = False
         self.namespace["_outs"] = {}
@@ -352,17 +355,46 @@ class Repl:
 
         self.namespace[name] = value
         self.provided[name] = value
+        if name in self.context_names:
+            self.context_names.remove(name)
+        self.context_names.append(name)
         stats["preview"] = _preview(value)
         return {"ok": True, **stats}
 
+    def list_contexts(self) -> dict[str, str]:
+        """The loaded contexts: name -> type and size. unload(name) frees one."""
+        values = {name: self.provided[name] for name in self.context_names}
+        return {name: f"{type(value).__name__}, {_size(value)}" for name, value in values.items()}
+
+    def unload_context(self, name: str) -> str:
+        """Free a loaded context (it is not reloaded after a restart); other references to it keep it alive."""
+        if name not in self.context_names:
+            raise KeyError(f"no context named {name!r}; loaded: {', '.join(self.context_names) or 'none'}")
+        if self.channel is not None:
+            self.channel.request({"op": "forget", "name": name})
+        self.unload({"name": name})
+        return f"unloaded {name!r}"
+
     def unload(self, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
-        self.provided.pop(name, None)
+        value = self.provided.pop(name, None)
         self.namespace.pop(name, None)
+        if name in self.context_names:
+            self.context_names.remove(name)
+        if isinstance(value, MappedText):
+            value.close()
         return {"ok": True}
 
 
 _MISSING = object()
+
+
+def _size(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"{len(value):,} files"
+    if isinstance(value, list):
+        return f"{len(value):,} items"
+    return f"{len(value):,} chars"
 
 
 def _preview(value: Any) -> str:
