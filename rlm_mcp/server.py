@@ -31,15 +31,15 @@ from rlm_mcp.sessions import SessionRegistry
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
-rlm-mcp holds large inputs for you in a persistent Python REPL, so they never enter your context \
-(the Recursive Language Model method). Work like this:
-1. load_context(path=...) binds a file (str), a directory or glob (dict path -> text) to a variable, \
-default `context`. You get its size and a preview, never its content.
-2. run_code runs Python there; variables persist. Inspect before you read: len(), slices, re, splitting \
-into chunks. Print only what you need: long output is cut to head and tail (all of it stays in `_out`).
-3. Delegate reading to sub-models inside code: llm_query(prompt) -> str, and llm_query_batched(prompts) -> \
-list, which runs concurrently (failed items are LLMError objects). sub_query asks one question about a \
-REPL expression (e.g. chunks[3]) without pasting it.
+rlm-mcp holds large inputs in a persistent Python REPL so they never enter your context (the Recursive \
+Language Model method):
+1. load_context(path=...) binds a file, directory or glob to a variable (default `context`); you get its \
+size and a preview, never its content.
+2. run_code runs Python there; variables persist. Inspect before you read: len(), slices, helpers grep, \
+peek, chunk, split, search (BM25), count_tokens (rlm_help() lists them). Print only what you need: long \
+output is cut to head and tail (all of it stays in `_out`).
+3. Delegate reading to sub-models in code: llm_query(prompt) -> str; llm_query_batched(prompts) -> list, \
+concurrent (failed items are LLMError objects). sub_query asks about a REPL expression (e.g. chunks[3]).
 4. Keep partial results in variables and combine them in code; show yourself only the final answer."""
 SANDBOXED = "\nSandboxed: no network or subprocesses, writes only in the working directory (resource rlm://sandbox)."
 UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."

@@ -198,3 +198,15 @@ async def test_contexts_are_listed_and_unloading_one_frees_it_for_good(
     crashed = await run(client, "import os; os._exit(1)")
     assert "contexts reloaded: small" in text_of(crashed)
     assert await value_of(client, "list(contexts())") == "['small']"
+
+
+async def test_the_helpers_find_a_needle_in_a_mapped_corpus_through_mcp(client: Client, data_dir: Path) -> None:
+    needle, depth = write_corpus(data_dir / "corpus.txt", 5_000_000, seed=23)
+    await load(client, path="corpus.txt")
+    code = f"[(hit['start'], {needle!r} in hit['text']) for hit in grep(r'NEEDLE-\\d+', context)]"
+    assert await value_of(client, code) == f"[({depth}, True)]"
+    best = await value_of(client, "search('magic number', context, k=3)[0]['text'].count('magic number is')")
+    assert best == "1"
+    assert await value_of(client, "sum(map(len, chunk(context, 1_000_000))) == len(context)") == "True"
+    assert await value_of(client, "count_tokens(context) == -(-len(context) // 4)") == "True"
+    assert "grep(pattern, x" in text_of(await run(client, "rlm_help()"))

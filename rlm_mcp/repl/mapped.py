@@ -98,6 +98,17 @@ class MappedText:
         first, last, _ = slice(start, end).indices(self._length)
         return self._byte_of(first), self._byte_of(max(first, last))
 
+    # -- for helpers that work on the bytes (repl/helpers.py) ------------------------------------------
+
+    @property
+    def buffer(self) -> mmap.mmap | bytes:
+        """The file's bytes, mapped (b"" for an empty file): for byte-level regex and searches."""
+        return self._map if self._map is not None else b""
+
+    def char_offset(self, byte: int) -> int:
+        """The character position of byte offset `byte` (its start, if it falls inside a character)."""
+        return self._char_of(byte)
+
     # -- the str-like surface --------------------------------------------------------------------------
 
     def __len__(self) -> int:

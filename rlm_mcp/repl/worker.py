@@ -28,6 +28,7 @@ from rlm_mcp.contexts.formats import FormatError, load_file
 from rlm_mcp.contexts.reader import count_lines, read_file_set
 from rlm_mcp.repl import guard, protocol, sandbox
 from rlm_mcp.repl.capture import OutputCapture
+from rlm_mcp.repl.helpers import HELPERS
 from rlm_mcp.repl.limits import set_cpu_backstop
 from rlm_mcp.repl.mapped import MappedText
 from rlm_mcp.repl.shaping import elide
@@ -128,7 +129,7 @@ class Repl:
         self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
         self.channel = channel
         self.context_names: list[str] = []  # loaded contexts, in load order
-        self.provided.update(contexts=self.list_contexts, unload=self.unload_context)
+        self.provided.update(HELPERS, contexts=self.list_contexts, unload=self.unload_context)
         self.namespace.update(self.provided)
         self.executing = False
         self.namespace["_outs"] = {}

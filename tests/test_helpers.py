@@ -1,0 +1,424 @@
+"""The REPL helpers: the same answers on a str, on a MappedText of the same text, and per file on a dict."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import rlm_mcp.repl.helpers as h
+import rlm_mcp.repl.mapped as m
+from rlm_mcp.repl.mapped import MappedText
+
+SAMPLE = (
+    "Intro line with café\n"
+    "# Heading one\n"
+    "漢字 and more 漢字 on one line\r\n"
+    "plain ascii line\n"
+    "\n"
+    "emoji 🙂 here, then ERROR: disk full\n"
+    "## Heading two\n"
+    "ERROR again, ERROR twice on this line\n"
+    "last line without ending 🙂"
+)
+
+
+def random_text(seed: int, lines: int) -> str:
+    """Lines of words mixing 1-, 2-, 3- and 4-byte characters, some empty, some with \\r\\n endings."""
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "café", "naïve", "漢字", "🙂", "x", "ERROR", "Δ", "token_42"]
+    out = []
+    for _ in range(lines):
+        count = rng.choice([0, 1, 3, 7, 12])
+        out.append(" ".join(rng.choice(words) for _ in range(count)) + rng.choice(["\n", "\n", "\r\n"]))
+    return "".join(out) + rng.choice(["", "tail 🙂"])
+
+
+@pytest.fixture
+def no_str_of_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Helpers must never decode a whole MappedText: str() on one fails the test."""
+
+    def refuse(self: MappedText) -> str:
+        raise AssertionError("a helper called str() on a whole MappedText")
+
+    monkeypatch.setattr(MappedText, "__str__", refuse)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny index blocks, decode pieces and counting windows, so that every boundary is crossed often."""
+    monkeypatch.setattr(m, "BLOCK", 64)
+    monkeypatch.setattr(h, "PIECE_BYTES", 37)
+    monkeypatch.setattr(h, "COUNT_BYTES", 13)
+
+
+@pytest.fixture
+def mapped(tmp_path: Path, no_str_of_mapped: None) -> Iterator[Callable[[str], MappedText]]:
+    opened: list[MappedText] = []
+
+    def make(text: str) -> MappedText:
+        path = tmp_path / f"text{len(opened)}.txt"
+        path.write_bytes(text.encode("utf-8"))
+        opened.append(MappedText(path))
+        return opened[-1]
+
+    yield make
+    for text in opened:
+        text.close()
+
+
+# -- peek -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start,n", [(0, 2000), (3, 10), (21, 5), (-5, 2000), (-30, 7), (10_000, 5), (0, 0)])
+def test_peek_slices_by_characters_on_str_and_mapped(
+    mapped: Callable[[str], MappedText], small_blocks: None, start: int, n: int
+) -> None:
+    expected = SAMPLE[len(SAMPLE) + start :][:n] if start < 0 else SAMPLE[start : start + n]
+    assert h.peek(SAMPLE, start, n) == expected
+    assert h.peek(mapped(SAMPLE), start, n) == expected
+
+
+def test_peek_on_a_dict_lists_files_then_shows_the_first(mapped: Callable[[str], MappedText]) -> None:
+    files = {"src/a.py": "print('a')\n" * 10, "b.md": mapped("# B 漢字\n")}
+    shown = h.peek(files, 0, 5)
+    assert shown.splitlines()[:3] == ["2 files, 117 chars:", "  src/a.py  110 chars", "  b.md  7 chars"]
+    assert shown.endswith("--- src/a.py [0:5] ---\nprint")
+    many = h.peek({f"f{i}": "x" for i in range(60)}, 0, 1)
+    assert "f49  1 chars" in many and "f50" not in many and "... and 10 more" in many
+
+
+def test_peek_rejects_a_negative_count() -> None:
+    with pytest.raises(ValueError, match="cannot be negative"):
+        h.peek(SAMPLE, 0, -1)
+
+
+# -- grep -----------------------------------------------------------------------------------------------
+
+
+def test_grep_reports_one_hit_per_line_with_line_numbers_offsets_and_context() -> None:
+    hits = h.grep("ERROR", SAMPLE, context_lines=1)
+    assert [hit["line"] for hit in hits] == [6, 8]  # line 8 holds two matches: one hit, at the first
+    assert hits[0]["text"] == "emoji 🙂 here, then ERROR: disk full"
+    assert hits[0]["start"] == SAMPLE.index("ERROR")
+    assert hits[1]["start"] == SAMPLE.index("ERROR again")
+    assert hits[0]["before"] == [""] and hits[0]["after"] == ["## Heading two"]
+    assert hits[1]["after"] == ["last line without ending 🙂"]
+
+    crlf = h.grep("漢字", SAMPLE, context_lines=3)
+    assert crlf == [
+        {
+            "line": 3,
+            "text": "漢字 and more 漢字 on one line",  # the \r of \r\n is dropped with the \n
+            "start": SAMPLE.index("漢字"),
+            "before": ["Intro line with café", "# Heading one"],
+            "after": ["plain ascii line", "", "emoji 🙂 here, then ERROR: disk full"],
+        }
+    ]
+    assert [hit["line"] for hit in h.grep("^#", SAMPLE)] == [2, 7]  # ^ is a line start
+    assert [hit["line"] for hit in h.grep("line$", SAMPLE)] == [4, 8]  # $ is a line end (not before \r: 3)
+    assert [hit["line"] for hit in h.grep("^", SAMPLE)] == list(range(1, 10))
+    assert [hit["line"] for hit in h.grep("$", "a\n\nb\n")] == [1, 2, 3]  # no phantom line after the last \n
+    assert [hit["line"] for hit in h.grep("error", SAMPLE, flags=re.IGNORECASE)] == [6, 8]
+    assert h.grep(re.compile("heading", re.I), SAMPLE, max_hits=1) == [
+        {"line": 2, "text": "# Heading one", "start": SAMPLE.index("Heading")}
+    ]
+    assert h.grep("nowhere", SAMPLE) == []
+
+
+PATTERNS = ["ERROR", "漢字", "🙂", "café", "^$", "^alpha", r"beta\r?$", "x x", r"token_\d+", "naïve 🙂", "^", "\n"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_grep_gives_the_same_hits_on_a_mapped_text(
+    mapped: Callable[[str], MappedText], small_blocks: None, seed: int
+) -> None:
+    text = random_text(seed, 300)
+    view = mapped(text)
+    for pattern in PATTERNS:
+        for context in (0, 2):
+            expected = h.grep(pattern, text, context_lines=context, max_hits=1000)
+            assert h.grep(pattern, view, context_lines=context, max_hits=1000) == expected, pattern
+    # Spot-check the str answers against a naive line-by-line scan.
+    lines = text.split("\n")
+    naive = [i + 1 for i, line in enumerate(lines) if "漢字" in line]
+    assert [hit["line"] for hit in h.grep("漢字", text, max_hits=10_000)] == naive
+    for hit in h.grep("🙂", text, max_hits=10_000):
+        assert text[hit["start"]] == "🙂" and hit["text"] == lines[hit["line"] - 1].removesuffix("\r")
+    assert len(h.grep("alpha", view, max_hits=3)) == 3
+
+
+def test_grep_clips_very_long_lines_around_the_match_identically(
+    mapped: Callable[[str], MappedText], small_blocks: None
+) -> None:
+    long_line = "é漢🙂a" * 1500 + "NEEDLE" + "b🙂" * 2000
+    text = "short\n" + long_line + "\r\n" + "x" * 2500 + "\nend"
+    col = long_line.index("NEEDLE")
+    expected_text = long_line[col - 1000 : col + 1000]
+    for source in (text, mapped(text)):
+        (hit,) = h.grep("NEEDLE", source, context_lines=1)
+        assert hit["line"] == 2 and hit["clipped"] is True and hit["text"] == expected_text
+        assert hit["start"] == text.index("NEEDLE")
+        assert hit["before"] == ["short"] and hit["after"] == ["x" * 2000]
+        (near_start,) = h.grep("^é漢", source)
+        assert near_start["text"] == long_line[:1000]  # nothing before the match to show
+    medium = "漢" * 1500  # 4,500 bytes but 1,500 characters: not clipped
+    assert h.grep("漢", mapped(medium + "\n")) == [{"line": 1, "text": medium, "start": 0}]
+
+
+def test_grep_on_a_dict_names_files_and_counts_lines_per_file(mapped: Callable[[str], MappedText]) -> None:
+    files = {"a.py": "import os\ndef f():\n    return os.sep\n", "b/c.py": mapped("x = 1\n\ndef g():\n    pass\n")}
+    assert h.grep(r"^def \w+", files) == [
+        {"file": "a.py", "line": 2, "text": "def f():", "start": 10},
+        {"file": "b/c.py", "line": 3, "text": "def g():", "start": 7},
+    ]
+    assert [hit["file"] for hit in h.grep("o", files, max_hits=2)] == ["a.py", "a.py"]
+
+
+def test_grep_character_classes_are_ascii_only_on_a_mapped_text(mapped: Callable[[str], MappedText]) -> None:
+    text = "un café\n"
+    assert [hit["line"] for hit in h.grep(r"caf\w", text)] == [1]
+    assert h.grep(r"caf\w", mapped(text)) == []  # documented: bytes regex
+    assert h.grep("café", mapped(text))[0]["start"] == 3  # literal non-ASCII text still matches
+
+
+def test_grep_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="max_hits must be at least 1"):
+        h.grep("x", "x", max_hits=0)
+    with pytest.raises(ValueError, match="context_lines must be 0 or more"):
+        h.grep("x", "x", context_lines=-1)
+    with pytest.raises(TypeError, match=r"join a list first"):
+        h.grep("x", ["x"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="value for 'n' is a int"):
+        h.grep("x", {"n": 3})  # type: ignore[dict-item]
+
+
+# -- chunk ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,overlap", [(1, 0), (7, 0), (50, 10), (64, 63), (5000, 100)])
+def test_chunk_by_chars_keeps_its_invariants(
+    mapped: Callable[[str], MappedText], small_blocks: None, size: int, overlap: int
+) -> None:
+    text = random_text(3, 120)
+    chunks = h.chunk(text, size, overlap)
+    assert all(len(piece) <= size for piece in chunks)
+    assert all(len(piece) == size for piece in chunks[:-1])
+    assert chunks[0] == text[:size] and text.endswith(chunks[-1])
+    for left, right in itertools.pairwise(chunks):
+        assert left[size - overlap :] == right[:overlap]
+    if overlap == 0:
+        assert "".join(chunks) == text
+    assert h.chunk(mapped(text), size, overlap) == chunks
+
+
+def test_chunk_by_lines_groups_lines_with_their_endings(
+    mapped: Callable[[str], MappedText], small_blocks: None
+) -> None:
+    text = random_text(4, 103)
+    lines = text.splitlines(keepends=True)  # no \r alone, \x0b or the like in random_text: same as "\n" splits
+    assert h.chunk(text, 10, by="lines") == ["".join(lines[i : i + 10]) for i in range(0, len(lines), 10)]
+    overlapping = h.chunk(text, 10, 3, by="lines")
+    assert overlapping[1] == "".join(lines[7:17])
+    assert overlapping[-1].endswith(lines[-1]) and len(overlapping) == 15
+    assert h.chunk(mapped(text), 10, 3, by="lines") == overlapping
+    assert h.chunk("a\nb\nc", 2, by="lines") == ["a\nb\n", "c"]
+    assert h.chunk("a\nb\n", 2, by="lines") == ["a\nb\n"]
+
+
+def test_chunk_by_tokens_stays_in_budget_and_cuts_at_line_ends(
+    mapped: Callable[[str], MappedText], small_blocks: None
+) -> None:
+    text = random_text(5, 200)
+    chunks = h.chunk(text, 100, by="tokens")
+    assert "".join(chunks) == text
+    assert all(h.count_tokens(piece) <= 100 for piece in chunks)
+    # Each cut is after a newline when one lies in the window's last tenth (the last 40 characters).
+    for piece in chunks[:-1]:
+        if "\n" in piece[-40:]:
+            assert piece.endswith("\n")
+    assert sum(piece.endswith("\n") for piece in chunks[:-1]) >= len(chunks) // 2
+    assert h.chunk(mapped(text), 100, 10, by="tokens") == h.chunk(text, 100, 10, by="tokens")
+    words = "word " * 30  # no newline: the cut is after a space
+    assert all(piece.endswith(" ") for piece in h.chunk(words, 5, by="tokens"))
+
+
+def test_chunk_on_a_dict_prefixes_each_chunk_with_its_file(mapped: Callable[[str], MappedText]) -> None:
+    files = {"a.txt": "abcdef", "empty": "", "b.txt": mapped("漢字🙂")}
+    assert h.chunk(files, 4) == ["### a.txt\nabcd", "### a.txt\nef", "### b.txt\n漢字🙂"]
+
+
+@pytest.mark.parametrize(
+    "size,overlap,by,message",
+    [
+        (0, 0, "chars", "size must be a whole number of chars above 0"),
+        (-3, 0, "lines", "size must be a whole number of lines above 0"),
+        (10, 10, "chars", r"overlap must be at least 0 and below size \(10\)"),
+        (10, -1, "tokens", "overlap must be at least 0"),
+        (10, 0, "words", 'by must be "chars", "lines" or "tokens"'),
+    ],
+)
+def test_chunk_rejects_bad_arguments(size: int, overlap: int, by: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        h.chunk("some text", size, overlap, by)
+
+
+def test_chunk_and_friends_handle_empty_texts(mapped: Callable[[str], MappedText]) -> None:
+    for empty in ("", mapped("")):
+        assert h.grep("$", empty) == []
+        assert h.chunk(empty, 10) == [] and h.chunk(empty, 10, by="lines") == []
+        assert h.grep("^", empty) == [] and h.split(empty, "markdown") == []
+        assert h.peek(empty) == "" and h.count_tokens(empty) == 0
+
+
+# -- split ----------------------------------------------------------------------------------------------
+
+MARKDOWN = "preface\n# One\ntext #not\n## Two\n####### seven is not a heading\n#Tag\n### Three\nend"
+PYTHON = (
+    '"""Module."""\nimport os\n\n\n@decorator\n@other(1)\ndef f():\n    def inner():\n        pass\n\n'
+    "class C(Base):\n    def method(self):\n        pass\n\nasync def g():\n    pass\nX = 1\n"
+)
+CHAPTERS = (
+    "Title page\n\nChapter 1\nIt began.\n  CHAPTER XII\nLater.\nChapter One\nChapters are long.\nChapter 2: End\n"
+)
+
+
+def test_split_on_presets_keeps_headings_and_the_preface(
+    mapped: Callable[[str], MappedText], small_blocks: None
+) -> None:
+    cases = {
+        "markdown": [
+            "preface\n",
+            "# One\ntext #not\n",
+            "## Two\n####### seven is not a heading\n#Tag\n",
+            "### Three\nend",
+        ],
+        "python": [
+            '"""Module."""\nimport os\n\n\n',
+            "@decorator\n@other(1)\ndef f():\n    def inner():\n        pass\n\n",
+            "class C(Base):\n    def method(self):\n        pass\n\n",
+            "async def g():\n    pass\nX = 1\n",
+        ],
+        "chapters": [
+            "Title page\n\n",
+            "Chapter 1\nIt began.\n",
+            "  CHAPTER XII\nLater.\n",
+            "Chapter One\nChapters are long.\n",
+            "Chapter 2: End\n",
+        ],
+    }
+    sources = {"markdown": MARKDOWN, "python": PYTHON, "chapters": CHAPTERS}
+    for preset, expected in cases.items():
+        assert h.split(sources[preset], preset) == expected
+        assert "".join(expected) == sources[preset]
+        assert h.split(mapped(sources[preset]), preset) == expected
+    assert h.split("# Only\nbody\n", "markdown") == ["# Only\nbody\n"]  # no empty preface
+
+
+def test_split_on_a_regex_matches_at_line_starts_only(mapped: Callable[[str], MappedText]) -> None:
+    text = "x == 1\n== 漢字 ==\nbody 🙂\n== B ==\n"
+    assert h.split(text, "==") == ["x == 1\n", "== 漢字 ==\nbody 🙂\n", "== B ==\n"]
+    assert h.split(mapped(text), "==") == h.split(text, "==")
+    assert h.split("a\nPart b\npart c\n", "(?i)part") == ["a\n", "Part b\n", "part c\n"]
+    assert h.split("a\nPart b\npart c\n", re.compile("part", re.I)) == ["a\n", "Part b\n", "part c\n"]
+    files = {"one.md": "# A\nx\n# B\n", "two.md": mapped("no heading\n")}
+    assert h.split(files, "markdown") == ["### one.md\n# A\nx\n", "### one.md\n# B\n", "### two.md\nno heading\n"]
+
+
+# -- search ---------------------------------------------------------------------------------------------
+
+
+def haystack(seed: int, chars: int) -> tuple[str, int]:
+    """S-NIAH style: generated filler with one sentence holding rare words at a random depth."""
+    rng = random.Random(seed)
+    vocabulary = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "su", "to", "ré", "漢") for b in ("n", "r", "sa", "ti")]
+    filler = []
+    size = 0
+    while size < chars:
+        sentence = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(5, 14))) + ".\n"
+        filler.append(sentence)
+        size += len(sentence)
+    depth = rng.randrange(len(filler))
+    needle = "The secret passphrase is zanzibar quokka.\n"
+    text = "".join(filler[:depth]) + needle + "".join(filler[depth:])
+    return text, text.index(needle)
+
+
+def test_search_ranks_the_chunk_with_the_rare_words_first(mapped: Callable[[str], MappedText]) -> None:
+    text, at = haystack(11, 2_000_000)
+    results = h.search("what is the secret passphrase quokka", text, k=5)
+    best = results[0]
+    assert best["start"] <= at < best["start"] + 2000 or best["start"] <= at + 40 < best["start"] + 2000
+    assert "quokka" in best["text"] and best["text"] == text[best["start"] : best["start"] + 2000]
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert all(isinstance(r["score"], float) and round(r["score"], 3) == r["score"] for r in results)
+    assert h.search("what is the secret passphrase quokka", mapped(text), k=5) == results
+    assert h.search("nothing like this", text) == []  # no chunk holds a query word
+
+
+def test_search_on_a_dict_names_the_file_and_offsets_within_it(mapped: Callable[[str], MappedText]) -> None:
+    files = {
+        "notes.txt": "lorem ipsum " * 400,
+        "config.py": mapped("TIMEOUT = 30\n" + "pad line\n" * 300 + "RETRY_BACKOFF = exponential\n"),
+    }
+    (hit,) = h.search("retry_backoff", files, k=3, chunk_size=500)
+    assert hit["file"] == "config.py" and "RETRY_BACKOFF" in hit["text"]
+    assert hit["start"] % 500 == 0 and files["config.py"][hit["start"] : hit["start"] + 500] == hit["text"]
+
+
+def test_search_scores_follow_bm25_and_reuse_the_index() -> None:
+    docs = ["apple banana", "apple apple cherry", "durian"]  # chunk_size 20: one chunk each
+    text = "".join(doc.ljust(20) for doc in docs)
+    results = h.search("apple", text, chunk_size=20)
+    average = (2 + 3 + 1) / 3  # words per chunk
+    idf = math.log((3 - 2 + 0.5) / (2 + 0.5) + 1)
+
+    def bm25(tf: int, length: int) -> float:
+        return idf * tf * 2.5 / (tf + 1.5 * (1 - 0.75 + 0.75 * length / average))
+
+    assert [(r["start"], r["score"]) for r in results] == [(20, round(bm25(2, 3), 3)), (0, round(bm25(1, 2), 3))]
+    index = h._SEARCH_CACHE[(id(text), 20)]
+    h.search("banana", text, chunk_size=20)
+    assert h._SEARCH_CACHE[(id(text), 20)] is index  # same input: no rebuild
+    other = text.upper()
+    h.search("apple", other, chunk_size=20)
+    assert h._SEARCH_CACHE[(id(text), 20)] is index  # the last two inputs are kept
+
+
+def test_search_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="no words to look for"):
+        h.search("?!", "text")
+    with pytest.raises(ValueError, match="k is how many chunks"):
+        h.search("text", "text", k=0)
+    with pytest.raises(ValueError, match="chunk_size must be a whole number"):
+        h.search("text", "text", chunk_size=0)
+    with pytest.raises(TypeError, match="query comes first"):
+        h.search(["text"], "text")  # type: ignore[arg-type]
+
+
+# -- count_tokens and the reference ---------------------------------------------------------------------
+
+
+def test_count_tokens_estimates_four_characters_a_token(mapped: Callable[[str], MappedText]) -> None:
+    assert h.count_tokens("") == 0 and h.count_tokens("abcd") == 1 and h.count_tokens("abcde") == 2
+    emoji = "🙂" * 9  # 36 bytes, 9 characters
+    assert h.count_tokens(mapped(emoji)) == h.count_tokens(emoji) == 3
+    assert h.count_tokens({"a": "abcde", "b": mapped("漢字")}) == 3
+
+
+def test_rlm_help_is_short_and_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    h.rlm_help()
+    shown = capsys.readouterr().out
+    assert len(shown) < 1500
+    for name in [*h.HELPERS, "llm_query(", "llm_query_batched(", "LLMError", "_outs[n]", "_out", "_err"]:
+        assert name in shown, name
+    for name, function in h.HELPERS.items():
+        assert getattr(function, "__name__", None) == name
+        first_line = (function.__doc__ or "").strip().splitlines()[0]
+        assert first_line in shown  # built from the docstrings: it cannot drift
+    assert set(h.HELPERS) == {"peek", "grep", "chunk", "split", "search", "count_tokens", "rlm_help"}
