@@ -82,28 +82,38 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 class GitIgnore:
-    """The .gitignore rules in force at each directory; deeper files override shallower ones, as in git."""
+    """The .gitignore rules in force at each directory; deeper files override shallower ones, as in git.
+
+    Paths are plain strings here: this runs once per file of trees with 100k files, where pathlib's
+    objects cost more than the matching itself.
+    """
 
     def __init__(self, base: Path, roots: tuple[Path, ...]) -> None:
-        self._specs: dict[Path, pathspec.GitIgnoreSpec] = {}
+        self._specs: dict[str, pathspec.GitIgnoreSpec] = {}
         for ancestor in _enclosing_repo_dirs(base, roots):
-            self.load(ancestor)
+            self.load(str(ancestor))
 
-    def load(self, directory: Path) -> None:
+    def load(self, directory: str) -> None:
         try:
-            text = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace")
+            with open(os.path.join(directory, ".gitignore"), encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
         except OSError:
             return
         self._specs[directory] = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
 
-    def ignored(self, path: Path, is_dir: bool) -> bool:
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        if not self._specs:
+            return False
+        governing = []  # directories above `path` that hold a .gitignore, deepest first
+        cut = path.rfind(os.sep)
+        while cut > 0:
+            if path[:cut] in self._specs:
+                governing.append(path[:cut])
+            cut = path.rfind(os.sep, 0, cut)
         verdict = False
-        for directory in (*reversed(path.parents),):
-            spec = self._specs.get(directory)
-            if spec is None:
-                continue
-            rel = path.relative_to(directory).as_posix() + ("/" if is_dir else "")
-            include = spec.check_file(rel).include
+        for directory in reversed(governing):
+            rel = path[len(directory) + 1 :].replace(os.sep, "/") + ("/" if is_dir else "")
+            include = self._specs[directory].check_file(rel).include
             if include is not None:
                 verdict = include
         return verdict
@@ -129,13 +139,14 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclud
     excluded = [(glob_regex(pattern), "/" in pattern) for pattern in exclude]
     rules = GitIgnore(base, roots)
     selection = Selection(base)
-    for dirpath, dirnames, filenames in os.walk(base):
-        directory = Path(dirpath)
-        rules.load(directory)
+    top = str(base)
+    for dirpath, dirnames, filenames in os.walk(top):
+        rules.load(dirpath)
+        prefix = "" if dirpath == top else dirpath[len(top) + 1 :].replace(os.sep, "/") + "/"
         kept_dirs = []
         for name in sorted(dirnames):
-            path = directory / name
-            rel = path.relative_to(base).as_posix()
+            path = os.path.join(dirpath, name)
+            rel = prefix + name
             if name in ALWAYS_SKIPPED_DIRS:
                 continue
             if rules.ignored(path, is_dir=True):
@@ -146,13 +157,13 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclud
                 kept_dirs.append(name)
         dirnames[:] = kept_dirs
         for name in sorted(filenames):
-            path = directory / name
-            rel = path.relative_to(base).as_posix()
+            rel = prefix + name
             if matcher is not None and not matcher.match(rel):
                 continue
             if any(pattern.match(rel if by_path else name) for pattern, by_path in excluded):
                 selection.skip("excluded", rel)
                 continue
+            path = os.path.join(dirpath, name)
             if rules.ignored(path, is_dir=False):
                 selection.skip("gitignored", rel)
                 continue
@@ -160,12 +171,14 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclud
     return selection
 
 
-def _consider_file(selection: Selection, path: Path, rel: str, roots: tuple[Path, ...], caps: Caps) -> None:
+def _consider_file(selection: Selection, path: str, rel: str, roots: tuple[Path, ...], caps: Caps) -> None:
     try:
-        if os.path.islink(path) and not within(path.resolve(), roots):
-            selection.skip("outside_roots", rel)
-            return
-        info = os.stat(path)
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            if not within(Path(path).resolve(), roots):
+                selection.skip("outside_roots", rel)
+                return
+            info = os.stat(path)
     except OSError:
         selection.skip("unreadable", rel)
         return
