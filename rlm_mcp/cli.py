@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(action="append", type=Path)
         elif typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
+        elif annotation is bool:
+            kwargs.update(action="store_const", const=True)
         elif annotation in (int, float, Path):
             kwargs["type"] = annotation
         parser.add_argument(flag_name(field), **kwargs)

@@ -54,6 +54,13 @@ class Settings(BaseModel):
         ge=200,
         description="Most characters of stdout (and of stderr) returned per call; the rest is elided.",
     )
+    resume: bool = Field(
+        default=False,
+        description="On start, resume the previous stdio session: its contexts reloaded, its variables restored.",
+    )
+    snapshot_max_mb: int = Field(
+        default=256, ge=1, description="Most MiB of pickled variables a session keeps for recovery and resume."
+    )
     sandbox: Literal["auto", "strict", "off"] = Field(
         default="auto",
         description="REPL worker lock-down. auto: every layer this machine supports, warn about the rest; "

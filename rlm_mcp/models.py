@@ -69,7 +69,7 @@ class SubQueryResult(Compact):
 
 class RunResult(Compact):
     outcome: Outcome
-    state: Literal["kept", "lost"]
+    state: Literal["kept", "restored", "lost"]  # restored: variables as of the last successful cell
     stdout: str = ""
     stdout_chars: int = 0
     stderr: str = ""

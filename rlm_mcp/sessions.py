@@ -11,7 +11,6 @@ import builtins
 import keyword
 import logging
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from rlm_mcp.llm.pricing import CHARS_PER_TOKEN
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
+from rlm_mcp.persistence import SessionStore
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
 from rlm_mcp.repl.sandbox import SYSTEM_READ_ONLY, SandboxPolicy, python_paths, summary, worker_environment
 
@@ -50,11 +50,20 @@ def check_context_name(name: str) -> None:
 
 
 class Session:
-    def __init__(self, session_id: str, settings: Settings, router: Router) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        settings: Settings,
+        router: Router,
+        store: SessionStore,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        """`record`: what the store kept of this session before a server restart, to resume it."""
         self.id = session_id
         self.settings = settings
         self.llm = SessionLLM(router)
-        self.dir = settings.workspace / "sessions" / session_id
+        self.store = store
+        self.dir = store.directory(session_id)
         self.host = WorkerHost(
             capture_dir=self.dir / "worker",
             work_dir=self.dir / "work",
@@ -63,7 +72,32 @@ class Session:
         )
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
+        self.snapshot: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
+        self._resuming = record is not None
+        if record is not None:
+            self.contexts = {item["name"]: LoadedContext(**item) for item in record.get("contexts", [])}
+            self.snapshot = dict(record.get("snapshot", {}))
+            self.cells = int(record.get("cells", 0))
         self._lock = anyio.Lock()
+
+    def _save_record(self) -> None:
+        contexts = [{"name": c.name, "request": c.request, "source": c.source} for c in self.contexts.values()]
+        self.store.save(self.id, {"contexts": contexts, "snapshot": self.snapshot, "cells": self.cells})
+
+    def _note_snapshot(self, reply: dict[str, Any], notes: list[str]) -> None:
+        """Take in what the worker saved after a cell; name what it could not save."""
+        report = reply.get("snapshot")
+        if not report:
+            return
+        self.snapshot.update(report.get("saved", {}))
+        for name in [*report.get("removed", []), *report.get("unsaved", {})]:
+            self.snapshot.pop(name, None)
+        unsaved = report.get("unsaved") or {}
+        if unsaved:
+            listed = "; ".join(f"{name} ({why})" for name, why in list(unsaved.items())[:10])
+            notes.append(f"not saved for recovery (lost if the worker restarts): {listed}")
+        if report.get("saved") or report.get("removed") or unsaved:
+            self._save_record()
 
     # -- load_context -----------------------------------------------------------------------------
 
@@ -103,6 +137,7 @@ class Session:
             if name in self.contexts:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
             self.contexts[name] = LoadedContext(name, request, source)
+            self._save_record()
         return _load_result(name, source, reply, selection, notes)
 
     def _plan_path_load(
@@ -170,7 +205,9 @@ class Session:
             if outcome.fate in ("killed", "crashed"):
                 notes += await self._recover()
                 result = _lost_result(outcome, elapsed, notes, self.settings.output_limit_chars)
+                result.state = "restored" if self.snapshot else "lost"
             else:
+                self._note_snapshot(outcome.reply or {}, notes)
                 result = _run_result(outcome, elapsed, notes)
         result.sub_calls = sub_calls
         return result
@@ -178,6 +215,7 @@ class Session:
     async def _serve_worker_request(self, frame: dict[str, Any], client_session: Any | None) -> dict[str, Any]:
         if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
             self.contexts.pop(str(frame.get("name")), None)
+            self._save_record()
             return {"ok": True}
         calls = frame.get("calls")
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
@@ -244,17 +282,25 @@ class Session:
     async def _ensure_worker(self) -> list[str]:
         if self.host.alive:
             return []
-        if self.host.starts == 0:
-            await self.host.start()
+        if self.host.starts == 0 and not self._resuming:
+            await self._start_worker()
             if any(not layer["active"] for layer in self.host.sandbox):
                 log.warning("%s", summary(self.host.sandbox))
                 return [summary(self.host.sandbox)]
             return []
+        if self._resuming:
+            self._resuming = False
+            return [f"resumed session {self.id}", *await self._recover()]
         return ["the worker had stopped since the last call", *await self._recover()]
 
-    async def _recover(self) -> list[str]:
-        """Start a fresh worker and reload every context into it: variables are gone, contexts are not."""
+    async def _start_worker(self) -> None:
         await self.host.start()
+        persist = {"op": "persist", "dir": str(self.dir / "snapshot"), "max_bytes": self.settings.snapshot_max_mb << 20}
+        await self.host.call(persist, timeout=10, grace=self._grace)
+
+    async def _recover(self) -> list[str]:
+        """Start a fresh worker, reload every context, and restore the variables' last snapshot."""
+        await self._start_worker()
         reloaded, failed = [], []
         for loaded in list(self.contexts.values()):
             outcome = await self.host.call(loaded.request, timeout=self.settings.max_timeout_s, grace=self._grace)
@@ -263,16 +309,37 @@ class Session:
             else:
                 failed.append(loaded.name)
                 del self.contexts[loaded.name]
-        notes = ["started a fresh worker: variables defined by code are lost"]
+        notes = ["started a fresh worker"]
         if reloaded:
             notes.append("contexts reloaded: " + ", ".join(reloaded))
         if failed:
             notes.append("contexts that could not be reloaded (load them again): " + ", ".join(failed))
+        notes += await self._restore_variables()
+        self._save_record()
+        return notes
+
+    async def _restore_variables(self) -> list[str]:
+        if not self.snapshot:
+            return ["no variables were saved; those defined since the last snapshot are lost"]
+        request = {"op": "restore", "digests": self.snapshot}
+        outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self._grace)
+        reply = outcome.reply or {}
+        if outcome.fate != "ok" or not reply.get("ok"):
+            self.snapshot = {}
+            return [f"variables could not be restored ({outcome.cause or reply.get('error')}); they are lost"]
+        notes = []
+        if reply["restored"]:
+            notes.append("variables restored from the last successful cell: " + ", ".join(reply["restored"]))
+        lost = reply.get("lost") or {}
+        if lost:
+            notes.append("variables lost: " + "; ".join(f"{name} ({why})" for name, why in lost.items()))
+            for name in lost:
+                self.snapshot.pop(name, None)
         return notes
 
     async def close(self) -> None:
+        """Stop the worker; the session's directory stays, so it can be resumed (see SessionStore)."""
         await self.host.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def sandbox_policy(settings: Settings, session_dir: Path) -> SandboxPolicy:
@@ -288,19 +355,46 @@ def sandbox_policy(settings: Settings, session_dir: Path) -> SandboxPolicy:
     )
 
 
+LAST_STDIO_SESSION = "last-stdio-session"
+
+
 class SessionRegistry:
-    """All live sessions of this server process; stdio uses one default session."""
+    """All live sessions of this server process; stdio uses one default session.
+
+    With `resume` set, the default session is the one the previous stdio server used, brought back from
+    the store (its contexts reloaded, its variables restored) on the first call that needs the worker.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.router = Router(settings)
+        self.store = SessionStore(settings.workspace)
         self._sessions: dict[str, Session] = {}
-        self._default_id = secrets.token_hex(8)
+        self._default_id = self._pick_default_id()
+
+    def _pick_default_id(self) -> str:
+        pointer = self.settings.workspace / LAST_STDIO_SESSION
+        if self.settings.resume:
+            try:
+                previous = pointer.read_text().strip()
+            except OSError:
+                previous = ""
+            if previous:
+                return previous
+        session_id = secrets.token_hex(8)
+        pointer.write_text(session_id)
+        return session_id
 
     def default(self) -> Session:
-        session = self._sessions.get(self._default_id)
+        return self.get(self._default_id)
+
+    def get(self, session_id: str) -> Session:
+        """The live session with this id, or the stored one brought back, or a new one."""
+        session = self._sessions.get(session_id)
         if session is None:
-            session = self._sessions[self._default_id] = Session(self._default_id, self.settings, self.router)
+            record = self.store.load(session_id)
+            session = Session(session_id, self.settings, self.router, self.store, record)
+            self._sessions[session_id] = session
         return session
 
     async def close_all(self) -> None:

@@ -65,16 +65,17 @@ async def test_code_that_ignores_interrupts_is_killed_and_contexts_come_back(cli
     result = await run(client, SWALLOW_INTERRUPTS, timeout_s=0.5)
     data = result.structured_content
     assert result.is_error and data is not None
-    assert data["outcome"] == "killed" and data["state"] == "lost"
+    assert data["outcome"] == "killed" and data["state"] == "restored"
     assert "did not stop within 0.5 s of an interrupt" in data["error"]
     notes = " ".join(data["notes"])
-    assert "variables defined by code are lost" in notes and "contexts reloaded: context" in notes
+    assert "variables restored from the last successful cell: doomed" in notes
+    assert "contexts reloaded: context" in notes
     assert not pid_alive(old_pid)
     # the next call is served at once by a fresh worker that has the context but not the variables
     assert await value_of(client, "'served'") == "'served'"
     assert worker_pid(tmp_path) != old_pid
     assert await value_of(client, "context[:11]") == "'chapter one'"
-    assert (await run(client, "doomed")).structured_content["error_type"] == "NameError"  # type: ignore[index]
+    assert await value_of(client, "doomed") == "1"  # saved after its cell, restored into the fresh worker
 
 
 ESCAPE_THE_PROCESS_GROUP = """
@@ -119,15 +120,17 @@ async def test_children_of_the_worker_die_with_it(tmp_path: Path, data_dir: Path
     ],
 )
 async def test_a_crashing_worker_is_reported_and_replaced(client: Client, code: str, cause: str) -> None:
-    await run(client, "lost_soon = 1")
-    result = await run(client, code)
+    await run(client, "saved = [1, 2]")
+    result = await run(client, "saved.append(3)\nunsaved = 'from the crashing cell'\n" + code)
     data = result.structured_content
     assert result.is_error and data is not None
-    assert data["outcome"] == "crashed" and data["state"] == "lost"
+    assert data["outcome"] == "crashed" and data["state"] == "restored"
     assert cause in data["error"]
     assert "contexts reloaded: context" in text_of(result)
     assert await value_of(client, "context.count('chapter')") == "1000"
-    assert (await run(client, "lost_soon")).structured_content["error_type"] == "NameError"  # type: ignore[index]
+    # Variables come back as they were after the last successful cell: the crashing cell's changes are gone.
+    assert await value_of(client, "saved") == "[1, 2]"
+    assert (await run(client, "unsaved")).structured_content["error_type"] == "NameError"  # type: ignore[index]
 
 
 async def test_a_segfault_shows_where_it_happened(client: Client) -> None:

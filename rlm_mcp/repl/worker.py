@@ -32,6 +32,7 @@ from rlm_mcp.repl.helpers import HELPERS
 from rlm_mcp.repl.limits import set_cpu_backstop
 from rlm_mcp.repl.mapped import MappedText
 from rlm_mcp.repl.shaping import elide
+from rlm_mcp.repl.snapshot import Snapshotter
 from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
 
 TRACEBACK_LIMIT_CHARS = 8_000
@@ -124,6 +125,7 @@ class Repl:
     ) -> None:
         self.capture = capture
         self.policy = policy  # None: no sandbox
+        self.snapshots: Snapshotter | None = None
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
         self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
@@ -145,6 +147,8 @@ class Repl:
             "load": self.load,
             "unload": self.unload,
             "ping": self.ping,
+            "persist": self.persist,
+            "restore": self.restore,
         }
         handler = handlers.get(str(op))
         if handler is None:
@@ -156,6 +160,16 @@ class Repl:
 
     def ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid()}
+
+    def persist(self, request: dict[str, Any]) -> dict[str, Any]:
+        """From now on, snapshot the variables after each successful cell (see repl/snapshot.py)."""
+        self.snapshots = Snapshotter(str(request["dir"]), int(request["max_bytes"]))
+        return {"ok": True}
+
+    def restore(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.snapshots is None:
+            return {"ok": False, "error": "persist was not configured"}
+        return {"ok": True, **self.snapshots.restore(self.namespace, dict(request["digests"]))}
 
     def eval_text(self, request: dict[str, Any]) -> dict[str, Any]:
         """Evaluate an expression (e.g. `chunks[3]`) to text, for sub_query's `context` argument."""
@@ -219,7 +233,13 @@ class Repl:
         after = fingerprint(self.namespace)
         names = changed_names(before, after)
         changed = [describe(name, self.namespace[name]) for name in names[:MAX_CHANGED_LISTED]]
+        snapshot = None
+        if self.snapshots is not None and error is None:
+            started_snapshot = time.perf_counter()
+            snapshot = self.snapshots.save(self.namespace, self.provided, set(names))
+            snapshot["elapsed_s"] = time.perf_counter() - started_snapshot
         return {
+            "snapshot": snapshot,
             "ok": True,
             "stdout": shown_out,
             "stdout_chars": stdout.chars,

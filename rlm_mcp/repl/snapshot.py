@@ -1,0 +1,155 @@
+"""Saving the REPL's variables after each cell and bringing them back into a fresh worker.
+
+Why here, in the worker: unpickling runs code, so it must only ever happen inside the sandbox, and the
+bytes never need to cross the protocol pipe. One file per name, so a cell that changes one variable costs
+one pickle, not the whole namespace. Each file is written atomically (temporary file, then rename) and its
+SHA-256 goes back to the host, which keeps the list of files in a record signed with a key the worker
+never sees; at restore the host hands the signed digests back and the worker refuses any file that does
+not match, so a snapshot changed on disk is never unpickled.
+
+What is saved: every public name that pickles, except what the REPL provides (contexts, helpers), which
+come back by themselves. Modules are saved by name and re-imported; functions defined in cells are saved
+as their source and re-run. Anything else that does not pickle (generators, open files, locks, sockets,
+instances of classes defined in cells) is reported by name with the reason, never silently dropped.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import linecache
+import os
+import pickle
+import types
+from typing import Any
+
+ALWAYS_RESAVE_BYTES = 1 << 20  # small mutable values are re-pickled every cell: mutation keeps id and len
+MUTABLE = (list, dict, set, bytearray)
+
+
+class Snapshotter:
+    def __init__(self, directory: str, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.sizes: dict[str, int] = {}  # name -> bytes of its current snapshot file
+        self.digests: dict[str, str] = {}
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, f"{name}.pickle")
+
+    def save(self, namespace: dict[str, Any], provided: dict[str, Any], changed: set[str]) -> dict[str, Any]:
+        """Snapshot what changed; returns {"saved": {name: digest}, "removed": [...], "unsaved": {name: why}}."""
+        os.makedirs(self.directory, exist_ok=True)
+        current = {
+            name: value
+            for name, value in namespace.items()
+            if not name.startswith("_") and provided.get(name, _MISSING) is not value
+        }
+        saved: dict[str, str] = {}
+        unsaved: dict[str, str] = {}
+        for name, value in current.items():
+            small_mutable = isinstance(value, MUTABLE) or hasattr(value, "__dict__")
+            if name not in changed and not (small_mutable and self.sizes.get(name, 0) < ALWAYS_RESAVE_BYTES):
+                continue
+            try:
+                data = pickle.dumps(_portable(value), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # pickle raises TypeError, PicklingError, AttributeError, ...
+                unsaved[name] = f"{type(value).__name__}: {str(exc)[:120]}"
+                self._forget(name)
+                continue
+            total = sum(self.sizes.values()) - self.sizes.get(name, 0) + len(data)
+            if total > self.max_bytes:
+                unsaved[name] = f"the snapshot would exceed {self.max_bytes:,} bytes ({len(data):,} for this name)"
+                self._forget(name)
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if self.digests.get(name) != digest:
+                temporary = self._path(name) + ".tmp"
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, self._path(name))
+                self.digests[name] = digest
+                saved[name] = digest
+            self.sizes[name] = len(data)
+        removed = [name for name in list(self.digests) if name not in current]
+        for name in removed:
+            self._forget(name)
+        return {"saved": saved, "removed": removed, "unsaved": unsaved}
+
+    def _forget(self, name: str) -> None:
+        self.sizes.pop(name, None)
+        self.digests.pop(name, None)
+        try:
+            os.remove(self._path(name))
+        except OSError:
+            pass
+
+    def restore(self, namespace: dict[str, Any], digests: dict[str, str]) -> dict[str, Any]:
+        """Bring back the names whose files match the host's digests; returns {"restored": [...], "lost": {...}}."""
+        restored: list[str] = []
+        lost: dict[str, str] = {}
+        for name, digest in sorted(digests.items()):
+            try:
+                with open(self._path(name), "rb") as handle:
+                    data = handle.read()
+            except OSError as exc:
+                lost[name] = f"its snapshot file is missing ({exc.strerror})"
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                lost[name] = "its snapshot file was changed on disk; refused"
+                continue
+            try:
+                namespace[name] = _revive(pickle.loads(data), namespace)
+            except Exception as exc:
+                lost[name] = f"could not be restored: {type(exc).__name__}: {str(exc)[:120]}"
+                continue
+            self.digests[name] = digest
+            self.sizes[name] = len(data)
+            restored.append(name)
+        return {"restored": restored, "lost": lost}
+
+
+_MISSING = object()
+
+
+class _Module:
+    """A module, saved by its name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _CellFunction:
+    """A function defined in a cell, saved as its source (pickle can only save functions by reference)."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+
+
+def _portable(value: Any) -> Any:
+    if isinstance(value, types.ModuleType):
+        return _Module(value.__name__)
+    if isinstance(value, types.FunctionType) and value.__code__.co_filename.startswith(("<cell ", "<restored ")):
+        try:
+            source = inspect.getsource(value)
+        except (OSError, TypeError) as exc:
+            raise TypeError(f"its source is not available ({exc})") from None
+        if value.__closure__ or value.__name__ == "<lambda>":
+            raise TypeError("lambdas and closures cannot be saved; define it with def at the top level")
+        return _CellFunction(value.__name__, inspect.cleandoc(source) if source[:1].isspace() else source)
+    return value
+
+
+def _revive(value: Any, namespace: dict[str, Any]) -> Any:
+    if isinstance(value, _Module):
+        return importlib.import_module(value.name)
+    if isinstance(value, _CellFunction):
+        filename = f"<restored {value.name}>"
+        linecache.cache[filename] = (len(value.source), None, value.source.splitlines(True), filename)
+        scope: dict[str, Any] = {}
+        exec(compile(value.source, filename, "exec"), namespace, scope)
+        return scope[value.name]
+    return value
