@@ -20,7 +20,8 @@ from rlm_mcp.config import Settings, SettingsError, env_name, flag_name, load_se
 DESCRIPTION = (
     "Recursive Language Model server for the Model Context Protocol. Serves over stdio; "
     "every flag can also be set with the environment variable named in its help. "
-    "`rlm-mcp doctor [flags]` prints which sandbox layers this machine provides, and exits."
+    "`rlm-mcp doctor [flags]` prints which sandbox layers this machine provides; `rlm-mcp sessions` lists the "
+    "saved sessions (`--delete ID` removes one)."
 )
 
 
@@ -34,7 +35,10 @@ def _default_text(field: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-mcp", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"rlm-mcp {__version__}")
-    parser.add_argument("command", nargs="?", choices=["serve", "doctor"], default="serve", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "doctor", "sessions"], default="serve", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--delete", metavar="ID", help="with `sessions`: delete the saved session ID")
     for field, info in Settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         help_text = f"{info.description} [env {env_name(field)}; default: {_default_text(field)}]"
@@ -68,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.log_level != "DEBUG":
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per sub-call is noise
     settings.workspace.mkdir(parents=True, exist_ok=True)
+    if args.command == "sessions":
+        return _sessions(settings, args.delete)
     if args.command == "doctor":
         from rlm_mcp.doctor import run_doctor
 
@@ -77,6 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)
     build_server(settings).run("stdio")
+    return 0
+
+
+def _sessions(settings: Settings, delete: str | None) -> int:
+    """List the saved sessions (id, last use, contexts, saved variables), or delete one."""
+    import time
+
+    from rlm_mcp.persistence import SessionStore
+
+    store = SessionStore(settings.workspace)
+    if delete is not None:
+        if not store.delete(delete):
+            print(f"rlm-mcp: no saved session {delete!r} in {store.root}", file=sys.stderr)
+            return 1
+        print(f"deleted session {delete}")
+        return 0
+    for session in store.list():
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session["updated"] or 0))
+        contexts = ", ".join(session["contexts"]) or "no contexts"
+        print(f"{session['id']}  {when}  {contexts}; {session['variables']} saved variables")
     return 0
 
 

@@ -118,3 +118,20 @@ async def test_mutations_and_deletions_are_snapshotted(client: Client) -> None:
     await run(client, "import os; os._exit(1)")
     assert await value_of(client, "items") == "[1, 2]"
     assert "NameError" in text_of(await run(client, "gone"))
+
+
+def test_saved_sessions_are_listed_and_deleted_from_the_command_line(tmp_path: Path, data_dir: Path) -> None:
+    import subprocess
+
+    from rlm_mcp.persistence import SessionStore
+
+    workspace = tmp_path / "ws"
+    store = SessionStore(workspace)
+    store.save("abc123", {"contexts": [{"name": "book", "request": {}, "source": "x"}], "snapshot": {"n": "0"}})
+    base = [console_script(), "sessions", "--workspace", str(workspace), "--root", str(data_dir)]
+    listed = subprocess.run(base, capture_output=True, text=True, check=True).stdout
+    assert "abc123" in listed and "book; 1 saved variables" in listed
+    deleted = subprocess.run([*base, "--delete", "abc123"], capture_output=True, text=True)
+    assert deleted.returncode == 0 and not store.directory("abc123").exists()
+    missing = subprocess.run([*base, "--delete", "abc123"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "no saved session 'abc123'" in missing.stderr
