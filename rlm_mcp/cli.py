@@ -79,6 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_doctor(settings)
 
+    if settings.transport == "http":
+        from rlm_mcp.serve_http import serve
+
+        try:
+            serve(settings)
+        except SettingsError as exc:
+            print(f"rlm-mcp: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
     from rlm_mcp.server import build_server  # deferred: `--help` and `--version` stay instant
 
     logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)

@@ -54,6 +54,21 @@ class Settings(BaseModel):
         ge=200,
         description="Most characters of stdout (and of stderr) returned per call; the rest is elided.",
     )
+    transport: Literal["stdio", "http"] = Field(
+        default="stdio", description="stdio (one client, as hosts launch it) or http (streamable HTTP, many clients)."
+    )
+    host: str = Field(
+        default="127.0.0.1", description="HTTP: address to listen on. Beyond loopback, --auth-token is required."
+    )
+    port: int = Field(default=8765, ge=0, le=65535, description="HTTP: port to listen on.")
+    auth_token: str | None = Field(
+        default=None, description="HTTP: bearer token every request must carry. Prefer the env var."
+    )
+    max_sessions: int = Field(default=64, gt=0, description="HTTP: most sessions held at once.")
+    idle_timeout_s: float = Field(
+        default=1_800.0, gt=0, description="HTTP: a session unused this long is closed (its snapshot kept)."
+    )
+    max_body_bytes: int = Field(default=4 * MiB, gt=0, description="HTTP: largest request body accepted.")
     resume: bool = Field(
         default=False,
         description="On start, resume the previous stdio session: its contexts reloaded, its variables restored.",

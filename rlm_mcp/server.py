@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -26,7 +27,7 @@ from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.render import render_load, render_run, render_sub_query
 from rlm_mcp.repl.host import WorkerStartError
 from rlm_mcp.repl.sandbox import make_undumpable, summary
-from rlm_mcp.sessions import SessionRegistry
+from rlm_mcp.sessions import Session, SessionRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,15 @@ RUN_DESCRIPTION = (
 )
 
 
-def _result(model: BaseModel, text: str, is_error: bool = False) -> CallToolResult:
+SESSION_FIELD = Field(description="Session handle from an earlier result (HTTP clients without MCP sessions)")
+
+
+def _result(model: BaseModel, text: str, session: Session, minted: bool, is_error: bool = False) -> CallToolResult:
+    if minted:
+        text = f"Session: {session.id} (pass session={session.id!r} in every later call)\n" + text
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
-        structured_content=model.model_dump(mode="json"),
+        structured_content={**model.model_dump(mode="json"), "session": session.id},
         is_error=is_error,
     )
 
@@ -80,10 +86,18 @@ def build_server(settings: Settings) -> MCPServer:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await sessions.close_all()
+        async with anyio.create_task_group() as group:
+            if settings.transport == "http":
+                group.start_soon(_evict_idle_sessions, sessions, settings.idle_timeout_s)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+                await sessions.close_all()
+
+    def resolve(ctx: Context, handle: str | None) -> tuple[Session, bool]:
+        headers = _headers(ctx)
+        return sessions.resolve(handle, headers.get("mcp-session-id") if headers else None)
 
     server = MCPServer(
         "rlm-mcp",
@@ -99,16 +113,19 @@ def build_server(settings: Settings) -> MCPServer:
         annotations=ToolAnnotations(read_only_hint=False, open_world_hint=False),
     )
     async def load_context(
+        ctx: Context,
         path: Annotated[str | None, Field(description="File, directory or glob under an allowed root")] = None,
         text: Annotated[str | None, Field(description="Small inline text, instead of path")] = None,
         name: Annotated[str, Field(description="Variable to bind")] = "context",
         exclude: Annotated[list[str] | None, Field(description="Globs to leave out of a directory")] = None,
+        session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> LoadResult:
         try:
-            result = await sessions.default().load_context(name=name, path=path, text=text, exclude=exclude)
+            target, minted = resolve(ctx, session)
+            result = await target.load_context(name=name, path=path, text=text, exclude=exclude)
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
-        return _result(result, render_load(result))  # type: ignore[return-value]
+        return _result(result, render_load(result), target, minted)  # type: ignore[return-value]
 
     run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 
@@ -117,12 +134,15 @@ def build_server(settings: Settings) -> MCPServer:
         ctx: Context,
         code: Annotated[str, Field(description="Python source")],
         timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,
+        session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> RunResult:
         try:
-            result = await sessions.default().run_code(code, timeout_s, client_session=_client_session(ctx))
+            target, minted = resolve(ctx, session)
+            result = await target.run_code(code, timeout_s, client_session=_client_session(ctx))
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
-        return _result(result, render_run(result), is_error=result.outcome != "ok")  # type: ignore[return-value]
+        failed = result.outcome != "ok"
+        return _result(result, render_run(result), target, minted, is_error=failed)  # type: ignore[return-value]
 
     @server.tool(
         description=SUB_QUERY_DESCRIPTION, structured_output=False, annotations=ToolAnnotations(read_only_hint=True)
@@ -133,14 +153,14 @@ def build_server(settings: Settings) -> MCPServer:
         context: Annotated[str | None, Field(description="REPL expression giving the text to ask about")] = None,
         model: Annotated[str | None, Field(description="Sub-model; default: the server's")] = None,
         max_tokens: Annotated[int | None, Field(description="Longest answer, in tokens")] = None,
+        session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> SubQueryResult:
         try:
-            result = await sessions.default().sub_query(
-                prompt, context, model, max_tokens, client_session=_client_session(ctx)
-            )
+            target, minted = resolve(ctx, session)
+            result = await target.sub_query(prompt, context, model, max_tokens, client_session=_client_session(ctx))
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
-        return _result(result, render_sub_query(result))  # type: ignore[return-value]
+        return _result(result, render_sub_query(result), target, minted)  # type: ignore[return-value]
 
     @server.resource(
         "rlm://sandbox",
@@ -156,6 +176,20 @@ def build_server(settings: Settings) -> MCPServer:
         return json.dumps({"mode": settings.sandbox, "summary": summary(layers), "layers": layers})
 
     return server
+
+
+async def _evict_idle_sessions(sessions: SessionRegistry, idle_timeout_s: float) -> None:
+    while True:
+        await anyio.sleep(max(1.0, min(60.0, idle_timeout_s / 4)))
+        for session_id in await sessions.evict_idle():
+            log.info("closed idle session %s (its record is kept; a call with its handle resumes it)", session_id)
+
+
+def _headers(ctx: Context) -> Any | None:
+    try:
+        return ctx.headers
+    except (AttributeError, ValueError, RuntimeError):
+        return None
 
 
 def _client_session(ctx: Context) -> Any | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ class Session:
             self.snapshot = dict(record.get("snapshot", {}))
             self.cells = int(record.get("cells", 0))
         self._lock = anyio.Lock()
+        self.last_used = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
 
     def _save_record(self) -> None:
         contexts = [{"name": c.name, "request": c.request, "source": c.source} for c in self.contexts.values()]
@@ -356,6 +362,7 @@ def sandbox_policy(settings: Settings, session_dir: Path) -> SandboxPolicy:
 
 
 LAST_STDIO_SESSION = "last-stdio-session"
+HANDLE = re.compile(r"(?:mcp-)?[A-Za-z0-9]{8,64}")
 
 
 class SessionRegistry:
@@ -388,10 +395,45 @@ class SessionRegistry:
     def default(self) -> Session:
         return self.get(self._default_id)
 
+    def resolve(self, handle: str | None, transport_session: str | None) -> tuple[Session, bool]:
+        """The session a call belongs to, and whether it was just created for a client without one.
+
+        stdio: the default session. HTTP: the MCP session of a pre-2026 client (its mcp-session-id), or the
+        handle a sessionless client passes back; a call with neither gets a new session and its handle.
+        A handle also reaches a saved session on any transport (resuming it).
+        """
+        if handle is not None:
+            if not HANDLE.fullmatch(handle) or (handle not in self._sessions and self.store.load(handle) is None):
+                raise UserError(f"no session {handle!r}: omit `session` to start one, or pass a handle you were given")
+            return self._touch(self.get(handle)), False
+        if self.settings.transport == "stdio":
+            return self._touch(self.default()), False
+        if transport_session is not None:
+            return self._touch(self.get("mcp-" + re.sub(r"[^A-Za-z0-9]", "", transport_session)[:64])), False
+        return self._touch(self.get(secrets.token_hex(16))), True
+
+    def _touch(self, session: Session) -> Session:
+        session.last_used = time.monotonic()
+        return session
+
+    async def evict_idle(self) -> list[str]:
+        """Close sessions unused for idle_timeout_s; their records stay, so a later call resumes them."""
+        cutoff = time.monotonic() - self.settings.idle_timeout_s
+        idle = [s for s in self._sessions.values() if s.last_used < cutoff and not s.busy]
+        for session in idle:
+            del self._sessions[session.id]
+            await session.close()
+        return [session.id for session in idle]
+
     def get(self, session_id: str) -> Session:
         """The live session with this id, or the stored one brought back, or a new one."""
         session = self._sessions.get(session_id)
         if session is None:
+            if len(self._sessions) >= self.settings.max_sessions:
+                raise UserError(
+                    f"the server already holds its maximum of {self.settings.max_sessions} sessions; "
+                    "try again later (idle ones are closed after --idle-timeout-s) or raise --max-sessions"
+                )
             record = self.store.load(session_id)
             session = Session(session_id, self.settings, self.router, self.store, record)
             self._sessions[session_id] = session

@@ -85,7 +85,7 @@ def test_server_json_follows_the_registry_schema() -> None:
     for field, info in Settings.model_fields.items():
         assert declared[env_name(field)]["description"] == info.description
     secrets = {name for name, variable in declared.items() if variable["isSecret"]}
-    assert secrets == {"ANTHROPIC_API_KEY", "RLM_MCP_OPENAI_API_KEY"}
+    assert secrets == {"ANTHROPIC_API_KEY", "RLM_MCP_OPENAI_API_KEY", "RLM_MCP_AUTH_TOKEN"}
 
 
 def test_dependencies_are_bounded_by_major_version() -> None:

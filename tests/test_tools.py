@@ -15,15 +15,16 @@ async def test_the_tools_and_their_input_schemas(client: Client) -> None:
     assert set(tools) == {"load_context", "run_code", "sub_query"}
 
     load = tools["load_context"].input_schema
-    assert set(load["properties"]) == {"path", "text", "name", "exclude"}
+    assert set(load["properties"]) == {"path", "text", "name", "exclude", "session"}
     assert load["properties"]["name"]["default"] == "context"
     assert not load.get("required")
 
     run = tools["run_code"].input_schema
-    assert set(run["properties"]) == {"code", "timeout_s"} and run["required"] == ["code"]
+    assert set(run["properties"]) == {"code", "timeout_s", "session"} and run["required"] == ["code"]
 
     sub = tools["sub_query"].input_schema
-    assert set(sub["properties"]) == {"prompt", "context", "model", "max_tokens"} and sub["required"] == ["prompt"]
+    assert set(sub["properties"]) == {"prompt", "context", "model", "max_tokens", "session"}
+    assert sub["required"] == ["prompt"]
 
     for tool in tools.values():
         assert tool.output_schema is None  # by design: results carry structuredContent, schemas would cost tokens
