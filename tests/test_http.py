@@ -1,0 +1,166 @@
+"""rlm-mcp over streamable HTTP on 127.0.0.1: a real server process, real SDK clients, raw requests for attacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.conftest import text_of
+from tests.test_stdio import console_script
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "test-token-0123456789abcdef"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(tmp_path: Path, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    args = [console_script(), "--transport", "http", "--port", str(port), "--root", str(data_dir)]
+    args += ["--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5", *extra]
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process, f"http://127.0.0.1:{port}/mcp"
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.stderr.read() if process.stderr else ''}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the HTTP server did not start listening within 20 s")
+
+
+@pytest.fixture
+def server(tmp_path: Path, data_dir: Path) -> Iterator[str]:
+    (data_dir / "book.txt").write_text("chapter one\n" * 100)
+    process, url = start_server(tmp_path, data_dir, "--auth-token", TOKEN)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def connect(url: str, token: str | None = TOKEN, **options: Any) -> Client:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60)), **options)
+
+
+def post(url: str, body: bytes | str, **headers: str) -> httpx2.Response:
+    base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    return httpx2.post(url, content=body, headers={**base, **headers}, timeout=10)
+
+
+async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, text_of(result)
+    return result.structured_content or {}
+
+
+async def test_a_sessionless_client_gets_a_handle_and_keeps_its_state(server: str) -> None:
+    async with connect(server) as client:
+        first = await client.call_tool("run_code", {"code": "x = 41"})
+        handle = first.structured_content["session"]  # type: ignore[index]
+        assert f"pass session={handle!r}" in text_of(first)
+        data = await call(client, "run_code", {"code": "x + 1", "session": handle})
+        assert data["result"] == "42"
+        # without the handle a sessionless call is a new session
+        other = await client.call_tool("run_code", {"code": "x"})
+        assert "NameError" in text_of(other) and other.structured_content["session"] != handle  # type: ignore[index]
+        bogus = await client.call_tool("run_code", {"code": "1", "session": "not-a-session-handle"})
+        assert bogus.is_error and "no session 'not-a-session-handle'" in text_of(bogus)
+
+
+async def test_a_legacy_client_is_keyed_by_its_mcp_session(server: str) -> None:
+    async with connect(server, mode="legacy") as client:
+        await call(client, "load_context", {"path": "book.txt"})
+        await call(client, "run_code", {"code": "y = len(context)"})
+        assert (await call(client, "run_code", {"code": "y"}))["result"] == "1200"
+    async with connect(server, mode="legacy") as client:
+        assert "NameError" in text_of(await client.call_tool("run_code", {"code": "y"}))
+
+
+def test_bad_host_origin_token_and_body_are_refused(server: str) -> None:
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert post(server, json.dumps(INIT), **auth).status_code == 200
+    assert post(server, json.dumps(INIT)).status_code == 401
+    assert post(server, json.dumps(INIT), authorization="Bearer wrong").status_code == 401
+    assert post(server, json.dumps(INIT), host="evil.example:80", **auth).status_code == 421
+    assert post(server, json.dumps(INIT), origin="http://evil.example", **auth).status_code == 403
+    assert post(server, json.dumps(INIT), origin="http://127.0.0.1:5173", **auth).status_code == 200
+    oversized = json.dumps({**INIT, "params": {**INIT["params"], "pad": "x" * 5_000_000}})
+    assert post(server, oversized, **auth).status_code == 413
+
+
+def test_listening_beyond_loopback_without_a_token_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    args = [console_script(), "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())]
+    done = subprocess.run(
+        [*args, "--root", str(data_dir), "--workspace", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "RLM_MCP_AUTH_TOKEN"},
+    )
+    assert done.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in done.stderr
+
+
+async def test_twenty_clients_at_once_see_only_their_own_state(server: str) -> None:
+    errors: list[str] = []
+
+    async def client_loop(number: int) -> None:
+        try:
+            async with connect(server) as client:
+                first = await call(client, "load_context", {"text": f"client {number} text", "name": "mine"})
+                handle = first["session"]
+                deadline = time.monotonic() + 3
+                rounds = 0
+                while time.monotonic() < deadline:
+                    rounds += 1
+                    data = await call(client, "run_code", {"code": f"n = {number}\n(n, mine)", "session": handle})
+                    if data["result"] != repr((number, f"client {number} text")):
+                        errors.append(f"client {number} saw {data['result']}")
+                assert rounds > 1
+        except Exception as exc:  # collected, so one failure does not hide the others
+            errors.append(f"client {number}: {type(exc).__name__}: {exc}")
+
+    async with anyio.create_task_group() as group:
+        for number in range(20):
+            group.start_soon(client_loop, number)
+    assert errors == []
+
+
+async def test_a_cancelled_call_interrupts_the_cell_and_the_session_goes_on(server: str) -> None:
+    async with connect(server) as client:
+        handle = (await call(client, "run_code", {"code": "ticks = 0"}))["session"]
+        with anyio.move_on_after(1.0):
+            await client.call_tool("run_code", {"code": "while True:\n    ticks += 1", "session": handle})
+        started = time.monotonic()
+        data = await call(client, "run_code", {"code": "ticks > 0", "session": handle})
+        assert data["result"] == "True" and time.monotonic() - started < 5
