@@ -135,3 +135,36 @@ def test_saved_sessions_are_listed_and_deleted_from_the_command_line(tmp_path: P
     assert deleted.returncode == 0 and not store.directory("abc123").exists()
     missing = subprocess.run([*base, "--delete", "abc123"], capture_output=True, text=True)
     assert missing.returncode == 1 and "no saved session 'abc123'" in missing.stderr
+
+
+async def test_http_sessions_are_capped_queued_and_evicted_when_idle(tmp_path: Path, data_dir: Path) -> None:
+    """In memory, with the HTTP rules: no MCP session id, so sessions go by the handles the server mints."""
+    import anyio
+
+    settings = make_settings(tmp_path, data_dir, transport="http", max_sessions=2, idle_timeout_s=0.5)
+    async with Client(build_server(settings)) as client:
+        first = await run(client, "x = 1")
+        handle = first.structured_content["session"]  # type: ignore[index]
+        await run(client, "other = 1")  # a second session
+        full = await run(client, "1")
+        assert full.is_error and "maximum of 2 sessions" in text_of(full)
+
+        # Two calls on one session are queued, never interleaved.
+        seen: list[str] = []
+
+        async def slow() -> None:
+            await run(client, "import time\nx = 'busy'\ntime.sleep(0.5)\nx = 'done'", session=handle)
+
+        async def reader() -> None:
+            await anyio.sleep(0.1)
+            seen.append((await run(client, "x", session=handle)).structured_content["result"])  # type: ignore[index]
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(slow)
+            group.start_soon(reader)
+        assert seen == ["'done'"]
+
+        await anyio.sleep(2.5)  # idle past the timeout: both sessions are closed, their records kept
+        resumed = await run(client, "x", session=handle)
+        assert resumed.structured_content["result"] == "'done'", text_of(resumed)  # type: ignore[index]
+        assert "resumed session" in text_of(resumed)
