@@ -147,17 +147,17 @@ class MappedText:
     __hash__ = None  # type: ignore[assignment]
 
     def find(self, sub: str, start: int | None = None, end: int | None = None) -> int:
-        low, high = self._span(start, end)
-        if self._map is None:
-            return 0 if sub == "" and low == 0 else -1
-        found = self._map.find(sub.encode("utf-8"), low, high)
-        return -1 if found < 0 else self._char_of(found)
+        return self._search(sub, start, end, reverse=False)
 
     def rfind(self, sub: str, start: int | None = None, end: int | None = None) -> int:
+        return self._search(sub, start, end, reverse=True)
+
+    def _search(self, sub: str, start: int | None, end: int | None, *, reverse: bool) -> int:
         low, high = self._span(start, end)
         if self._map is None:
             return 0 if sub == "" and low == 0 else -1
-        found = self._map.rfind(sub.encode("utf-8"), low, high)
+        method = self._map.rfind if reverse else self._map.find
+        found = method(sub.encode("utf-8"), low, high)
         return -1 if found < 0 else self._char_of(found)
 
     def index(self, sub: str, start: int | None = None, end: int | None = None) -> int:
