@@ -175,7 +175,52 @@ def build_server(settings: Settings) -> MCPServer:
             return json.dumps({"mode": settings.sandbox, "error": str(exc)})
         return json.dumps({"mode": settings.sandbox, "summary": summary(layers), "layers": layers})
 
+    def current() -> Session:
+        """Static resources get no request context: over HTTP, a client names its session in the URI."""
+        if settings.transport == "http":
+            raise UserError("over HTTP, read rlm://sessions/{session}/... with the `session` your results carry")
+        return sessions.default()
+
+    async def part(session: Session, name: str) -> str:
+        if name == "trace":
+            path = session.tracer.path
+            return path.read_text(encoding="utf-8") if path.exists() else ""
+        if name == "usage":
+            return json.dumps(session.usage())
+        return json.dumps(await session.info())
+
+    for part_name, description in PARTS.items():
+
+        def reader(name: str = part_name) -> Any:
+            async def read() -> str:
+                return await part(current(), name)
+
+            return read
+
+        server.resource(
+            f"rlm://session/{part_name}", name=part_name, description=description, mime_type=MIME[part_name]
+        )(reader())
+
+    @server.resource(
+        "rlm://sessions/{session_id}/{name}",
+        name="session part",
+        description="trace, usage or info of the session with this handle",
+        mime_type="application/json",
+    )
+    async def session_part(session_id: str, name: str) -> str:
+        if name not in PARTS:
+            raise UserError(f"no part {name!r}; use one of {', '.join(PARTS)}")
+        return await part(sessions.resolve(session_id, None)[0], name)
+
     return server
+
+
+PARTS = {
+    "trace": "This session's event tree as JSON Lines (tool calls, cells, sub-calls; schema v1 in rlm_mcp/trace.py).",
+    "usage": "Sub-call usage and cost of this session, in total and per model.",
+    "info": "This session's contexts, variables, budget left and sandbox layers.",
+}
+MIME = {"trace": "application/jsonl", "usage": "application/json", "info": "application/json"}
 
 
 async def _evict_idle_sessions(sessions: SessionRegistry, idle_timeout_s: float) -> None:

@@ -30,6 +30,7 @@ from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, 
 from rlm_mcp.persistence import SessionStore
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
 from rlm_mcp.repl.sandbox import SYSTEM_READ_ONLY, SandboxPolicy, python_paths, summary, worker_environment
+from rlm_mcp.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Session:
         self.llm = SessionLLM(router)
         self.store = store
         self.dir = store.directory(session_id)
+        self.tracer = Tracer(self.dir / "trace.jsonl")
         self.host = WorkerHost(
             capture_dir=self.dir / "worker",
             work_dir=self.dir / "work",
@@ -109,6 +111,15 @@ class Session:
 
     async def load_context(
         self, *, name: str, path: str | None, text: str | None, exclude: list[str] | None = None
+    ) -> LoadResult:
+        arguments = {"name": name, "path": path, "text": text, "exclude": exclude}
+        with self.tracer.event("tool", "load_context", arguments=arguments) as event:
+            result = await self._load_context(name=name, path=path, text=text, exclude=exclude)
+            event.set(outcome="ok", kind=result.kind, chars=result.chars, source=result.source)
+            return result
+
+    async def _load_context(
+        self, *, name: str, path: str | None, text: str | None, exclude: list[str] | None
     ) -> LoadResult:
         check_context_name(name)
         if (path is None) == (text is None):
@@ -184,6 +195,12 @@ class Session:
 
     async def run_code(self, code: str, timeout_s: float | None, client_session: Any | None = None) -> RunResult:
         """Run a cell. `client_session` is the MCP session of the calling client, for sampling sub-calls."""
+        with self.tracer.event("tool", "run_code", arguments={"code": code, "timeout_s": timeout_s}) as event:
+            result = await self._run_code(code, timeout_s, client_session)
+            event.set(outcome=result.outcome)
+            return result
+
+    async def _run_code(self, code: str, timeout_s: float | None, client_session: Any | None) -> RunResult:
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= self.settings.max_timeout_s:
             raise UserError(
@@ -200,7 +217,16 @@ class Session:
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
                 return await self._serve_worker_request(frame, client_session)
 
-            outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
+            with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
+                outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
+                reply = outcome.reply or {}
+                cell.set(
+                    outcome=outcome.fate if outcome.fate != "ok" else ("error" if reply.get("error") else "ok"),
+                    stdout=reply.get("stdout"),
+                    stderr=reply.get("stderr") or outcome.stderr_tail,
+                    result=reply.get("result"),
+                    error=reply.get("error") or outcome.cause or None,
+                )
             elapsed = time.perf_counter() - started
             sub_calls = _cell_usage(usage_since(self.llm.usage, usage_before))
             if sub_calls and sub_calls.failures:
@@ -238,6 +264,20 @@ class Session:
         max_tokens: int | None,
         client_session: Any | None = None,
     ) -> SubQueryResult:
+        arguments = {"prompt": prompt, "context": context, "model": model, "max_tokens": max_tokens}
+        with self.tracer.event("tool", "sub_query", arguments=arguments) as event:
+            result = await self._sub_query(prompt, context, model, max_tokens, client_session)
+            event.set(outcome="ok")
+            return result
+
+    async def _sub_query(
+        self,
+        prompt: str,
+        context: str | None,
+        model: str | None,
+        max_tokens: int | None,
+        client_session: Any | None,
+    ) -> SubQueryResult:
         if not prompt.strip():
             raise UserError("`prompt` is empty: say what the sub-model should do with the context")
         if max_tokens is not None and max_tokens <= 0:
@@ -274,6 +314,35 @@ class Session:
         )
 
     # -- worker lifecycle -------------------------------------------------------------------------
+
+    def usage(self) -> dict[str, Any]:
+        """Sub-call usage and cost, for the session and per model (the same figures the trace holds)."""
+        return {
+            "session": self.id,
+            "total": self.llm.usage.model_dump(),
+            "by_model": {model: usage.model_dump() for model, usage in self.llm.usage_by_model.items()},
+        }
+
+    async def info(self) -> dict[str, Any]:
+        """What the session holds and what it may still do: contexts, variables, budget left, sandbox."""
+        budget = self.llm.budget
+        async with self._lock:
+            await self._ensure_worker()
+            outcome = await self.host.call({"op": "variables"}, timeout=10, grace=self._grace)
+        variables = (outcome.reply or {}).get("variables", [])
+        return {
+            "session": self.id,
+            "contexts": [{"name": c.name, "source": c.source} for c in self.contexts.values()],
+            "variables": variables,
+            "cells": self.cells,
+            "budget_left": {
+                "sub_calls": budget.max_calls - budget.calls,
+                "tokens": None if budget.max_tokens is None else budget.max_tokens - budget.tokens,
+                "cost_usd": None if budget.max_cost is None else round(budget.max_cost - budget.cost, 6),
+            },
+            "sandbox": summary(self.host.sandbox),
+            "trace": str(self.tracer.path),
+        }
 
     async def sandbox_layers(self) -> list[dict[str, Any]]:
         """The running worker's report of its lock-down (starting the worker if there is none yet)."""

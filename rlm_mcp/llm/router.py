@@ -7,6 +7,7 @@ usage). A batch is fanned out as tasks; each item succeeds or fails on its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, Completion, SubCall, SubCallError
 from rlm_mcp.models import SubCallUsage
+from rlm_mcp.trace import current_tracer
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class SessionLLM:
         self.settings = settings
         self.budget = Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
         self.usage = SubCallUsage()  # running totals for the session
+        self.usage_by_model: dict[str, SubCallUsage] = {}
         self._cache: dict[tuple[str, str, str | None, str, int], Answer] = {}
 
     def make_call(self, backend: Backend, prompt: str, system: str | None, model: str | None, max_tokens: int | None):
@@ -139,18 +142,44 @@ class SessionLLM:
                 group.start_soon(one, index, spec)
         return results
 
-    async def complete(self, call: SubCall, backend: Backend) -> Answer:
-        try:
-            return await self._complete(call, backend)
-        except SubCallError:
-            self.usage.failures += 1
-            raise
+    def _model_usage(self, model: str) -> SubCallUsage:
+        return self.usage_by_model.setdefault(model, SubCallUsage())
 
-    async def _complete(self, call: SubCall, backend: Backend) -> Answer:
+    async def complete(self, call: SubCall, backend: Backend) -> Answer:
+        """One sub-call, traced under whatever cell or tool call made it."""
+        tracer = current_tracer()
+        recording = tracer.event("sub_call", call.model, model=call.model, backend=backend.name) if tracer else None
+        with recording or contextlib.nullcontext() as event:
+            if event is not None:
+                event.set(prompt=call.prompt, system=call.system, max_tokens=call.max_tokens)
+            attempts = [0]
+            try:
+                answer = await self._complete(call, backend, attempts)
+            except SubCallError as exc:
+                self.usage.failures += 1
+                self._model_usage(call.model).failures += 1
+                if event is not None:
+                    event.set(error=str(exc), kind=exc.kind, attempts=attempts[0])
+                raise
+            if event is not None:
+                completion = answer.completion
+                event.set(
+                    answer=completion.text,
+                    model=completion.model,
+                    input_tokens=completion.input_tokens,
+                    output_tokens=completion.output_tokens,
+                    cost_usd=answer.cost_usd,
+                    cached=answer.cached,
+                    attempts=attempts[0],
+                )
+            return answer
+
+    async def _complete(self, call: SubCall, backend: Backend, attempts: list[int]) -> Answer:
         key = (backend.name, call.model, call.system, call.prompt, call.max_tokens)
         cached = self._cache.get(key)
         if cached is not None:
             self.usage.cache_hits += 1
+            self._model_usage(call.model).cache_hits += 1
             return Answer(cached.completion, cached.backend, 0.0, cached=True)
 
         estimated_input = estimate_tokens(call.system, call.prompt)
@@ -166,24 +195,28 @@ class SessionLLM:
             estimated_input + call.max_tokens, cost_usd(price, estimated_input, call.max_tokens)
         )
         self.usage.calls += 1
+        by_model = self._model_usage(call.model)
+        by_model.calls += 1
         completion: Completion | None = None
         cost: float | None = None
         try:
-            completion = await self._attempts(call, backend)
+            completion = await self._attempts(call, backend, attempts)
             cost = cost_usd(price, completion.input_tokens, completion.output_tokens)
         finally:
             used = completion.input_tokens + completion.output_tokens if completion else 0
             self.budget.settle(reservation, used, cost)
-        self.usage.input_tokens += completion.input_tokens
-        self.usage.output_tokens += completion.output_tokens
-        self.usage.cost_usd += cost or 0.0
+        for usage in (self.usage, by_model):
+            usage.input_tokens += completion.input_tokens
+            usage.output_tokens += completion.output_tokens
+            usage.cost_usd += cost or 0.0
         answer = Answer(completion, backend.name, cost, cached=False)
         self._cache[key] = answer
         return answer
 
-    async def _attempts(self, call: SubCall, backend: Backend) -> Completion:
+    async def _attempts(self, call: SubCall, backend: Backend, attempts: list[int]) -> Completion:
         settings = self.settings
         for attempt in range(settings.sub_retries + 1):
+            attempts[0] = attempt + 1
             try:
                 async with self.router.limiter:
                     with anyio.fail_after(settings.sub_timeout_s + 5):

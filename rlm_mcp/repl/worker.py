@@ -148,6 +148,7 @@ class Repl:
             "unload": self.unload,
             "ping": self.ping,
             "persist": self.persist,
+            "variables": self.variables,
             "restore": self.restore,
         }
         handler = handlers.get(str(op))
@@ -160,6 +161,15 @@ class Repl:
 
     def ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid()}
+
+    def variables(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The public names code defined, with type, size and a short preview (contexts and helpers left out)."""
+        names = [
+            name
+            for name, value in self.namespace.items()
+            if not name.startswith("_") and self.provided.get(name, _MISSING) is not value and name != "__builtins__"
+        ]
+        return {"ok": True, "variables": [describe(name, self.namespace[name]) for name in sorted(names)[:500]]}
 
     def persist(self, request: dict[str, Any]) -> dict[str, Any]:
         """From now on, snapshot the variables after each successful cell (see repl/snapshot.py)."""

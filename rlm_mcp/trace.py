@@ -1,0 +1,128 @@
+"""A session's record of what happened: one event per tool call, per cell and per sub-call, as a tree.
+
+Appended as JSON Lines to `trace.jsonl` in the session's directory, one line per finished event, so a
+crash loses at most the events still running and the file can be read while the session goes on. Each
+event has an `id`, the `parent` it ran under (a sub-call under the cell whose code made it, a cell under
+its run_code call) and its `depth`; the parent is carried in a context variable, so the router, which knows
+nothing of cells, still files its sub-calls in the right place.
+
+Schema version 1 (`"v": 1` on every line); fields by `type`:
+- every event: v, id, parent, depth, type, name, started (Unix time), elapsed_s, error (text or null)
+- "tool": name = the tool, arguments (long values shortened), outcome
+- "cell": code, stdout, stderr (heads, shortened), result, outcome, state
+- "sub_call": model, backend, prompt, system, answer (shortened to 4,000 characters each), input_tokens,
+  output_tokens, cost_usd (null when the model's price is unknown), cached, attempts, latency_s
+Consumers must ignore fields they do not know; a change that removes or renames a field bumps `v`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+TEXT_LIMIT = 4_000
+
+_parent: contextvars.ContextVar[tuple[Tracer, int, int] | None] = contextvars.ContextVar("rlm_trace", default=None)
+
+
+def shorten(text: Any, limit: int = TEXT_LIMIT) -> Any:
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return text[:limit] + f"... [{len(text) - limit:,} more characters]"
+
+
+class Event:
+    """An event being recorded; fields can be added until it ends."""
+
+    def __init__(self, tracer: Tracer, event_id: int, parent: int | None, depth: int, kind: str, name: str) -> None:
+        self.fields: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "id": event_id,
+            "parent": parent,
+            "depth": depth,
+            "type": kind,
+            "name": name,
+            "started": time.time(),
+            "error": None,
+        }
+        self.tracer = tracer
+        self._clock = time.perf_counter()
+
+    def set(self, **fields: Any) -> None:
+        self.fields.update({key: shorten(value) for key, value in fields.items()})
+
+    def finish(self) -> None:
+        self.fields["elapsed_s"] = round(time.perf_counter() - self._clock, 6)
+        self.tracer.write(self.fields)
+
+
+class Tracer:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ids = itertools.count(self._next_id())
+        self._lock = threading.Lock()
+
+    def _next_id(self) -> int:
+        """Continue the numbering of an existing trace (a resumed session appends to it)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(0, 2)
+                handle.seek(max(0, handle.tell() - 65536))
+                last = handle.read().splitlines()[-1]
+            return int(json.loads(last)["id"]) + 1
+        except (OSError, IndexError, ValueError, KeyError, TypeError):
+            return 1
+
+    def write(self, fields: dict[str, Any]) -> None:
+        line = json.dumps(fields, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(line)
+            except OSError as exc:  # a full disk must not fail the call being traced
+                log.warning("could not write the trace %s: %s", self.path, exc)
+
+    @contextlib.contextmanager
+    def event(self, kind: str, name: str, **fields: Any) -> Iterator[Event]:
+        """Record an event around a block; events started inside it (in this task) become its children."""
+        current = _parent.get()
+        parent, depth = (current[1], current[2] + 1) if current and current[0] is self else (None, 0)
+        event = Event(self, next(self._ids), parent, depth, kind, name)
+        event.set(**fields)
+        token = _parent.set((self, event.fields["id"], depth))
+        try:
+            yield event
+        except BaseException as exc:
+            if event.fields.get("error") is None:
+                event.fields["error"] = shorten(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _parent.reset(token)
+            event.finish()
+
+
+def current_tracer() -> Tracer | None:
+    """The tracer of the event this task is inside, if any (the router files sub-calls with it)."""
+    current = _parent.get()
+    return current[0] if current else None
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                events.append(json.loads(line))
+    return events
