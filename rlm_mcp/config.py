@@ -49,6 +49,9 @@ class Settings(BaseModel):
         gt=0,
         description="After a timeout, how long interrupted code may take to stop before the worker is killed.",
     )
+    progress_interval_s: float = Field(
+        default=2.0, gt=0, description="Seconds between heartbeat progress notifications while a cell runs."
+    )
     output_limit_chars: int = Field(
         default=20_000,
         ge=200,

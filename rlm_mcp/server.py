@@ -138,7 +138,9 @@ def build_server(settings: Settings) -> MCPServer:
     ) -> RunResult:
         try:
             target, minted = resolve(ctx, session)
-            result = await target.run_code(code, timeout_s, client_session=_client_session(ctx))
+            result = await target.run_code(
+                code, timeout_s, client_session=_client_session(ctx), report=_progress_reporter(ctx)
+            )
         except (UserError, WorkerStartError) as exc:
             return _error(str(exc))  # type: ignore[return-value]
         failed = result.outcome != "ok"
@@ -228,6 +230,15 @@ async def _evict_idle_sessions(sessions: SessionRegistry, idle_timeout_s: float)
         await anyio.sleep(max(1.0, min(60.0, idle_timeout_s / 4)))
         for session_id in await sessions.evict_idle():
             log.info("closed idle session %s (its record is kept; a call with its handle resumes it)", session_id)
+
+
+def _progress_reporter(ctx: Context) -> Any | None:
+    """Progress goes to clients that asked for it (sent a progress token); for others there is nothing to do."""
+
+    async def report(progress: float, message: str) -> None:
+        await ctx.report_progress(progress, None, message)
+
+    return report
 
 
 def _headers(ctx: Context) -> Any | None:

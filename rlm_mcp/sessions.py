@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,51 @@ def check_context_name(name: str) -> None:
         raise UserError(f"name {name!r} starts with '_', which the REPL reserves; use e.g. {name.lstrip('_')!r}")
     if hasattr(builtins, name):
         raise UserError(f"name {name!r} would hide the Python builtin of that name; choose another")
+
+
+ProgressReport = Callable[[float, str], Awaitable[None]]
+
+
+class CellProgress:
+    """Progress of one running cell for the client: a heartbeat, and sub-calls done of each batch.
+
+    MCP wants the progress value to grow with every notification, so it counts notifications; the
+    message says what is happening. Batch updates are spaced at least MIN_GAP_S apart (except the last),
+    so a 500-prompt batch sends tens of notifications, not 500.
+    """
+
+    MIN_GAP_S = 0.2
+
+    def __init__(self, report: ProgressReport | None, interval_s: float) -> None:
+        self.report = report
+        self.interval_s = interval_s
+        self.sent = 0
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.sub_calls = 0
+
+    async def _send(self, message: str) -> None:
+        if self.report is None:
+            return
+        self.sent += 1
+        self.last = time.monotonic()
+        try:
+            await self.report(float(self.sent), message)
+        except Exception as exc:  # a client that went away must not fail the cell
+            log.debug("progress notification failed: %s", exc)
+
+    async def heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.interval_s)
+            if time.monotonic() - self.last >= self.interval_s * 0.9:
+                await self._send(
+                    f"running for {time.monotonic() - self.started:.0f} s; {self.sub_calls} sub-calls done"
+                )
+
+    async def sub_call_done(self, done: int, total: int) -> None:
+        self.sub_calls += 1
+        if done == total or time.monotonic() - self.last >= self.MIN_GAP_S:
+            await self._send(f"sub-calls: {done} of {total} done in this batch")
 
 
 class Session:
@@ -193,14 +239,35 @@ class Session:
 
     # -- run_code ---------------------------------------------------------------------------------
 
-    async def run_code(self, code: str, timeout_s: float | None, client_session: Any | None = None) -> RunResult:
-        """Run a cell. `client_session` is the MCP session of the calling client, for sampling sub-calls."""
+    async def run_code(
+        self,
+        code: str,
+        timeout_s: float | None,
+        client_session: Any | None = None,
+        report: ProgressReport | None = None,
+    ) -> RunResult:
+        """Run a cell. `client_session` is the MCP session of the calling client, for sampling sub-calls;
+        `report(progress, message)` receives progress while the cell runs (heartbeats and sub-call counts)."""
         with self.tracer.event("tool", "run_code", arguments={"code": code, "timeout_s": timeout_s}) as event:
-            result = await self._run_code(code, timeout_s, client_session)
+            progress = CellProgress(report, self.settings.progress_interval_s)
+            failure: Exception | None = None
+            async with anyio.create_task_group() as group:
+                if report is not None:
+                    group.start_soon(progress.heartbeat)
+                try:
+                    result = await self._run_code(code, timeout_s, client_session, progress)
+                except Exception as exc:  # raised outside the group, so callers see it, not an ExceptionGroup
+                    failure = exc
+                finally:
+                    group.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
             event.set(outcome=result.outcome)
             return result
 
-    async def _run_code(self, code: str, timeout_s: float | None, client_session: Any | None) -> RunResult:
+    async def _run_code(
+        self, code: str, timeout_s: float | None, client_session: Any | None, progress: CellProgress
+    ) -> RunResult:
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= self.settings.max_timeout_s:
             raise UserError(
@@ -215,7 +282,7 @@ class Session:
             usage_before = self.llm.usage.model_copy()
 
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
-                return await self._serve_worker_request(frame, client_session)
+                return await self._serve_worker_request(frame, client_session, progress.sub_call_done)
 
             with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
                 outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
@@ -244,7 +311,12 @@ class Session:
         result.sub_calls = sub_calls
         return result
 
-    async def _serve_worker_request(self, frame: dict[str, Any], client_session: Any | None) -> dict[str, Any]:
+    async def _serve_worker_request(
+        self,
+        frame: dict[str, Any],
+        client_session: Any | None,
+        on_done: Callable[[int, int], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
         if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
             self.contexts.pop(str(frame.get("name")), None)
             self._save_record()
@@ -252,7 +324,7 @@ class Session:
         calls = frame.get("calls")
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
-        return {"ok": True, "results": await self.llm.batch(calls, client_session)}
+        return {"ok": True, "results": await self.llm.batch(calls, client_session, on_done)}
 
     # -- sub_query --------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,8 +113,17 @@ class SessionLLM:
         chosen = model or self.settings.sub_model or backend.default_model or "client"
         return SubCall(prompt, system, chosen, max_tokens or self.settings.sub_max_tokens)
 
-    async def batch(self, specs: list[dict[str, Any]], client_session: Any | None) -> list[dict[str, Any]]:
-        """Run sub-calls concurrently; results come back in input order, failures as error entries."""
+    async def batch(
+        self,
+        specs: list[dict[str, Any]],
+        client_session: Any | None,
+        on_done: Callable[[int, int], Awaitable[None]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run sub-calls concurrently; results come back in input order, failures as error entries.
+
+        `on_done(done, total)` is awaited as each call finishes (for progress notifications).
+        """
+        finished = [0]
         results: list[dict[str, Any]] = [{} for _ in specs]
         try:
             backend = self.router.backend_for(client_session)
@@ -129,13 +139,16 @@ class SessionLLM:
                 answer = await self.complete(call, backend)
             except SubCallError as exc:
                 results[index] = {"ok": False, "error": str(exc), "kind": exc.kind}
-                return
-            results[index] = {
-                "ok": True,
-                "text": answer.completion.text,
-                "model": answer.completion.model,
-                "cached": answer.cached,
-            }
+            else:
+                results[index] = {
+                    "ok": True,
+                    "text": answer.completion.text,
+                    "model": answer.completion.model,
+                    "cached": answer.cached,
+                }
+            finished[0] += 1
+            if on_done is not None:
+                await on_done(finished[0], len(specs))
 
         async with anyio.create_task_group() as group:
             for index, spec in enumerate(specs):
