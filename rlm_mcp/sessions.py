@@ -70,7 +70,8 @@ class CellProgress:
         self.interval_s = interval_s
         self.sent = 0
         self.started = time.monotonic()
-        self.last = 0.0
+        self.last = 0.0  # any notification: a heartbeat is only sent when nothing else was
+        self.last_batch = 0.0
         self.sub_calls = 0
 
     async def _send(self, message: str) -> None:
@@ -93,7 +94,8 @@ class CellProgress:
 
     async def sub_call_done(self, done: int, total: int) -> None:
         self.sub_calls += 1
-        if done == total or time.monotonic() - self.last >= self.MIN_GAP_S:
+        if done == total or time.monotonic() - self.last_batch >= self.MIN_GAP_S:
+            self.last_batch = time.monotonic()
             await self._send(f"sub-calls: {done} of {total} done in this batch")
 
 
