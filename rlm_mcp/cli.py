@@ -21,7 +21,8 @@ DESCRIPTION = (
     "Recursive Language Model server for the Model Context Protocol. Serves over stdio; "
     "every flag can also be set with the environment variable named in its help. "
     "`rlm-mcp doctor [flags]` prints which sandbox layers this machine provides; `rlm-mcp sessions` lists the "
-    "saved sessions (`--delete ID` removes one)."
+    "saved sessions (`--delete ID` removes one); `rlm-mcp trace FILE.jsonl -o trace.html` renders a session's "
+    "trace as one self-contained HTML page."
 )
 
 
@@ -36,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-mcp", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"rlm-mcp {__version__}")
     parser.add_argument(
-        "command", nargs="?", choices=["serve", "doctor", "sessions"], default="serve", help=argparse.SUPPRESS
+        "command", nargs="?", choices=["serve", "doctor", "sessions", "trace"], default="serve", help=argparse.SUPPRESS
     )
+    parser.add_argument("trace_file", nargs="?", metavar="FILE.jsonl", help="with `trace`: the trace to render")
+    parser.add_argument("-o", "--output", metavar="FILE.html", help="with `trace`: where to write the page")
     parser.add_argument("--delete", metavar="ID", help="with `sessions`: delete the saved session ID")
     for field, info in Settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
@@ -60,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "trace":
+        return _trace(args.trace_file, args.output)
     overrides = {field: getattr(args, field) for field in Settings.model_fields}
     try:
         settings = load_settings(overrides)
@@ -93,6 +98,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)
     build_server(settings).run("stdio")
+    return 0
+
+
+def _trace(trace_file: str | None, output: str | None) -> int:
+    from rlm_mcp.viewer import write_html
+
+    if not trace_file:
+        print("rlm-mcp: give the trace: rlm-mcp trace SESSION_DIR/trace.jsonl -o trace.html", file=sys.stderr)
+        return 2
+    source = Path(trace_file)
+    target = Path(output) if output else source.with_suffix(".html")
+    try:
+        count = write_html(source, target)
+    except (OSError, ValueError) as exc:
+        print(f"rlm-mcp: cannot render {source}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {target} ({count} events)")
     return 0
 
 
