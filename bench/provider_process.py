@@ -7,7 +7,10 @@ would land on one core, charging the provider's cost to the server under test.
 Protocol (one line each way): ``latency SECONDS`` -> ``ok``; ``stats`` -> a JSON object with ``count`` and
 ``max_in_flight`` (reset by ``reset``). Closing stdin stops the provider.
 
-Run directly: python bench/provider_process.py (prints the base URL, then reads commands).
+The fake model is either a fixed answer or, given as `py:module:function`, a function
+`answer(prompt, system, model) -> str` (e.g. `py:bench.tasks:answer`, which reads the chunk it is given).
+
+Run directly: python bench/provider_process.py [ANSWER] (prints the base URL, then reads commands).
 """
 
 from __future__ import annotations
@@ -75,7 +78,14 @@ def serve(answer: str) -> None:
     sys.path.insert(0, str(REPO))
     from tests.fakes import FakeProvider
 
-    with FakeProvider.start_in_thread(answer=lambda prompt, system, model: answer) as provider:
+    if answer.startswith("py:"):
+        import importlib
+
+        _, module, function = answer.split(":")
+        answer_fn = getattr(importlib.import_module(module), function)
+    else:
+        answer_fn = lambda prompt, system, model: answer  # noqa: E731
+    with FakeProvider.start_in_thread(answer=answer_fn) as provider:
         print(provider.base_url, flush=True)
         for line in sys.stdin:
             command, _, argument = line.strip().partition(" ")
