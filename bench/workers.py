@@ -12,6 +12,7 @@ from rlm_mcp.sessions import sandbox_policy
 
 def worker_host(tmp: Path, sandbox: str = "auto") -> WorkerHost:
     """A host whose worker is locked down exactly as a session's would be, in `tmp`, with `sandbox` mode."""
+    tmp.mkdir(parents=True, exist_ok=True)
     settings = load_settings({"roots": [tmp], "workspace": tmp / "ws", "sandbox": sandbox}, environ={})
     session_dir = tmp / "ws" / "sessions" / f"bench-{sandbox}"
     return WorkerHost(
