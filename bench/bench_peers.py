@@ -16,10 +16,16 @@ runs code and reports errors. A peer that fails to install or start is a row wit
 Measured per server: cold start to an answered tools/list; the size of tools/list (paid by the root model on
 every turn); loading a 10 MB, 100 MB (and with `--full` 1 GB) log file; a trivial exec round trip; an infinite
 loop with a 3 s timeout (time to return, does state survive); what `print('x' * 10_000_000)` sends back; and a
-single needle in a 10 MB haystack found with code. Ratios are ours / theirs. The table goes to stdout (Markdown,
-via bench/report.py), progress and the servers' own logs to stderr and the cache directory.
+single needle in a 10 MB haystack found with code. Every load is timed into a REPL that already exists (rlm-mcp
+spawns its worker process on a session's first call: that cost is bench_core.py's "first run_code"), each
+server keeps its own defaults (output limits, sandbox), and each server is measured alone, one after the other.
+Ratios are ours / theirs, so below 1x is smaller or faster for rlm-mcp. The table goes to stdout (Markdown, via
+bench/report.py); progress to stderr; the servers' own stderr to `<cache>/logs/<name>.log`.
 
-Run: python bench/bench_peers.py [--quick | --full] [--cache-dir DIR]
+Run (with the Python that has rlm-mcp installed; the first run also needs PyPI for the peers' venvs):
+    python bench/bench_peers.py [--quick | --full] [--cache-dir DIR]
+--quick loads only the 10 MB file and repeats less; --full adds the 1 GB file. The default takes about a minute
+once the venvs exist.
 """
 
 from __future__ import annotations
@@ -146,8 +152,12 @@ class Adapter:
         self.session, self.data_dir, self.timeout_s = session, data_dir, 60.0
 
     async def open(self, timeout_s: float) -> None:
-        """Prepare a REPL whose cells stop after `timeout_s`; `var` is bound by the next `load`."""
+        """Have a REPL ready whose cells stop after `timeout_s` (`var` is bound by the next `load`), so that a
+        load is timed as a load: rlm-mcp spawns its worker process on a session's first call."""
         self.timeout_s = timeout_s
+        outcome = await self.exec("pass")
+        if outcome.error:
+            raise RuntimeError(f"run_code: {outcome.error}")
 
     async def load(self, path: str) -> Outcome:
         return await call_tool(self.session, "load_context", {"path": path, "name": self.var})
@@ -244,12 +254,20 @@ async def connect(config: dict[str, Any]) -> AsyncIterator[Any]:
 
 
 def log_tail(config: dict[str, Any]) -> str:
-    """The server's last stderr lines: why a server that would not start did not start."""
+    """The server's last stderr line (a traceback's last line names the error): why a server stopped."""
     try:
         lines = Path(config["log_path"]).read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return short(" / ".join(lines[-3:]), 200)
+    return short(lines[-1], 200) if lines else ""
+
+
+def failure_reason(exc: BaseException, config: dict[str, Any]) -> str:
+    """The innermost client-side exception, then the server's last stderr lines (where the real cause is)."""
+    while inner := getattr(exc, "exceptions", None):  # an ExceptionGroup from the client's task group
+        exc = inner[0]
+    tail = log_tail(config)
+    return short(f"{type(exc).__name__}: {exc}" + (f"; server stderr: {tail}" if tail else ""), 300)
 
 
 async def phase_cold(config: dict[str, Any]) -> bool:
@@ -265,7 +283,7 @@ async def phase_cold(config: dict[str, Any]) -> bool:
                     tools = await session.list_tools()
                     samples.append(time.perf_counter() - started)
         except Exception as exc:
-            emit("start_error", short(f"{type(exc).__name__}: {exc} {log_tail(config)}", 240))
+            emit("start_error", failure_reason(exc, config))
             return False
         if i == 0:
             dumped = [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools.tools]
@@ -276,30 +294,34 @@ async def phase_cold(config: dict[str, Any]) -> bool:
 
 
 async def phase_loads(config: dict[str, Any]) -> None:
-    """Each file loaded once into a fresh server, then `len()` of the bound variable checked against the file."""
+    """Each file loaded `repeats` times, each time into a freshly opened REPL (for rlm-tools also a fresh file
+    cache), then `len()` of the bound variable checked against the file's size."""
     import anyio
 
     async with connect(config) as session:
         adapter = ADAPTERS[config["adapter"]](session, config["data_dir"])
-        await adapter.open(LOAD_EXEC_TIMEOUT_S)
-        for label, path, size, cap in config["loads"]:
-            key = f"load {label}"
-            with anyio.move_on_after(cap) as scope:
-                outcome = await adapter.load(path)
-            if scope.cancelled_caught:
-                emit(key, {"error": f"no answer after {cap:.0f} s"})
-                log(f"{config['name']}: load {label}: no answer after {cap:.0f} s, skipping larger files")
-                return
-            if outcome.error:
-                emit(key, {"error": outcome.error})
-                log(f"{config['name']}: load {label} failed: {outcome.error}")
-                continue
-            note = f"len() check: no answer after {cap:.0f} s"
-            with anyio.move_on_after(cap):
-                check = await adapter.exec(f"print(len({adapter.var}))")
-                note = "" if str(size) in check.text else f"len() check failed: {short(check.text, 80)}"
-            emit(key, {"s": outcome.elapsed, "note": note})
-            log(f"{config['name']}: load {label}: {outcome.elapsed:.3f} s {note}")
+        for label, path, size, cap, repeats in config["loads"]:
+            key, samples = f"load {label}", []
+            for _ in range(repeats):
+                await adapter.open(LOAD_EXEC_TIMEOUT_S)
+                with anyio.move_on_after(cap) as scope:
+                    outcome = await adapter.load(path)
+                if scope.cancelled_caught:
+                    emit(key, {"error": f"no answer after {cap:.0f} s"})
+                    log(f"{config['name']}: load {label}: no answer after {cap:.0f} s, skipping larger files")
+                    return
+                if outcome.error:
+                    emit(key, {"error": outcome.error})
+                    log(f"{config['name']}: load {label} failed: {outcome.error}")
+                    break
+                samples.append(outcome.elapsed)
+            else:
+                note = f"len() check: no answer after {cap:.0f} s"
+                with anyio.move_on_after(cap):
+                    check = await adapter.exec(f"print(len({adapter.var}))")
+                    note = "" if str(size) in check.text else f"len() check failed: {short(check.text, 80)}"
+                emit(key, {"samples": samples, "note": note})
+                log(f"{config['name']}: load {label}: " + ", ".join(f"{x:.3f} s" for x in samples) + f" {note}")
 
 
 async def phase_exec(config: dict[str, Any]) -> None:
@@ -369,7 +391,7 @@ async def driver_main(config: dict[str, Any]) -> None:
         try:
             await phase(config)
         except Exception as exc:  # a crashed or misbehaving server is a result, not a reason to stop
-            emit(f"{phase.__name__}_error", short(f"{type(exc).__name__}: {exc} {log_tail(config)}", 240))
+            emit(f"{phase.__name__}_error", failure_reason(exc, config))
             log(f"{config['name']}: {phase.__name__} failed: {exc!r}")
 
 
@@ -546,7 +568,8 @@ def load_value(label: str) -> Callable[[Results], Value]:
             return results.get("phase_loads_error")
         if "error" in item:
             return f"error: {item['error']}"
-        return float(item["s"]) if not item.get("note") else f"{item['s']:.3f} s ({item['note']})"
+        median = statistics.median(item["samples"])
+        return median if not item.get("note") else f"{median:.3f} s ({item['note']})"
 
     return get
 
@@ -614,7 +637,7 @@ def fmt(value: Value, unit: str) -> str:
     return f"{round(value):,} chars"
 
 
-def build_rows(ours: Server, peers: list[Server], sizes: list[str]) -> list[Row]:
+def build_rows(ours: Server, peers: list[Server], sizes: list[tuple[str, int]]) -> list[Row]:
     measures: list[tuple[str, str, str, Callable[[Results], Value]]] = [
         (
             "cold start to answered tools/list, median",
@@ -623,7 +646,7 @@ def build_rows(ours: Server, peers: list[Server], sizes: list[str]) -> list[Row]
             lambda r: statistics.median(r["cold_start_s"]) if "cold_start_s" in r else None,
         ),
         ("tools/list JSON, paid by the root model every turn", "<= 4,000", "chars", item_value("tools", "chars")),
-        *((f"load a {label} log file by path (wall time)", "", "s", load_value(label)) for label in sizes),
+        *((f"load a {label} log file by path, median (n={n})", "", "s", load_value(label)) for label, n in sizes),
         (f"exec round trip `{TRIVIAL_CODE}`, median", "<= 5 ms", "ms", exec_value),
         (f"`while True: pass` with a {HANG_TIMEOUT_S} s limit: call returns after", "", "s", hang_value),
         ("... a variable set before the loop survives", "yes", "", survived_value),
@@ -634,7 +657,7 @@ def build_rows(ours: Server, peers: list[Server], sizes: list[str]) -> list[Row]
     ]
     rows: list[Row] = []
     for peer in peers:
-        rows.append((f"environment vs {peer.spec.name}", ours.setup, "", peer.setup or peer.failure or "", ""))
+        rows.append((f"environment vs {peer.spec.name}", ours.setup, "", peer.setup or "not installed", ""))
         if peer.failure:
             rows.append((f"{peer.spec.name}: not measured", "", "", peer.failure, ""))
     for label, target, unit, get in measures:
@@ -664,13 +687,13 @@ def main(args: argparse.Namespace) -> None:
         data_dir = tmp / "data"
         data_dir.mkdir()
         block = log_block(random.Random(20240601), MB)
-        loads = []
+        loads: list[tuple[str, str, int, float, int]] = []  # label, path, bytes, seconds to wait, repeats
         for label, size in sizes:
             path = data_dir / f"log-{label.replace(' ', '').lower()}.txt"
             log(f"writing {label} of log-like text to {path}")
             write_log_file(path, size, block)
-            cap = 300.0 if size >= 1000 * MB else 120.0
-            loads.append((label, str(path), path.stat().st_size, cap))
+            cap, repeats = (300.0, 1) if size >= 1000 * MB else (120.0, 2 if args.quick else 3)
+            loads.append((label, str(path), path.stat().st_size, cap, repeats))
         niah = data_dir / "niah.txt"
         write_niah_file(niah, 10 * MB, block, needle, 0.6)
         base = {
@@ -684,7 +707,7 @@ def main(args: argparse.Namespace) -> None:
         driver_timeout = 1500.0 if args.full else 420.0
         servers = [measure_server(spec, cache, tmp, data_dir, base, driver_timeout) for spec in (OURS, *PEERS)]
 
-    print_report("peer comparison", build_rows(servers[0], servers[1:], [label for label, _ in sizes]))
+    print_report("peer comparison", build_rows(servers[0], servers[1:], [(label, n) for label, _, _, _, n in loads]))
 
 
 if __name__ == "__main__":
