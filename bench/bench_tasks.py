@@ -78,6 +78,11 @@ async def solve(provider_url: str, root: Path, task: tasks.Task) -> dict[str, An
     }
 
 
+def _share(part: int, whole: int) -> str:
+    share = part / whole
+    return f"{share:.2%}" if share >= 0.0001 else f"{share:.5%}"
+
+
 async def main(mode: str) -> None:
     niah, oolong, pairs = tasks.make_niah, tasks.make_oolong, tasks.make_pairs
     plans: list[tuple[str, Any, int]] = {
@@ -116,7 +121,7 @@ async def main(mode: str) -> None:
                     f"{result['calls']} tool calls; {sub_calls}",
                     "correct",
                     f"context {context_chars:,} chars",
-                    f"root saw {result['received']:,} chars ({result['received'] / context_chars:.2%})",
+                    f"root saw {result['received']:,} chars ({_share(result['received'], context_chars)})",
                 )
             )
             task.file.unlink()
