@@ -8,7 +8,7 @@ truth. Sub-calls inside the REPL go wherever rlm-mcp sends them (ANTHROPIC_API_K
 RLM_MCP_OPENAI_BASE_URL for an OpenAI-compatible endpoint such as Ollama).
 
 Needs ANTHROPIC_API_KEY (the root model is Claude; `--root-model` picks which). Example:
-  ANTHROPIC_API_KEY=... python bench/real_model.py --root-model claude-sonnet-4-5 --niah-mb 10 --records 2000
+  ANTHROPIC_API_KEY=... python bench/real_model.py --root-model claude-sonnet-4-6 --niah-mb 10 --records 2000
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root-model", default="claude-sonnet-4-5")
+    parser.add_argument("--root-model", default="claude-sonnet-4-6")
     parser.add_argument("--niah-mb", type=int, default=10)
     parser.add_argument("--records", type=int, default=2000)
     anyio.run(main, parser.parse_args())

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -44,12 +44,14 @@ __all__ = [
     "FakeProvider",
     "ProviderError",
     "RecordedRequest",
+    "ToolUse",
     "count_tokens",
     "default_answer",
 ]
 
-AnswerFn = Callable[[str, str | None, str], str | Awaitable[str]]
-"""``answer(prompt, system, model)``: the fake model. May be a coroutine function (e.g. to wait on an event)."""
+AnswerFn = Callable[[str, str | None, str], Any]
+"""``answer(prompt, system, model)``: the fake model, returning a str (or a `ToolUse`, to call a tool). May be a
+coroutine function (e.g. to wait on an event)."""
 
 ANTHROPIC_PATH = "/v1/messages"
 OPENAI_PATH = "/v1/chat/completions"
@@ -123,6 +125,14 @@ class ProviderError(Exception):
         self.error_type = error_type
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+
+
+@dataclass
+class ToolUse:
+    """Return this from an answer function to make the fake model call a tool (Anthropic API only)."""
+
+    name: str
+    input: dict[str, Any]
 
 
 @dataclass
@@ -648,7 +658,26 @@ class FakeProvider:
             return self._error(api, exc)
         except Exception as exc:
             return self._error(api, ProviderError(500, f"the fake model raised {type(exc).__name__}: {exc}"))
+        if isinstance(text, ToolUse):
+            if api != "anthropic":
+                return self._error(api, ProviderError(400, "the fake speaks tool use in the Anthropic format only"))
+            return self._tool_use(parsed, text)
         return self._success(api, parsed, str(text))
+
+    def _tool_use(self, parsed: _Parsed, use: ToolUse) -> tuple[int, Any, dict[str, str]]:
+        """An Anthropic Messages reply that asks the client to call a tool (stop_reason "tool_use")."""
+        n = self._next_id()
+        payload = {
+            "id": f"msg_fake{n:020d}",
+            "type": "message",
+            "role": "assistant",
+            "model": parsed.model,
+            "content": [{"type": "tool_use", "id": f"toolu_fake{n:020d}", "name": use.name, "input": use.input}],
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": count_tokens(parsed.text), "output_tokens": count_tokens(json.dumps(use.input))},
+        }
+        return 200, payload, {"request-id": f"req_fake{n:020d}"}
 
     def _next_id(self) -> int:
         with self._lock:
