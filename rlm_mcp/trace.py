@@ -12,6 +12,7 @@ Schema version 1 (`"v": 1` on every line); fields by `type`:
 - "cell": code, stdout, stderr (heads, shortened), result, outcome, state
 - "sub_call": model, backend, prompt, system, answer (shortened to 4,000 characters each), input_tokens,
   output_tokens, cost_usd (null when the model's price is unknown), cached, attempts, latency_s
+Once the file passes 256 MiB, events keep coming but without their texts, and `texts_dropped` lists which.
 Consumers must ignore fields they do not know; a change that removes or renames a field bumps `v`.
 """
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 TEXT_LIMIT = 4_000
+# Past this size a trace keeps recording every event, but without its texts (code, output, prompts, answers),
+# so a session of a million sub-calls cannot fill the disk with its own record.
+FULL_TEXT_BYTES = 256 * 1024 * 1024
+TEXT_FIELDS = ("code", "stdout", "stderr", "result", "prompt", "system", "answer", "arguments")
 
 _parent: contextvars.ContextVar[tuple[Tracer, int, int] | None] = contextvars.ContextVar("rlm_trace", default=None)
 
@@ -68,10 +73,15 @@ class Event:
 
 
 class Tracer:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, full_text_bytes: int = FULL_TEXT_BYTES) -> None:
         self.path = path
+        self.full_text_bytes = full_text_bytes
         self._ids = itertools.count(self._next_id())
         self._lock = threading.Lock()
+        try:
+            self._size = path.stat().st_size
+        except OSError:
+            self._size = 0
 
     def _next_id(self) -> int:
         """Continue the numbering of an existing trace (a resumed session appends to it)."""
@@ -85,8 +95,14 @@ class Tracer:
             return 1
 
     def write(self, fields: dict[str, Any]) -> None:
+        if self._size >= self.full_text_bytes:
+            dropped = [name for name in TEXT_FIELDS if fields.get(name) is not None]
+            fields = {key: value for key, value in fields.items() if key not in dropped}
+            if dropped:
+                fields["texts_dropped"] = dropped  # the trace passed its size for full texts
         line = json.dumps(fields, ensure_ascii=False, default=str) + "\n"
         with self._lock:
+            self._size += len(line.encode("utf-8"))
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path, "a", encoding="utf-8") as handle:

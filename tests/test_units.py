@@ -89,3 +89,19 @@ def test_fingerprint_sees_new_rebound_and_grown_names() -> None:
     namespace["c"] = "new"
     namespace["_private"] = 4
     assert sorted(changed_names(before, fingerprint(namespace))) == ["a", "c"]
+
+
+def test_a_trace_past_its_size_keeps_events_but_drops_their_texts(tmp_path) -> None:
+    from rlm_mcp.trace import Tracer, read_events
+
+    tracer = Tracer(tmp_path / "trace.jsonl", full_text_bytes=2_000)
+    for number in range(10):
+        with tracer.event("tool", "run_code", code="x" * 500) as tool, tracer.event("cell", f"cell {number}"):
+            tool.set(outcome="ok")
+    events = read_events(tmp_path / "trace.jsonl")
+    assert sorted(e["id"] for e in events) == list(range(1, 21))  # written as they finish: children first
+    tools = [e for e in events if e["type"] == "tool"]
+    assert tools[0]["code"] == "x" * 500 and "texts_dropped" not in tools[0]
+    late = tools[-1]
+    assert "code" not in late and late["texts_dropped"] == ["code"] and late["outcome"] == "ok"
+    assert all(e["parent"] is not None for e in events if e["type"] == "cell")
