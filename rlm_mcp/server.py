@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -80,6 +81,13 @@ def _error(message: str) -> CallToolResult:
 def build_server(settings: Settings) -> MCPServer:
     if not make_undumpable():
         log.warning("could not mark the server non-dumpable: REPL code may read its environment via /proc")
+    for root in settings.roots:
+        if root == Path("/") or root == Path.home():
+            log.warning(
+                "root %s lets load_context and REPL code read everything under it (your keys and dotfiles too); "
+                "pass --root with the directory the work needs",
+                root,
+            )
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
     sessions = SessionRegistry(settings)
