@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mcp import Client
+
+from rlm_mcp.server import build_server
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -42,3 +46,10 @@ async def test_instructions_teach_the_rlm_way_of_working(client: Client) -> None
     for phrase in ("load_context", "run_code", "persist", "Print only what you need", "llm_query_batched", "combine"):
         assert phrase in instructions
     assert len(instructions) < 1_000
+
+
+def test_a_root_of_slash_or_home_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    build_server(make_settings(tmp_path, tmp_path))
+    assert "reads everything" not in caplog.text and "read everything" not in caplog.text
+    build_server(make_settings(tmp_path, Path("/")))
+    assert "root / lets load_context and REPL code read everything under it" in caplog.text
