@@ -117,7 +117,10 @@ async def http_throughput(tmp: Path, seconds: float) -> list[tuple[str, str, str
             latencies: list[float] = []
 
             async def client_loop(latencies: list[float]) -> None:
-                async with Client(streamable_http_client(url, http_client=httpx2.AsyncClient(timeout=60))) as client:
+                async with (
+                    httpx2.AsyncClient(timeout=60) as http,
+                    Client(streamable_http_client(url, http_client=http)) as client,
+                ):
                     first = await client.call_tool("run_code", {"code": "1"})
                     handle = (first.structured_content or {})["session"]
                     deadline = time.perf_counter() + seconds

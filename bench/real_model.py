@@ -40,10 +40,9 @@ async def solve(task: tasks.Task, root: Path, model: str) -> dict[str, Any]:
         args=["-m", "rlm_mcp", "--root", str(root), "--workspace", str(root / "ws")],
         env=dict(os.environ),
     )
-    llm = anthropic.AsyncAnthropic()
     started = time.perf_counter()
     root_in = root_out = 0
-    async with Client(params) as client:
+    async with anthropic.AsyncAnthropic() as llm, Client(params) as client:
         listed = await client.list_tools()
         tools = [
             {"name": tool.name, "description": tool.description or "", "input_schema": tool.input_schema}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,15 @@ def server(tmp_path: Path, data_dir: Path) -> Iterator[str]:
         process.wait(10)
 
 
-def connect(url: str, token: str | None = TOKEN, **options: Any) -> Client:
+@contextlib.asynccontextmanager
+async def connect(url: str, token: str | None = TOKEN, **options: Any) -> AsyncIterator[Client]:
+    """An SDK client over streamable HTTP; the HTTP client it is given is ours to close."""
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60)), **options)
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http), **options) as client,
+    ):
+        yield client
 
 
 def post(url: str, body: bytes | str, **headers: str) -> httpx2.Response:
