@@ -6,8 +6,7 @@ from pathlib import Path
 
 from rlm_mcp.config import load_settings
 from rlm_mcp.repl.host import WorkerHost
-from rlm_mcp.repl.sandbox import worker_environment
-from rlm_mcp.sessions import sandbox_policy
+from rlm_mcp.sessions import session_worker_host
 
 
 def worker_host(tmp: Path, sandbox: str = "auto") -> WorkerHost:
@@ -15,9 +14,4 @@ def worker_host(tmp: Path, sandbox: str = "auto") -> WorkerHost:
     tmp.mkdir(parents=True, exist_ok=True)
     settings = load_settings({"roots": [tmp], "workspace": tmp / "ws", "sandbox": sandbox}, environ={})
     session_dir = tmp / "ws" / "sessions" / f"bench-{sandbox}"
-    return WorkerHost(
-        capture_dir=session_dir / "worker",
-        work_dir=session_dir / "work",
-        env=worker_environment(session_dir / "home"),
-        policy=sandbox_policy(settings, session_dir),
-    )
+    return session_worker_host(settings, session_dir)

@@ -14,20 +14,15 @@ from pathlib import Path
 import anyio
 
 from rlm_mcp.config import Settings
-from rlm_mcp.repl.host import WorkerHost, WorkerStartError
-from rlm_mcp.repl.sandbox import make_undumpable, summary, worker_environment
-from rlm_mcp.sessions import sandbox_policy
+from rlm_mcp.repl.host import WorkerStartError
+from rlm_mcp.repl.sandbox import make_undumpable, summary
+from rlm_mcp.sessions import session_worker_host
 
 
 async def _report(settings: Settings) -> tuple[list[dict[str, object]], str | None]:
     settings.workspace.mkdir(parents=True, exist_ok=True)
     session_dir = Path(tempfile.mkdtemp(prefix="doctor-", dir=settings.workspace))
-    host = WorkerHost(
-        capture_dir=session_dir / "worker",
-        work_dir=session_dir / "work",
-        env=worker_environment(session_dir / "home"),
-        policy=sandbox_policy(settings, session_dir),
-    )
+    host = session_worker_host(settings, session_dir)
     try:
         await host.start()
         return host.sandbox, None

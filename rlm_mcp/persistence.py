@@ -61,6 +61,10 @@ class SessionStore:
         temporary.write_text(json.dumps({"record": record, "hmac": self._sign(payload)}))
         os.replace(temporary, path)
 
+    def exists(self, session_id: str) -> bool:
+        """Whether a record was saved for this id (authentic or not: `load` decides that, once)."""
+        return (self.directory(session_id) / RECORD).is_file()
+
     def load(self, session_id: str) -> dict[str, Any] | None:
         """The session's record if it exists and is authentic; None (with a warning if it is not) otherwise."""
         path = self.directory(session_id) / RECORD

@@ -115,12 +115,7 @@ class Session:
         self.store = store
         self.dir = store.directory(session_id)
         self.tracer = Tracer(self.dir / "trace.jsonl")
-        self.host = WorkerHost(
-            capture_dir=self.dir / "worker",
-            work_dir=self.dir / "work",
-            env=worker_environment(self.dir / "home"),
-            policy=sandbox_policy(settings, self.dir),
-        )
+        self.host = session_worker_host(settings, self.dir)
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
         self.snapshot: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
@@ -491,6 +486,19 @@ class Session:
         await self.host.close()
 
 
+def session_worker_host(settings: Settings, session_dir: Path) -> WorkerHost:
+    """A REPL worker host laid out in a session's directory and locked down as settings say.
+
+    The one recipe for sessions, `rlm-mcp doctor` and the benchmarks, so all three run the same worker.
+    """
+    return WorkerHost(
+        capture_dir=session_dir / "worker",
+        work_dir=session_dir / "work",
+        env=worker_environment(session_dir / "home"),
+        policy=sandbox_policy(settings, session_dir),
+    )
+
+
 def sandbox_policy(settings: Settings, session_dir: Path) -> SandboxPolicy:
     """Reads: Python, system libraries, the roots. Writes: this session's directory, nothing else."""
     mib = 1024 * 1024
@@ -546,7 +554,7 @@ class SessionRegistry:
         A handle also reaches a saved session on any transport (resuming it).
         """
         if handle is not None:
-            if not HANDLE.fullmatch(handle) or (handle not in self._sessions and self.store.load(handle) is None):
+            if not HANDLE.fullmatch(handle) or (handle not in self._sessions and not self.store.exists(handle)):
                 raise UserError(f"no session {handle!r}: omit `session` to start one, or pass a handle you were given")
             return self._touch(self.get(handle)), False
         if self.settings.transport == "stdio":

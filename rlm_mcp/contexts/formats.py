@@ -77,8 +77,7 @@ def load_file(path: str, *, size: int, mmap_bytes: int, max_bytes: int) -> Loade
     if not compression and suffix not in (".json", ".jsonl", ".ndjson", ".csv", ".tsv"):
         if size >= mmap_bytes:
             text = MappedText(path)
-            lines = text.count("\n") + (0 if not len(text) or text.endswith("\n") else 1)
-            return Loaded(text, "mapped", size, len(text), lines)
+            return Loaded(text, "mapped", size, len(text), count_lines(text))  # type: ignore[arg-type]
         if size > max_bytes:
             raise FormatError(f"the file is {size:,} bytes, over --max-file-bytes ({max_bytes:,})")
     if compression:
