@@ -76,22 +76,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if settings.log_level != "DEBUG":
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per sub-call is noise
-    settings.workspace.mkdir(parents=True, exist_ok=True)
+    settings.workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        return _run_command(args, settings)
+    except SettingsError as exc:  # also a session-signing key that cannot be used
+        print(f"rlm-mcp: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "sessions":
         return _sessions(settings, args.delete)
     if args.command == "doctor":
         from rlm_mcp.doctor import run_doctor
 
         return run_doctor(settings)
-
     if settings.transport == "http":
         from rlm_mcp.serve_http import serve
 
-        try:
-            serve(settings)
-        except SettingsError as exc:
-            print(f"rlm-mcp: {exc}", file=sys.stderr)
-            return 2
+        serve(settings)
         return 0
 
     from rlm_mcp.server import build_server  # deferred: `--help` and `--version` stay instant
@@ -102,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _trace(trace_file: str | None, output: str | None) -> int:
+    from rlm_mcp.escaping import printable
     from rlm_mcp.viewer import write_html
 
     if not trace_file:
@@ -110,31 +114,41 @@ def _trace(trace_file: str | None, output: str | None) -> int:
     source = Path(trace_file)
     target = Path(output) if output else source.with_suffix(".html")
     try:
-        count = write_html(source, target)
+        written = write_html(source, target)
     except (OSError, ValueError) as exc:
-        print(f"rlm-mcp: cannot render {source}: {exc}", file=sys.stderr)
+        print(f"rlm-mcp: cannot render {printable(str(source))}: {printable(str(exc))}", file=sys.stderr)
         return 1
-    print(f"wrote {target} ({count} events)")
+    print(f"wrote {printable(str(target))} ({written.events} events)")
+    if written.problems:
+        print(f"{written.problems} lines of the trace were skipped or changed; the page lists them", file=sys.stderr)
     return 0
 
 
 def _sessions(settings: Settings, delete: str | None) -> int:
-    """List the saved sessions (id, last use, contexts, saved variables), or delete one."""
+    """List the saved sessions (id, last use, contexts, saved variables), or delete one.
+
+    Context names and ids come from records that model-written code had a hand in, and go to a terminal:
+    each is printed through `printable`, so an ANSI escape or a newline in one shows as text.
+    """
     import time
 
+    from rlm_mcp.escaping import printable
     from rlm_mcp.persistence import SessionStore
 
     store = SessionStore(settings.workspace)
     if delete is not None:
         if not store.delete(delete):
-            print(f"rlm-mcp: no saved session {delete!r} in {store.root}", file=sys.stderr)
+            print(f"rlm-mcp: no saved session '{printable(delete)}' in {printable(str(store.root))}", file=sys.stderr)
             return 1
-        print(f"deleted session {delete}")
+        print(f"deleted session {printable(delete)}")
         return 0
     for session in store.list():
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session["updated"] or 0))
-        contexts = ", ".join(session["contexts"]) or "no contexts"
-        print(f"{session['id']}  {when}  {contexts}; {session['variables']} saved variables")
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.get("updated") or 0))
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = "?"
+        contexts = ", ".join(printable(str(name), 200) for name in session["contexts"]) or "no contexts"
+        print(f"{printable(str(session['id']), 200)}  {when}  {contexts}; {session['variables']} saved variables")
     return 0
 
 

@@ -2,18 +2,33 @@
 
 Clients put this text in the model's context, so it is compact and plain: stdout as it was printed (not
 JSON-escaped), then only the sections that have something to say. The same data is in structuredContent.
+
+Names, paths, types and notes (which quote file names, CSV headers, error texts) are chosen by whoever wrote
+the files or the code, so each goes through `printable`: it stays on its line, and a forged "Note: ..." line
+or an ANSI escape cannot pass for the server's own words. The cell's own output (stdout, stderr, its value,
+its error, the previews of its variables) is shown as it is, several lines on purpose.
 """
 
 from __future__ import annotations
 
+from rlm_mcp.escaping import printable
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
+
+NAME_LIMIT = 200  # a name, a type, one file of a listing
+PATH_LIMIT = 1_000  # what was loaded: a path or a glob
+NOTE_LIMIT = 2_000  # a note quotes names (columns, files, variables), so it is bounded too
+
+
+def _notes(notes: list[str]) -> list[str]:
+    return [f"Note: {printable(note, NOTE_LIMIT)}" for note in notes]
 
 
 def _size(info: VarInfo) -> str:
+    kind = printable(info.type, NAME_LIMIT)
     if info.size is None:
-        return info.type
+        return kind
     unit = "chars" if info.type == "str" else ("bytes" if info.type in ("bytes", "bytearray") else "items")
-    return f"{info.type}, {info.size:,} {unit}"
+    return f"{kind}, {info.size:,} {unit}"
 
 
 def render_run(result: RunResult) -> str:
@@ -27,18 +42,18 @@ def render_run(result: RunResult) -> str:
     if result.error:
         parts.append(result.error.rstrip("\n"))
     if result.changed:
-        shown = "; ".join(f"{v.name} ({_size(v)}) = {v.preview}" for v in result.changed)
+        shown = "; ".join(f"{printable(v.name, NAME_LIMIT)} ({_size(v)}) = {v.preview}" for v in result.changed)
         more = result.changed_total - len(result.changed)
         parts.append("Changed: " + shown + (f"; and {more:,} more" if more > 0 else ""))
     if result.restored:
         parts.append(
             "Restored REPL-provided names you had overwritten: "
-            + ", ".join(result.restored)
+            + ", ".join(printable(name, NAME_LIMIT) for name in result.restored)
             + " (store your results under other names)"
         )
     if result.sub_calls:
         parts.append("Sub-calls: " + _usage(result.sub_calls))
-    parts.extend(f"Note: {note}" for note in result.notes)
+    parts.extend(_notes(result.notes))
     if not parts:
         parts.append("(no output)")
     parts.append(f"[{result.outcome}, state {result.state}, {result.elapsed_s:.3f} s]")
@@ -57,20 +72,25 @@ def render_load(result: LoadResult) -> str:
     }
     shape = shapes.get(result.kind, "str")
     lines = [
-        f"Loaded {result.name!r} from {result.source}: {shape}, {result.chars:,} chars, "
-        f"{result.lines:,} lines, ~{result.est_tokens:,} tokens (estimate)."
+        f"Loaded '{printable(result.name, NAME_LIMIT)}' from {printable(result.source, PATH_LIMIT)}: {shape}, "
+        f"{result.chars:,} chars, {result.lines:,} lines, ~{result.est_tokens:,} tokens (estimate)."
     ]
     if result.skipped:
         skipped = ", ".join(
-            f"{reason} {count:,}"
-            + (f" (e.g. {', '.join(result.skipped_examples[reason])})" if result.skipped_examples.get(reason) else "")
+            f"{printable(reason, NAME_LIMIT)} {count:,}"
+            + (f" (e.g. {_examples(result.skipped_examples[reason])})" if result.skipped_examples.get(reason) else "")
             for reason, count in result.skipped.items()
         )
         lines.append(f"Skipped: {skipped}.")
-    lines.extend(f"Note: {note}" for note in result.notes)
+    lines.extend(_notes(result.notes))
     textual = result.kind in ("str", "mapped", "docx")
-    lines.append(f"Preview: {result.preview!r}" if textual else f"Preview: {result.preview}")
+    # A text's preview is a repr; the others are a repr of parsed data, or for files their names: escaped.
+    lines.append(f"Preview: {result.preview!r}" if textual else f"Preview: {printable(result.preview)}")
     return "\n".join(lines)
+
+
+def _examples(paths: list[str]) -> str:
+    return ", ".join(printable(path, NAME_LIMIT) for path in paths)
 
 
 def _money(cost: float | None) -> str:
@@ -88,6 +108,7 @@ def _usage(usage: SubCallUsage) -> str:
 def render_sub_query(result: SubQueryResult) -> str:
     origin = "cache" if result.cached else result.backend
     return (
-        f"{result.answer}\n[{result.model} via {origin}: {result.input_tokens:,} in / {result.output_tokens:,} out "
-        f"tokens, {_money(result.cost_usd)}; session so far: {_usage(result.session_usage)}]"
+        f"{result.answer}\n[{printable(result.model, NAME_LIMIT)} via {printable(origin, NAME_LIMIT)}: "
+        f"{result.input_tokens:,} in / {result.output_tokens:,} out tokens, {_money(result.cost_usd)}; "
+        f"session so far: {_usage(result.session_usage)}]"
     )
