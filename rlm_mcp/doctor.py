@@ -1,11 +1,14 @@
 """`rlm-mcp doctor`: start one REPL worker exactly as a session would and print what its sandbox holds.
 
 The report comes from the worker itself, after it has locked itself down, so it shows what this machine
-really provides under these settings, not what a separate probe guesses.
+really provides under these settings, not what a separate probe guesses. One line more says what caps the
+worker's memory: RLIMIT_DATA misses shared anonymous memory, so either a cgroup of the worker's own
+(found on the running worker) or the seccomp filter that refuses such memory must hold as well.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -14,35 +17,59 @@ from pathlib import Path
 import anyio
 
 from rlm_mcp.config import Settings
+from rlm_mcp.repl.cgroups import cgroup_support, worker_cgroups
 from rlm_mcp.repl.host import WorkerStartError
+from rlm_mcp.repl.proctree import descendants
 from rlm_mcp.repl.sandbox import make_undumpable, summary
 from rlm_mcp.sessions import session_worker_host
 
 
-async def _report(settings: Settings) -> tuple[list[dict[str, object]], str | None]:
+async def _report(settings: Settings) -> tuple[list[dict[str, object]], str | None, list[str]]:
+    """The worker's report of its layers, the start error if any, and the worker cgroups it runs in."""
     settings.workspace.mkdir(parents=True, exist_ok=True)
     session_dir = Path(tempfile.mkdtemp(prefix="doctor-", dir=settings.workspace))
     host = session_worker_host(settings, session_dir)
     try:
         await host.start()
-        return host.sandbox, None
+        return host.sandbox, None, worker_cgroups(descendants(os.getpid()))
     except WorkerStartError as exc:
-        return host.sandbox, str(exc)
+        return host.sandbox, str(exc), []
     finally:
         await host.close()
         shutil.rmtree(session_dir, ignore_errors=True)
 
 
+def memory_line(settings: Settings, layers: list[dict[str, object]], cgroups: list[str]) -> str:
+    """Which mechanism caps the worker's memory here, shared anonymous memory included."""
+    active = {str(layer["name"]): bool(layer["active"]) for layer in layers}
+    details = {str(layer["name"]): str(layer["detail"]) for layer in layers}
+    if not active.get("limits"):
+        return f"memory: not capped ({details.get('limits', 'no report')})"
+    text = f"memory: RLIMIT_DATA {settings.memory_limit_mb:,} MiB"
+    if cgroups:
+        return f"{text}; cgroup {', '.join(cgroups)}, whose memory.max counts shared memory too"
+    support = cgroup_support()
+    why = (
+        f"cgroup v2 is delegated here ({support.reason}), but the worker was given no cgroup of its own"
+        if support.delegated
+        else f"cgroup v2 not delegated here: {support.reason}"
+    )
+    if active.get("processes"):  # the seccomp filter that refuses processes refuses shared memory too
+        return f"{text}; shared anonymous memory refused by seccomp ({why})"
+    return f"{text} only; shared anonymous memory is NOT capped (no seccomp filter; {why})"
+
+
 def run_doctor(settings: Settings) -> int:
     """Print the report; exit status 1 if the worker would not start under these settings."""
     make_undumpable()  # as the server does, so the environment layer is reported as a session would see it
-    layers, error = anyio.run(_report, settings)
+    layers, error, cgroups = anyio.run(_report, settings)
     print(f"rlm-mcp sandbox report (RLM_MCP_SANDBOX={settings.sandbox}, Python {sys.version.split()[0]})")
     width = max((len(str(layer["name"])) for layer in layers), default=0)
     for layer in layers:
         mark = "yes" if layer["active"] else "NO "
         print(f"  {mark}  {str(layer['name']).ljust(width)}  {layer['detail']}")
     print(summary(layers))
+    print(memory_line(settings, layers, cgroups))
     if error:
         print(f"error: {error}")
         return 1

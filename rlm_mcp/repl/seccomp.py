@@ -1,7 +1,7 @@
-"""A seccomp filter for the worker: no new processes, no sockets, no kernel escape hatches; threads still work.
+"""A seccomp filter for the worker: no new processes, no sockets, no shared memory, no kernel escape hatches.
 
-Written as a classic BPF program here rather than through libseccomp: the filter is about twenty
-instructions, and building it in Python keeps the worker free of a C library that may be missing.
+Threads still work. Written as a classic BPF program here rather than through libseccomp: the filter is
+about seventy instructions, and building it in Python keeps the worker free of a C library that may be missing.
 
 What it denies (each with an errno, so the code sees an ordinary OSError, never a killed process):
 - fork, vfork, and clone without CLONE_THREAD (threads are clone with CLONE_THREAD, so they pass);
@@ -11,6 +11,20 @@ What it denies (each with an errno, so the code sees an ordinary OSError, never 
   Docker socket; socketpair() stays allowed (asyncio needs it and it connects to nothing).
 - ptrace, process_vm_readv/writev, mount and namespace calls, bpf, perf_event_open, keyrings, userfaultfd,
   io_uring, module loading, kexec, open_by_handle_at.
+- shared anonymous memory, because it escapes the memory cap: RLIMIT_DATA counts private writable
+  mappings only, and shared anonymous memory is shmem, which no rlimit counts (a cgroup's memory.max
+  would, where the machine delegates one: see cgroups.py). mmap with MAP_ANONYMOUS and MAP_SHARED (or
+  MAP_SHARED_VALIDATE, which has the MAP_SHARED bit), memfd_create and memfd_secret (memory-backed files
+  to mmap), and SysV shmget and shmat answer ENOMEM, as an allocation past the cap does: that is what code
+  that handles a failed allocation expects (EPERM would read as a file permission problem).
+  Refused at every size, not above a threshold: a per-mapping threshold bounds nothing, since a process
+  may make 65,530 mappings (vm.max_map_count); and nothing the worker runs needs shared anonymous memory,
+  which exists to share pages with other processes, and the worker may start none. Private anonymous
+  memory (malloc, thread stacks, `mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE)`) and mappings of files (bound
+  by the file-size limit and the filesystem layer) pass. Only the low 32 bits of mmap's flags are read:
+  a BPF load is 32 bits wide, and every bit the kernel consults for "anonymous" and "shared" (MAP_TYPE
+  0x0f, MAP_ANONYMOUS 0x20) lies in them, so the high word cannot change the verdict. /dev/zero mapped
+  shared is the same shmem: the filesystem layer does not let the worker open /dev/zero at all.
 Any other architecture than the native one (e.g. 32-bit syscalls on x86_64) kills the process.
 
 Installed by the worker while single-threaded (threads started later inherit it), after no_new_privs.
@@ -40,6 +54,12 @@ JSET_K = 0x45
 RET_K = 0x06
 
 OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0 = 0, 4, 16
+ARG_BYTES = 8
+# mmap(addr, length, prot, flags, fd, offset): flags is argument 3. Both supported architectures are
+# little-endian, so an argument's low 32 bits are the first word of its 64-bit slot.
+MMAP_FLAGS_ARG = 3
+MAP_SHARED = 0x01  # also set in MAP_SHARED_VALIDATE (0x03)
+MAP_ANONYMOUS = 0x20  # the same value on x86_64 and aarch64 (asm-generic)
 
 
 class Syscalls:
@@ -52,6 +72,7 @@ class Syscalls:
 
 DENIED_PROCESS = ("fork", "vfork", "execve", "execveat")
 DENIED_NETWORK = ("socket",)
+DENIED_MEMORY = ("memfd_create", "memfd_secret", "shmget", "shmat")  # shmem the rlimits do not count
 DENIED_ESCAPES = (
     "ptrace",
     "process_vm_readv",
@@ -108,6 +129,11 @@ TABLES = {
             "delete_module": 176,
             "kexec_load": 246,
             "open_by_handle_at": 304,
+            "mmap": 9,
+            "memfd_create": 319,
+            "memfd_secret": 447,
+            "shmget": 29,
+            "shmat": 30,
         },
     ),
     "aarch64": Syscalls(
@@ -139,6 +165,11 @@ TABLES = {
             "delete_module": 106,
             "kexec_load": 104,
             "open_by_handle_at": 265,
+            "mmap": 222,
+            "memfd_create": 279,
+            "memfd_secret": 447,
+            "shmget": 194,
+            "shmat": 196,
         },
     ),
 }
@@ -151,6 +182,11 @@ class SeccompError(OSError):
 
 def _instruction(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jump_true, jump_false, k)
+
+
+def _arg_low_word(index: int) -> int:
+    """Offset of the low 32 bits of system call argument `index` in struct seccomp_data (little-endian)."""
+    return OFFSET_ARG0 + ARG_BYTES * index
 
 
 def build_program(table: Syscalls) -> list[bytes]:
@@ -172,10 +208,20 @@ def build_program(table: Syscalls) -> list[bytes]:
         program += deny(name, errno.EPERM)
     for name in DENIED_NETWORK:
         program += deny(name, errno.EACCES)
+    for name in DENIED_MEMORY:
+        program += deny(name, errno.ENOMEM)
     program += deny("clone3", errno.ENOSYS)
     program += [
+        _instruction(JEQ_K, table.numbers["mmap"], 0, 5),
+        _instruction(LD_W_ABS, _arg_low_word(MMAP_FLAGS_ARG)),
+        _instruction(JSET_K, MAP_ANONYMOUS, 0, 2),  # a file mapping: allowed
+        _instruction(JSET_K, MAP_SHARED, 0, 1),  # private anonymous memory: allowed, RLIMIT_DATA counts it
+        _instruction(RET_K, RET_ERRNO | errno.ENOMEM),
+        _instruction(RET_K, RET_ALLOW),
+    ]
+    program += [
         _instruction(JEQ_K, table.numbers["clone"], 0, 4),
-        _instruction(LD_W_ABS, OFFSET_ARG0),  # clone's flags, low 32 bits
+        _instruction(LD_W_ABS, _arg_low_word(0)),  # clone's flags, low 32 bits
         _instruction(JSET_K, CLONE_THREAD, 0, 1),
         _instruction(RET_K, RET_ALLOW),
         _instruction(RET_K, RET_ERRNO | errno.EPERM),
