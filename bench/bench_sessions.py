@@ -11,6 +11,7 @@ Run: python bench/bench_sessions.py [--quick]
 from __future__ import annotations
 
 import argparse
+import secrets
 import socket
 import statistics
 import subprocess
@@ -61,7 +62,7 @@ async def snapshot_costs(tmp: Path, repeats: int) -> list[tuple[str, str, str, s
     try:
         await run("values = {}")
         without = await trivial(200)
-        snapshots = host.capture_dir.parent / "snapshot"  # inside the session directory, the worker's to write
+        snapshots = host.scratch_dir / "snapshot"  # the worker writes its snapshots in its scratch directory
         await host.call({"op": "persist", "dir": str(snapshots), "max_bytes": 1 << 30}, timeout=10, grace=1)
         for label, size in SIZES.items():
             times = []
@@ -102,7 +103,9 @@ def free_port() -> int:
 async def http_throughput(tmp: Path, seconds: float) -> list[tuple[str, str, str, str, str]]:
     port = free_port()
     command = [sys.executable, "-m", "rlm_mcp", "--transport", "http", "--port", str(port), "--root", str(tmp)]
-    command += ["--workspace", str(tmp / "ws-http"), "--max-sessions", "100"]
+    token = secrets.token_urlsafe(16)
+    command += ["--workspace", str(tmp / "ws-http"), "--max-sessions", "100", "--auth-token", token]
+    command += ["--max-new-sessions-per-minute", "1000"]
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/mcp"
     rows = []
@@ -118,7 +121,7 @@ async def http_throughput(tmp: Path, seconds: float) -> list[tuple[str, str, str
 
             async def client_loop(latencies: list[float]) -> None:
                 async with (
-                    httpx2.AsyncClient(timeout=60) as http,
+                    httpx2.AsyncClient(timeout=60, headers={"authorization": f"Bearer {token}"}) as http,
                     Client(streamable_http_client(url, http_client=http)) as client,
                 ):
                     first = await client.call_tool("run_code", {"code": "1"})

@@ -65,9 +65,17 @@ class Settings(BaseModel):
     )
     port: int = Field(default=8765, ge=0, le=65535, description="HTTP: port to listen on.")
     auth_token: str | None = Field(
-        default=None, description="HTTP: bearer token every request must carry. Prefer the env var."
+        default=None,
+        description="HTTP: bearer token every request must carry (without it, one is minted at start and printed "
+        "to stderr). Prefer the env var.",
+    )
+    no_auth: bool = Field(
+        default=False, description="HTTP on loopback: accept requests without a token (any local user can run code)."
     )
     max_sessions: int = Field(default=64, gt=0, description="HTTP: most sessions held at once.")
+    max_new_sessions_per_minute: int = Field(
+        default=30, gt=0, description="HTTP: most sessions one client address may start in a minute."
+    )
     idle_timeout_s: float = Field(
         default=1_800.0, gt=0, description="HTTP: a session unused this long is closed (its snapshot kept)."
     )
@@ -89,6 +97,11 @@ class Settings(BaseModel):
     )
     write_limit_mb: int = Field(
         default=1_024, ge=1, description="Largest file the REPL worker may write, in MiB (RLIMIT_FSIZE)."
+    )
+    disk_limit_mb: int = Field(
+        default=4_096,
+        ge=1,
+        description="Most MiB a session's scratch directory may hold; checked every second while a cell runs.",
     )
     mmap_threshold_mb: int = Field(
         default=64,

@@ -1,14 +1,18 @@
 """Serving over streamable HTTP: many clients, each in its own session, on loopback unless a token guards it.
 
 The MCP SDK's app does the protocol, Host/Origin checks (DNS rebinding), the body limit and its own session
-cap; this module adds the bearer token (compared in constant time) and refuses to listen beyond loopback
-without one, since a REPL server reachable from the network without a token is remote code execution.
+cap; this module adds the bearer token (compared in constant time). A REPL server that accepts requests
+without a token is code execution for anyone who can reach it, and on loopback that is every local user:
+so on loopback without `--auth-token` a token is minted at start and printed to stderr (as Jupyter does),
+unless `--no-auth` says otherwise; beyond loopback the operator must give one.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import secrets
+import sys
 from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -22,11 +26,29 @@ PATH = "/mcp"
 
 
 def check_http_settings(settings: Settings) -> None:
+    """Beyond loopback the operator chooses the token: one minted here would have to travel somehow."""
     if settings.host not in LOOPBACK and not settings.auth_token:
         raise SettingsError(
             f"refusing to listen on {settings.host} without a token: anyone who can reach it could run code "
             "here. Set RLM_MCP_AUTH_TOKEN (or --auth-token), or listen on 127.0.0.1"
         )
+
+
+def bearer_token(settings: Settings) -> str | None:
+    """The token requests must carry: the operator's, or one minted now and printed; None with --no-auth."""
+    if settings.auth_token:
+        return settings.auth_token
+    if settings.no_auth:
+        log.warning("--no-auth: any local user can run code in this server's REPL sessions")
+        return None
+    token = secrets.token_urlsafe(32)
+    print(
+        f"rlm-mcp: HTTP clients must send the header\n    Authorization: Bearer {token}\n"
+        "  (set RLM_MCP_AUTH_TOKEN to choose the token, or pass --no-auth on loopback to go without)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return token
 
 
 class BearerToken:
@@ -65,7 +87,8 @@ def build_app(settings: Settings) -> Any:
         transport_security=security,
         host=settings.host,
     )
-    return BearerToken(app, settings.auth_token) if settings.auth_token else app
+    token = bearer_token(settings)
+    return BearerToken(app, token) if token else app
 
 
 def serve(settings: Settings) -> None:

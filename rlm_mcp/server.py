@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,9 +28,12 @@ from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.render import render_load, render_run, render_sub_query
 from rlm_mcp.repl.host import WorkerStartError
 from rlm_mcp.repl.sandbox import make_undumpable, summary
-from rlm_mcp.sessions import Session, SessionRegistry
+from rlm_mcp.sessions import Resolved, Session, SessionRegistry
+from rlm_mcp.trace import read_tail_text
 
 log = logging.getLogger(__name__)
+
+TRACE_RESOURCE_MAX_BYTES = 32 * 1024 * 1024  # the resource gives the trace's last whole lines within this
 
 INSTRUCTIONS = """\
 rlm-mcp holds large inputs in a persistent Python REPL so they never enter your context (the Recursive \
@@ -65,6 +68,7 @@ SESSION_FIELD = Field(description="Session handle from an earlier result (HTTP c
 
 
 def _result(model: BaseModel, text: str, session: Session, minted: bool, is_error: bool = False) -> CallToolResult:
+    """The text for clients that show text; the same data for those that show structuredContent."""
     if minted:
         text = f"Session: {session.id} (pass session={session.id!r} in every later call)\n" + text
     return CallToolResult(
@@ -103,9 +107,23 @@ def build_server(settings: Settings) -> MCPServer:
                 group.cancel_scope.cancel()
                 await sessions.close_all()
 
-    def resolve(ctx: Context, handle: str | None) -> tuple[Session, bool]:
+    def resolve(ctx: Context, handle: str | None) -> Resolved:
         headers = _headers(ctx)
-        return sessions.resolve(handle, headers.get("mcp-session-id") if headers else None)
+        return sessions.resolve(handle, headers.get("mcp-session-id") if headers else None, _client_address(ctx))
+
+    async def serve(
+        ctx: Context, handle: str | None, work: Callable[[Session], Awaitable[Any]]
+    ) -> tuple[Resolved, Any] | CallToolResult:
+        """Find the call's session and do the work in it; a refused call gets an error result and leaves no
+        session behind that it made."""
+        resolved: Resolved | None = None
+        try:
+            resolved = resolve(ctx, handle)
+            return resolved, await work(resolved.session)
+        except (UserError, WorkerStartError) as exc:
+            if resolved is not None:
+                await sessions.discard(resolved)
+            return _error(str(exc))
 
     server = MCPServer(
         "rlm-mcp",
@@ -128,12 +146,13 @@ def build_server(settings: Settings) -> MCPServer:
         exclude: Annotated[list[str] | None, Field(description="Globs to leave out of a directory")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> LoadResult:
-        try:
-            target, minted = resolve(ctx, session)
-            result = await target.load_context(name=name, path=path, text=text, exclude=exclude)
-        except (UserError, WorkerStartError) as exc:
-            return _error(str(exc))  # type: ignore[return-value]
-        return _result(result, render_load(result), target, minted)  # type: ignore[return-value]
+        done = await serve(
+            ctx, session, lambda target: target.load_context(name=name, path=path, text=text, exclude=exclude)
+        )
+        if isinstance(done, CallToolResult):
+            return done  # type: ignore[return-value]
+        resolved, result = done
+        return _result(result, render_load(result), resolved.session, resolved.minted)  # type: ignore[return-value]
 
     run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 
@@ -144,15 +163,18 @@ def build_server(settings: Settings) -> MCPServer:
         timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> RunResult:
-        try:
-            target, minted = resolve(ctx, session)
-            result = await target.run_code(
+        done = await serve(
+            ctx,
+            session,
+            lambda target: target.run_code(
                 code, timeout_s, client_session=_client_session(ctx), report=_progress_reporter(ctx)
-            )
-        except (UserError, WorkerStartError) as exc:
-            return _error(str(exc))  # type: ignore[return-value]
+            ),
+        )
+        if isinstance(done, CallToolResult):
+            return done  # type: ignore[return-value]
+        resolved, result = done
         failed = result.outcome != "ok"
-        return _result(result, render_run(result), target, minted, is_error=failed)  # type: ignore[return-value]
+        return _result(result, render_run(result), resolved.session, resolved.minted, is_error=failed)  # type: ignore[return-value]
 
     @server.tool(
         description=SUB_QUERY_DESCRIPTION, structured_output=False, annotations=ToolAnnotations(read_only_hint=True)
@@ -165,12 +187,15 @@ def build_server(settings: Settings) -> MCPServer:
         max_tokens: Annotated[int | None, Field(description="Longest answer, in tokens")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> SubQueryResult:
-        try:
-            target, minted = resolve(ctx, session)
-            result = await target.sub_query(prompt, context, model, max_tokens, client_session=_client_session(ctx))
-        except (UserError, WorkerStartError) as exc:
-            return _error(str(exc))  # type: ignore[return-value]
-        return _result(result, render_sub_query(result), target, minted)  # type: ignore[return-value]
+        done = await serve(
+            ctx,
+            session,
+            lambda target: target.sub_query(prompt, context, model, max_tokens, client_session=_client_session(ctx)),
+        )
+        if isinstance(done, CallToolResult):
+            return done  # type: ignore[return-value]
+        resolved, result = done
+        return _result(result, render_sub_query(result), resolved.session, resolved.minted)  # type: ignore[return-value]
 
     @server.resource(
         "rlm://sandbox",
@@ -193,8 +218,7 @@ def build_server(settings: Settings) -> MCPServer:
 
     async def part(session: Session, name: str) -> str:
         if name == "trace":
-            path = session.tracer.path
-            return path.read_text(encoding="utf-8") if path.exists() else ""
+            return await anyio.to_thread.run_sync(read_tail_text, session.tracer.path, TRACE_RESOURCE_MAX_BYTES)
         if name == "usage":
             return json.dumps(session.usage())
         return json.dumps(await session.info())
@@ -220,7 +244,7 @@ def build_server(settings: Settings) -> MCPServer:
     async def session_part(session_id: str, name: str) -> str:
         if name not in PARTS:
             raise UserError(f"no part {name!r}; use one of {', '.join(PARTS)}")
-        return await part(sessions.resolve(session_id, None)[0], name)
+        return await part(sessions.resolve(session_id, None).session, name)
 
     return server
 
@@ -233,9 +257,12 @@ PARTS = {
 MIME = {"trace": "application/jsonl", "usage": "application/json", "info": "application/json"}
 
 
+EVICTION_PERIOD_S = 15.0  # with UNUSED_SESSION_S: a session no call has used is gone within a minute
+
+
 async def _evict_idle_sessions(sessions: SessionRegistry, idle_timeout_s: float) -> None:
     while True:
-        await anyio.sleep(max(1.0, min(60.0, idle_timeout_s / 4)))
+        await anyio.sleep(max(1.0, min(EVICTION_PERIOD_S, idle_timeout_s / 4)))
         for session_id in await sessions.evict_idle():
             log.info("closed idle session %s (its record is kept; a call with its handle resumes it)", session_id)
 
@@ -254,6 +281,15 @@ def _headers(ctx: Context) -> Any | None:
         return ctx.headers
     except (AttributeError, ValueError, RuntimeError):
         return None
+
+
+def _client_address(ctx: Context) -> str | None:
+    """The HTTP client's address (None on stdio), for the cap on new sessions per client."""
+    try:
+        client = getattr(ctx.request_context.request, "client", None)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    return getattr(client, "host", None)
 
 
 def _client_session(ctx: Context) -> Any | None:

@@ -12,7 +12,9 @@ import keyword
 import logging
 import re
 import secrets
+import shutil
 import time
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +22,17 @@ from typing import Any
 
 import anyio
 
+from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
 from rlm_mcp.contexts.selection import Caps, Selection, select_files, tree_summary
 from rlm_mcp.errors import UserError
+from rlm_mcp.escaping import printable
 from rlm_mcp.llm.pricing import CHARS_PER_TOKEN
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
-from rlm_mcp.persistence import SessionStore
+from rlm_mcp.persistence import SESSION_ID, SessionStore
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
 from rlm_mcp.repl.sandbox import SYSTEM_READ_ONLY, SandboxPolicy, python_paths, summary, worker_environment
 from rlm_mcp.trace import Tracer
@@ -38,9 +42,41 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedContext:
+    """A loaded context, remembered by the arguments that loaded it: a reload (after a worker death, or on
+    resume from a record) plans the load again, so it is checked against the roots of the day."""
+
     name: str
-    request: dict[str, Any]
+    path: str | None
+    text: str | None
+    exclude: tuple[str, ...]
     source: str
+
+    def as_record(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "text": self.text, "exclude": list(self.exclude),
+                "source": self.source}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, item: Any) -> LoadedContext | None:
+        """None for anything but the shape as_record writes (records of older versions, or damaged ones)."""
+        if not isinstance(item, dict):
+            return None
+        name, path, text, source = (item.get(key) for key in ("name", "path", "text", "source"))
+        exclude = item.get("exclude") or []
+        well_formed = (
+            isinstance(name, str)
+            and isinstance(source, str)
+            and (isinstance(path, str), isinstance(text, str)) in ((True, False), (False, True))
+            and (path is None or text is None)
+            and isinstance(exclude, list)
+            and all(isinstance(pattern, str) for pattern in exclude)
+        )
+        if not well_formed:
+            return None
+        try:
+            check_context_name(name)
+        except UserError:
+            return None
+        return cls(name, path, text, tuple(exclude), source)
 
 
 def check_context_name(name: str) -> None:
@@ -121,31 +157,41 @@ class Session:
         self.snapshot: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
         self._resuming = record is not None
         if record is not None:
-            self.contexts = {item["name"]: LoadedContext(**item) for item in record.get("contexts", [])}
-            self.snapshot = dict(record.get("snapshot", {}))
-            self.cells = int(record.get("cells", 0))
+            self._take_record(record)
         self._lock = anyio.Lock()
         self.last_used = time.monotonic()
+        self.calls = 0  # tool calls that passed validation: a session none has used is closed soon
 
     @property
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def _take_record(self, record: dict[str, Any]) -> None:
+        """What an authentic record says, taken as data: anything of the wrong shape is left out."""
+        contexts = [LoadedContext.from_record(item) for item in record.get("contexts") or []]
+        self.contexts = {context.name: context for context in contexts if context is not None}
+        snapshot = record.get("snapshot")
+        self.snapshot = _valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
+        cells = record.get("cells")
+        self.cells = cells if isinstance(cells, int) and cells >= 0 else 0
+
     def _save_record(self) -> None:
-        contexts = [{"name": c.name, "request": c.request, "source": c.source} for c in self.contexts.values()]
+        contexts = [context.as_record() for context in self.contexts.values()]
         self.store.save(self.id, {"contexts": contexts, "snapshot": self.snapshot, "cells": self.cells})
 
     def _note_snapshot(self, reply: dict[str, Any], notes: list[str]) -> None:
         """Take in what the worker saved after a cell; name what it could not save."""
         report = reply.get("snapshot")
-        if not report:
+        if not isinstance(report, dict):
             return
-        self.snapshot.update(report.get("saved", {}))
+        self.snapshot.update(_valid_snapshot(report.get("saved")))
         for name in [*report.get("removed", []), *report.get("unsaved", {})]:
             self.snapshot.pop(name, None)
         unsaved = report.get("unsaved") or {}
         if unsaved:
-            listed = "; ".join(f"{name} ({why})" for name, why in list(unsaved.items())[:10])
+            listed = "; ".join(
+                f"{printable(str(name), 80)} ({printable(str(why), 160)})" for name, why in list(unsaved.items())[:10]
+            )
             notes.append(f"not saved for recovery (lost if the worker restarts): {listed}")
         if report.get("saved") or report.get("removed") or unsaved:
             self._save_record()
@@ -159,6 +205,7 @@ class Session:
         with self.tracer.event("tool", "load_context", arguments=arguments) as event:
             result = await self._load_context(name=name, path=path, text=text, exclude=exclude)
             event.set(outcome="ok", kind=result.kind, chars=result.chars, source=result.source)
+            self.calls += 1
             return result
 
     async def _load_context(
@@ -167,20 +214,9 @@ class Session:
         check_context_name(name)
         if (path is None) == (text is None):
             raise UserError("give exactly one of `path` (a file, directory or glob) or `text` (small inline input)")
-        selection: Selection | None = None
-        if text is not None:
-            if len(text) > self.settings.inline_text_max_chars:
-                raise UserError(
-                    f"`text` has {len(text):,} characters, over the {self.settings.inline_text_max_chars:,} "
-                    "limit for inline input; write it to a file under a root and load it by `path`"
-                )
-            request: dict[str, Any] = {"op": "load", "name": name, "kind": "text", "text": text}
-            source = "inline text"
-        else:
-            assert path is not None
-            request, source, selection = await anyio.to_thread.run_sync(
-                self._plan_path_load, name, path, tuple(exclude or ())
-            )
+        wanted = LoadedContext(name, path, text, tuple(exclude or ()), "")
+        request, selection = await self._plan(wanted)
+        source = wanted.source
 
         async with self._lock:
             notes = await self._ensure_worker()
@@ -196,9 +232,25 @@ class Session:
                 raise ContextError(f"{source} holds no text files (binary: {len(reply['binary'])})")
             if name in self.contexts:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
-            self.contexts[name] = LoadedContext(name, request, source)
+            self.contexts[name] = wanted
             self._save_record()
         return _load_result(name, source, reply, selection, notes)
+
+    async def _plan(self, context: LoadedContext) -> tuple[dict[str, Any], Selection | None]:
+        """The worker request that loads `context` (setting its `source`), vetted against today's roots."""
+        if context.text is not None:
+            if len(context.text) > self.settings.inline_text_max_chars:
+                raise UserError(
+                    f"`text` has {len(context.text):,} characters, over the {self.settings.inline_text_max_chars:,} "
+                    "limit for inline input; write it to a file under a root and load it by `path`"
+                )
+            context.source = "inline text"
+            return {"op": "load", "name": context.name, "kind": "text", "text": context.text}, None
+        assert context.path is not None
+        request, context.source, selection = await anyio.to_thread.run_sync(
+            self._plan_path_load, context.name, context.path, context.exclude
+        )
+        return request, selection
 
     def _plan_path_load(
         self, name: str, path: str, exclude: tuple[str, ...]
@@ -260,6 +312,7 @@ class Session:
             if failure is not None:
                 raise failure
             event.set(outcome=result.outcome)
+            self.calls += 1
             return result
 
     async def _run_code(
@@ -282,14 +335,14 @@ class Session:
                 return await self._serve_worker_request(frame, client_session, progress.sub_call_done)
 
             with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
-                outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
+                outcome, over_disk = await self._call_watching_disk(request, timeout, serve)
                 reply = outcome.reply or {}
                 cell.set(
                     outcome=outcome.fate if outcome.fate != "ok" else ("error" if reply.get("error") else "ok"),
-                    stdout=reply.get("stdout"),
-                    stderr=reply.get("stderr") or outcome.stderr_tail,
-                    result=reply.get("result"),
-                    error=reply.get("error") or outcome.cause or None,
+                    stdout=_text(reply.get("stdout")),
+                    stderr=_text(reply.get("stderr")) or outcome.stderr_tail,
+                    result=_text(reply.get("result")),
+                    error=_text(reply.get("error")) or outcome.cause or None,
                 )
             elapsed = time.perf_counter() - started
             sub_calls = _cell_usage(usage_since(self.llm.usage, usage_before))
@@ -298,15 +351,69 @@ class Session:
                     f"{sub_calls.failures} sub-call(s) failed; llm_query_batched returns them as LLMError objects "
                     "(test with isinstance(x, LLMError))"
                 )
-            if outcome.fate in ("killed", "crashed"):
+            if over_disk:
+                notes.append(over_disk)
+            result = None
+            if outcome.fate not in ("killed", "crashed"):
+                notes.extend(_running_threads(reply.get("threads")))
+                if not over_disk:
+                    notes.extend(await self._disk_notes())
+                try:
+                    self._note_snapshot(reply, notes)
+                    result = _run_result(outcome, elapsed, notes)
+                except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                    log.warning("session %s: malformed reply from the worker (%s); replacing it", self.id, exc)
+                    await self.host.kill()
+                    outcome = CallOutcome("crashed", cause="the worker sent a malformed reply (protocol violation)")
+            if result is None:
                 notes += await self._recover()
                 result = _lost_result(outcome, elapsed, notes, self.settings.output_limit_chars)
                 result.state = "restored" if self.snapshot else "lost"
-            else:
-                self._note_snapshot(outcome.reply or {}, notes)
-                result = _run_result(outcome, elapsed, notes)
         result.sub_calls = sub_calls
         return result
+
+    async def _scratch_over_cap(self) -> str:
+        """Why the scratch directory is over its caps, or "" if it is not (walked in a thread: it may be big)."""
+        used, entries = await anyio.to_thread.run_sync(self.host.scratch_usage, SCRATCH_MAX_ENTRIES)
+        cap = self.settings.disk_limit_mb << 20
+        if used > cap:
+            return (
+                f"the working directory holds {used / 2**20:,.0f} MiB, over this session's cap of "
+                f"{self.settings.disk_limit_mb:,} MiB (RLM_MCP_DISK_LIMIT_MB); delete files with os.remove"
+            )
+        if entries > SCRATCH_MAX_ENTRIES:
+            return f"the working directory holds over {SCRATCH_MAX_ENTRIES:,} files and directories; delete some"
+        return ""
+
+    async def _disk_notes(self) -> list[str]:
+        why = await self._scratch_over_cap()
+        return [why + "; while it stays over, every cell is stopped within a second"] if why else []
+
+    async def _call_watching_disk(
+        self, request: dict[str, Any], timeout: float, serve: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> tuple[CallOutcome, str]:
+        """Run a cell, checking the scratch directory every DISK_CHECK_S; one over its cap is stopped
+        (interrupted, then killed after the grace period). Returns the outcome and why it was stopped."""
+        stopped: list[str] = []
+
+        async def watch() -> None:
+            while True:
+                await anyio.sleep(DISK_CHECK_S)
+                why = await self._scratch_over_cap()
+                if why:
+                    stopped.append("stopped: " + why)
+                    self.host.interrupt()
+                    await anyio.sleep(self._grace)
+                    await self.host.kill()
+                    return
+
+        outcome: CallOutcome | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
+            group.cancel_scope.cancel()
+        assert outcome is not None
+        return outcome, "".join(stopped)
 
     async def _serve_worker_request(
         self,
@@ -337,6 +444,7 @@ class Session:
         with self.tracer.event("tool", "sub_query", arguments=arguments) as event:
             result = await self._sub_query(prompt, context, model, max_tokens, client_session)
             event.set(outcome="ok")
+            self.calls += 1
             return result
 
     async def _sub_query(
@@ -439,7 +547,8 @@ class Session:
 
     async def _start_worker(self) -> None:
         await self.host.start()
-        persist = {"op": "persist", "dir": str(self.dir / "snapshot"), "max_bytes": self.settings.snapshot_max_mb << 20}
+        snapshots = str(self.host.scratch_dir / "snapshot")
+        persist = {"op": "persist", "dir": snapshots, "max_bytes": self.settings.snapshot_max_mb << 20}
         await self.host.call(persist, timeout=10, grace=self._grace)
 
     async def _recover(self) -> list[str]:
@@ -447,7 +556,13 @@ class Session:
         await self._start_worker()
         reloaded, failed = [], []
         for loaded in list(self.contexts.values()):
-            outcome = await self.host.call(loaded.request, timeout=self.settings.max_timeout_s, grace=self._grace)
+            try:
+                request, _ = await self._plan(loaded)
+            except UserError as exc:
+                failed.append(f"{loaded.name} ({exc})")
+                del self.contexts[loaded.name]
+                continue
+            outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self._grace)
             if outcome.fate == "ok" and (outcome.reply or {}).get("ok"):
                 reloaded.append(loaded.name)
             else:
@@ -489,31 +604,48 @@ class Session:
 def session_worker_host(settings: Settings, session_dir: Path) -> WorkerHost:
     """A REPL worker host laid out in a session's directory and locked down as settings say.
 
-    The one recipe for sessions, `rlm-mcp doctor` and the benchmarks, so all three run the same worker.
+    The session's directory is the server's: its record, trace, the worker's log and captured output. The
+    worker may write only `scratch/` inside it (its working directory, HOME, TMPDIR and its snapshots), and
+    the server opens nothing by name there. The one recipe for sessions, `rlm-mcp doctor` and the
+    benchmarks, so all three run the same worker.
     """
+    scratch = session_dir / "scratch"
     return WorkerHost(
-        capture_dir=session_dir / "worker",
-        work_dir=session_dir / "work",
-        env=worker_environment(session_dir / "home"),
-        policy=sandbox_policy(settings, session_dir),
+        private_dir=session_dir,
+        scratch_dir=scratch,
+        env=worker_environment(scratch / "home"),
+        policy=sandbox_policy(settings, scratch),
     )
 
 
-def sandbox_policy(settings: Settings, session_dir: Path) -> SandboxPolicy:
-    """Reads: Python, system libraries, the roots. Writes: this session's directory, nothing else."""
+def sandbox_policy(settings: Settings, scratch_dir: Path) -> SandboxPolicy:
+    """Reads: Python, system libraries, the roots. Writes: this session's scratch directory, nothing else."""
     mib = 1024 * 1024
     return SandboxPolicy(
         mode=settings.sandbox,
         read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots)),
-        read_write=(str(session_dir),),
+        read_write=(str(scratch_dir),),
         memory_bytes=settings.memory_limit_mb * mib,
-        write_bytes=settings.write_limit_mb * mib,
+        write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * mib,
         cell_cpu_s=settings.max_timeout_s + settings.interrupt_grace_s + 30,
+        hidden=(str(settings.workspace),),
     )
 
 
 LAST_STDIO_SESSION = "last-stdio-session"
-HANDLE = re.compile(r"(?:mcp-)?[A-Za-z0-9]{8,64}")
+HANDLE = SESSION_ID
+UNUSED_SESSION_S = 45.0  # a session that no call has used is closed after this long
+NEW_SESSION_WINDOW_S = 60.0
+
+
+@dataclass
+class Resolved:
+    """The session a call belongs to. `minted`: its handle was made for this call (the client must be told
+    it); `created`: the session was made for this call, so it goes again if the call is refused."""
+
+    session: Session
+    minted: bool = False
+    created: bool = False
 
 
 class SessionRegistry:
@@ -521,6 +653,9 @@ class SessionRegistry:
 
     With `resume` set, the default session is the one the previous stdio server used, brought back from
     the store (its contexts reloaded, its variables restored) on the first call that needs the worker.
+    Over HTTP a session costs a slot, a directory and later a worker, so a refused call leaves none behind
+    (`discard`), one never used is closed within a minute, and one client address may only start so many
+    sessions a minute.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -528,49 +663,89 @@ class SessionRegistry:
         self.router = Router(settings)
         self.store = SessionStore(settings.workspace)
         self._sessions: dict[str, Session] = {}
+        self._started_by: dict[str, deque[float]] = defaultdict(deque)  # client address -> session start times
         self._default_id = self._pick_default_id()
 
     def _pick_default_id(self) -> str:
         pointer = self.settings.workspace / LAST_STDIO_SESSION
         if self.settings.resume:
             try:
-                previous = pointer.read_text().strip()
+                previous = safefs.read_bounded(pointer, 256).decode("ascii", "replace").strip()
             except OSError:
                 previous = ""
-            if previous:
+            if HANDLE.fullmatch(previous):
                 return previous
         session_id = secrets.token_hex(8)
-        pointer.write_text(session_id)
+        safefs.write_atomic(pointer, session_id.encode())
         return session_id
 
     def default(self) -> Session:
         return self.get(self._default_id)
 
-    def resolve(self, handle: str | None, transport_session: str | None) -> tuple[Session, bool]:
-        """The session a call belongs to, and whether it was just created for a client without one.
+    def resolve(self, handle: str | None, transport_session: str | None, client: str | None = None) -> Resolved:
+        """The session a call belongs to.
 
         stdio: the default session. HTTP: the MCP session of a pre-2026 client (its mcp-session-id), or the
         handle a sessionless client passes back; a call with neither gets a new session and its handle.
-        A handle also reaches a saved session on any transport (resuming it).
+        A handle also reaches a saved session on any transport (resuming it). `client`: the caller's address,
+        for the cap on new sessions.
         """
         if handle is not None:
             if not HANDLE.fullmatch(handle) or (handle not in self._sessions and not self.store.exists(handle)):
                 raise UserError(f"no session {handle!r}: omit `session` to start one, or pass a handle you were given")
-            return self._touch(self.get(handle)), False
+            return Resolved(self._touch(self.get(handle)))
         if self.settings.transport == "stdio":
-            return self._touch(self.default()), False
+            return Resolved(self._touch(self.default()))
         if transport_session is not None:
-            return self._touch(self.get("mcp-" + re.sub(r"[^A-Za-z0-9]", "", transport_session)[:64])), False
-        return self._touch(self.get(secrets.token_hex(16))), True
+            session_id = "mcp-" + re.sub(r"[^A-Za-z0-9]", "", transport_session)[:64]
+            if session_id in self._sessions:
+                return Resolved(self._touch(self._sessions[session_id]))
+            return Resolved(self._new(session_id, client), created=True)
+        return Resolved(self._new(secrets.token_hex(16), client), minted=True, created=True)
+
+    def _new(self, session_id: str, client: str | None) -> Session:
+        """A session for a client that has none yet, within that client's quota of new sessions."""
+        if client is not None:
+            started = self._started_by[client]
+            now = time.monotonic()
+            while started and started[0] < now - NEW_SESSION_WINDOW_S:
+                started.popleft()
+            cap = self.settings.max_new_sessions_per_minute
+            if len(started) >= cap:
+                raise UserError(
+                    f"this client started {cap} sessions in the last minute, the most allowed "
+                    "(--max-new-sessions-per-minute); pass the `session` handle you were given to reuse one"
+                )
+            started.append(now)
+        return self._touch(self.get(session_id))
+
+    async def discard(self, resolved: Resolved) -> None:
+        """Undo a session made for a call that was refused: no slot, no directory, no worker left behind."""
+        session = resolved.session
+        if not resolved.created or session.calls or session.busy or self._sessions.get(session.id) is not session:
+            return
+        del self._sessions[session.id]
+        await session.close()
+        if not self.store.exists(session.id):
+            shutil.rmtree(session.dir, ignore_errors=True)
 
     def _touch(self, session: Session) -> Session:
         session.last_used = time.monotonic()
         return session
 
     async def evict_idle(self) -> list[str]:
-        """Close sessions unused for idle_timeout_s; their records stay, so a later call resumes them."""
-        cutoff = time.monotonic() - self.settings.idle_timeout_s
-        idle = [s for s in self._sessions.values() if s.last_used < cutoff and not s.busy]
+        """Close sessions unused for idle_timeout_s, and within a minute those no call has used; records
+        stay, so a later call with the handle resumes them."""
+        now = time.monotonic()
+
+        def expired(session: Session) -> bool:
+            unused_for = now - session.last_used
+            limit = (
+                self.settings.idle_timeout_s if session.calls else min(UNUSED_SESSION_S, self.settings.idle_timeout_s)
+            )
+            return not session.busy and unused_for >= limit
+
+        idle = [session for session in self._sessions.values() if expired(session)]
         for session in idle:
             del self._sessions[session.id]
             await session.close()
@@ -601,6 +776,39 @@ class SessionRegistry:
 # -- building results ------------------------------------------------------------------------------
 
 
+DIGEST = re.compile(r"[0-9a-f]{64}")
+DISK_CHECK_S = 1.0
+SCRATCH_MAX_ENTRIES = 100_000
+MAX_THREADS_NAMED = 10
+
+
+def _text(value: Any) -> str | None:
+    """A text field of a worker reply, for the trace: anything but a str is dropped, not serialised."""
+    return value if isinstance(value, str) else None
+
+
+def _running_threads(names: Any) -> list[str]:
+    if not isinstance(names, list) or not names:
+        return []
+    shown = ", ".join(printable(str(name), 60) for name in names[:MAX_THREADS_NAMED])
+    more = f" and {len(names) - MAX_THREADS_NAMED:,} more" if len(names) > MAX_THREADS_NAMED else ""
+    return [
+        f"threads still running after this cell: {shown}{more} (they go on using CPU between cells; "
+        "they stop when the session closes)"
+    ]
+
+
+def _valid_snapshot(saved: Any) -> dict[str, str]:
+    """Variable name -> snapshot digest, from the worker or a record: identifiers and SHA-256 digests only."""
+    if not isinstance(saved, dict):
+        return {}
+    return {
+        name: digest
+        for name, digest in saved.items()
+        if isinstance(name, str) and name.isidentifier() and isinstance(digest, str) and DIGEST.fullmatch(digest)
+    }
+
+
 def _valid_call(call: Any) -> bool:
     return (
         isinstance(call, dict)
@@ -628,9 +836,9 @@ def _load_result(
         if paths:
             skipped[reason] = len(paths)
             examples[reason] = paths[:3]
-    notes.extend(reply.get("notes") or [])
+    notes.extend(printable(str(note), 500) for note in reply.get("notes") or [])  # they quote file contents
     if selection is not None and selection.files:
-        notes.append(tree_summary(selection.files))
+        notes.append(printable(tree_summary(selection.files)))
     if reply["kind"] == "mapped":
         notes.append(
             "memory-mapped (MappedText), not read into memory: len(), slices (str), find/count/in and line iteration "

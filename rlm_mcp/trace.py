@@ -23,11 +23,14 @@ import contextvars
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rlm_mcp import safefs
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +82,14 @@ class Tracer:
         self._ids = itertools.count(self._next_id())
         self._lock = threading.Lock()
         try:
-            self._size = path.stat().st_size
+            self._size = os.lstat(path).st_size
         except OSError:
             self._size = 0
 
     def _next_id(self) -> int:
         """Continue the numbering of an existing trace (a resumed session appends to it)."""
         try:
-            with open(self.path, "rb") as handle:
-                handle.seek(0, 2)
-                handle.seek(max(0, handle.tell() - 65536))
-                last = handle.read().splitlines()[-1]
+            last = safefs.read_tail(self.path, 65536).splitlines()[-1]
             return int(json.loads(last)["id"]) + 1
         except (OSError, IndexError, ValueError, KeyError, TypeError):
             return 1
@@ -104,9 +104,12 @@ class Tracer:
         with self._lock:
             self._size += len(line.encode("utf-8"))
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(line)
+                safefs.private_dir(self.path.parent)
+                descriptor = safefs.open_append(self.path)  # never a link, a FIFO or a device
+                try:
+                    os.write(descriptor, line.encode("utf-8"))
+                finally:
+                    os.close(descriptor)
             except OSError as exc:  # a full disk must not fail the call being traced
                 log.warning("could not write the trace %s: %s", self.path, exc)
 
@@ -133,6 +136,14 @@ def current_tracer() -> Tracer | None:
     """The tracer of the event this task is inside, if any (the router files sub-calls with it)."""
     current = _parent.get()
     return current[0] if current else None
+
+
+def read_tail_text(path: Path, max_bytes: int) -> str:
+    """The trace as JSON Lines, or its last whole lines within `max_bytes` (for the trace resource)."""
+    data = safefs.read_tail(path, max_bytes + 1)
+    if len(data) > max_bytes:
+        data = data[data.find(b"\n") + 1 :]
+    return data.decode("utf-8", "replace")
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from rlm_mcp.config import Settings, load_settings
+from rlm_mcp.repl.host import WORKER_MARKER
 from rlm_mcp.repl.proctree import descendants
 from rlm_mcp.server import build_server
 
@@ -83,13 +84,15 @@ async def value_of(client: Client, expression: str) -> str:
 def worker_pid(workspace: Path) -> int:
     """The pid, as this process sees it, of the REPL worker serving sessions under `workspace`.
 
-    Inside bubblewrap's PID namespace the worker's own os.getpid() is a different, small number.
+    Inside bubblewrap's PID namespace the worker's own os.getpid() is a different, small number. The
+    command line names no session (any local user can read it), so the worker is told by its directory.
     """
     for pid in sorted(descendants(os.getpid())):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if command[1:3] == [b"-m", b"rlm_mcp.repl.worker"] and str(workspace).encode() in command[3]:
+        if WORKER_MARKER.encode() in command and cwd.startswith(str(workspace)):
             return pid
     raise AssertionError(f"no REPL worker is running for {workspace}")

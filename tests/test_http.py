@@ -38,12 +38,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(tmp_path: Path, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    tmp_path: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     args = [console_script(), "--transport", "http", "--port", str(port), "--root", str(data_dir)]
     args += ["--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5", *extra]
     process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -90,7 +90,7 @@ async def test_a_tampered_snapshot_file_is_not_unpickled(tmp_path: Path, data_di
     workspace = tmp_path / "ws"
     async with Client(build_server(make_settings(tmp_path, data_dir, workspace=workspace))) as client:
         await run(client, "good = 1\nbad = 2")
-    (snapshot,) = (workspace / "sessions").glob("*/snapshot/bad.pickle")
+    (snapshot,) = (workspace / "sessions").glob("*/scratch/snapshot/bad.pickle")
     # A pickle that would run code if loaded.
     snapshot.write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
 
@@ -127,14 +127,14 @@ def test_saved_sessions_are_listed_and_deleted_from_the_command_line(tmp_path: P
 
     workspace = tmp_path / "ws"
     store = SessionStore(workspace)
-    store.save("abc123", {"contexts": [{"name": "book", "request": {}, "source": "x"}], "snapshot": {"n": "0"}})
+    store.save("abc12345", {"contexts": [{"name": "book", "request": {}, "source": "x"}], "snapshot": {"n": "0"}})
     base = [console_script(), "sessions", "--workspace", str(workspace), "--root", str(data_dir)]
     listed = subprocess.run(base, capture_output=True, text=True, check=True).stdout
-    assert "abc123" in listed and "book; 1 saved variables" in listed
-    deleted = subprocess.run([*base, "--delete", "abc123"], capture_output=True, text=True)
-    assert deleted.returncode == 0 and not store.directory("abc123").exists()
-    missing = subprocess.run([*base, "--delete", "abc123"], capture_output=True, text=True)
-    assert missing.returncode == 1 and "no saved session 'abc123'" in missing.stderr
+    assert "abc12345" in listed and "book; 1 saved variables" in listed
+    deleted = subprocess.run([*base, "--delete", "abc12345"], capture_output=True, text=True)
+    assert deleted.returncode == 0 and not store.directory("abc12345").exists()
+    missing = subprocess.run([*base, "--delete", "abc12345"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "no saved session 'abc12345'" in missing.stderr
 
 
 async def test_http_sessions_are_capped_queued_and_evicted_when_idle(tmp_path: Path, data_dir: Path) -> None:

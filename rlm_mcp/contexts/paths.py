@@ -76,8 +76,9 @@ def resolve_source(raw: str, roots: tuple[Path, ...]) -> FileSource | TreeSource
     resolved = _candidate(base_text, roots).resolve()
     if not within(resolved, roots):
         raise ContextError(
-            f"{raw!r} resolves to {resolved}, outside the allowed roots ({_roots_text(roots)}). "
-            "Load a path under a root, or restart rlm-mcp with --root (RLM_MCP_ROOTS) to allow another directory."
+            f"{raw!r} is outside the allowed roots ({_roots_text(roots)}), or leads out of them through '..' or a "
+            "symlink. Load a path under a root, or restart rlm-mcp with --root (RLM_MCP_ROOTS) to allow another "
+            "directory."
         )
     try:
         info = os.stat(resolved)

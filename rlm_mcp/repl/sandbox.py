@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import platform
 import sys
@@ -38,7 +37,8 @@ PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PY
 LAYERS = ("environment", "limits", "namespaces", "capabilities", "filesystem", "network", "processes")
 OPEN_FILES = 1024
 
-# Read-only for every worker: what an interpreter and its C extensions may need to open.
+# Read-only for every worker: what an interpreter and its C extensions may need to open. Not /dev/zero:
+# mapped shared it is shared anonymous memory, which RLIMIT_DATA does not count (see seccomp.py).
 SYSTEM_READ_ONLY = (
     "/usr",
     "/lib",
@@ -49,7 +49,6 @@ SYSTEM_READ_ONLY = (
     "/etc/ssl",
     "/etc/mime.types",
     "/dev/null",
-    "/dev/zero",
     "/dev/random",
     "/dev/urandom",
     "/proc/self",
@@ -60,11 +59,12 @@ SYSTEM_READ_ONLY = (
 
 
 def worker_environment(home: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The worker's variables: an allow-list, never a key. HOME and TMPDIR lie in its scratch directory,
+    which the worker creates itself once locked down (the server makes nothing inside it)."""
     environ = os.environ if environ is None else environ
     env = {name: environ[name] for name in PASSED_THROUGH if name in environ}
     env.setdefault("PATH", os.defpath)
     tmp = home / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(home), TMPDIR=str(tmp), PYTHONIOENCODING="utf-8", PYTHONDONTWRITEBYTECODE="1")
     return env
 
@@ -79,7 +79,8 @@ def python_paths() -> list[str]:
 
 @dataclass(frozen=True)
 class SandboxPolicy:
-    """What the host asks of a worker; sent as JSON on its command line."""
+    """What the host asks of a worker; sent as the worker's first frame (never on its command line, which
+    every local process can read)."""
 
     mode: str  # auto | strict | off
     read_only: tuple[str, ...]
@@ -88,16 +89,15 @@ class SandboxPolicy:
     write_bytes: int
     cell_cpu_s: float
     open_files: int = OPEN_FILES
+    hidden: tuple[str, ...] = ()  # bubblewrap mounts an empty directory over these (the workspace)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, text: str) -> SandboxPolicy:
-        data = json.loads(text)
-        data["read_only"] = tuple(data["read_only"])
-        data["read_write"] = tuple(data["read_write"])
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> SandboxPolicy:
+        paths = {name: tuple(str(path) for path in data[name]) for name in ("read_only", "read_write", "hidden")}
+        return cls(**{**data, **paths})
 
 
 @dataclass
@@ -146,7 +146,8 @@ def _libc() -> Any | None:
 
 
 def make_undumpable() -> bool:
-    """Server side: deny same-user processes (the workers) access to /proc/<server>/environ and mem."""
+    """Deny same-user processes access to this one's /proc/<pid>/environ, mem and cwd: the server holds API
+    keys; a worker's environment and directory name its session. (A worker calls it once locked down.)"""
     libc = _libc()
     return libc is not None and libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
 
@@ -268,7 +269,9 @@ def apply(policy: SandboxPolicy) -> Report:
     report.add(
         "processes",
         not seccomp_problem,
-        "seccomp denies fork, exec and non-thread clone" if not seccomp_problem else f"seccomp: {seccomp_problem}",
+        "seccomp denies fork, exec and non-thread clone (and shared anonymous memory)"
+        if not seccomp_problem
+        else f"seccomp: {seccomp_problem}",
     )
     guard.install(processes=not seccomp_problem, network=bool(network_by))
     _report_environment(report)

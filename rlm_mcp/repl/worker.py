@@ -250,6 +250,7 @@ class Repl:
             snapshot["elapsed_s"] = time.perf_counter() - started_snapshot
         return {
             "snapshot": snapshot,
+            "threads": [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()],
             "ok": True,
             "stdout": shown_out,
             "stdout_chars": stdout.chars,
@@ -314,6 +315,13 @@ class Repl:
             return (
                 f"rlm-mcp sandbox: files are capped at {self.policy.write_bytes // mib:,} MiB "
                 "(RLM_MCP_WRITE_LIMIT_MB)\n"
+            )
+        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM and "rlm-mcp sandbox" not in str(exc):
+            return (
+                f"rlm-mcp sandbox: the worker's memory is capped at {self.policy.memory_bytes // mib:,} MiB "
+                "(RLM_MCP_MEMORY_LIMIT_MB), and shared anonymous memory (mmap.mmap(-1, n) without "
+                "flags=mmap.MAP_PRIVATE, memfd_create, SysV shm) is disabled because it escapes the cap; use a "
+                "bytearray, mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE), or mmap a file in the working directory\n"
             )
         refused = isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
         if refused and "rlm-mcp sandbox" not in str(exc):
@@ -440,28 +448,58 @@ def _preview(value: Any) -> str:
     return bounded_repr(value, PREVIEW_CHARS)
 
 
-def _take_over_descriptors(capture_dir: str) -> tuple[Any, int, OutputCapture]:
-    """Move the protocol off fds 0/1 and point 0 at /dev/null and 1/2 at the capture files."""
+def _take_over_descriptors(stdout_fd: int, stderr_fd: int) -> tuple[Any, int, OutputCapture]:
+    """Move the protocol off fds 0/1 and point 1/2 at the capture files the server opened for us."""
     proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
-    capture = OutputCapture(capture_dir)
+    capture = OutputCapture(stdout_fd, stderr_fd)
     faulthandler.enable(file=capture.stderr.fd, all_threads=True)
     return proto_in, proto_out, capture
 
 
+def _settle_in(work_dir: str) -> None:
+    """After the lock-down: stdin from /dev/null, and the directories code expects, inside the scratch area.
+
+    Best effort: whatever an earlier worker left there (a symlink in place of a directory, say) may make
+    one fail, which must not stop the worker from starting; the sandbox decides what any of it can reach.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    except OSError:
+        os.close(0)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    for directory in (work_dir, os.environ.get("HOME"), os.environ.get("TMPDIR")):
+        if directory:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                print(f"rlm-mcp worker: cannot create {directory}: {exc.strerror}", file=sys.stderr)
+    try:
+        os.chdir(work_dir)
+    except OSError as exc:
+        print(f"rlm-mcp worker: cannot enter {work_dir}: {exc.strerror}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
-    capture_dir, work_dir, policy = argv[1], argv[2], sandbox.SandboxPolicy.from_json(argv[3])
-    proto_in, proto_out, capture = _take_over_descriptors(capture_dir)
-    # Start-up imported from the capture dir; user code runs in the work dir and must not shadow modules.
-    sys.path[:] = [p for p in sys.path if p not in ("", capture_dir)]
-    os.chdir(work_dir)
+    """argv: [package parent, stdout fd, stderr fd]; the first frame on stdin holds the policy.
+
+    Until the lock-down the worker opens no file in a directory it may write (its working directory is
+    the server's, and -I keeps it off sys.path); the session's paths never appear on its command line.
+    """
+    proto_in, proto_out, capture = _take_over_descriptors(int(argv[1]), int(argv[2]))
+    start = protocol.read_frame(proto_in)
+    if start is None or start.get("op") != "start":
+        os.write(capture.stderr.fd, b"rlm-mcp worker: the host did not send its start frame\n")
+        return 3
+    policy = sandbox.SandboxPolicy.from_dict(start["policy"])
+    sys.path[1:1] = [str(path) for path in start.get("paths") or []]  # the operator's PYTHONPATH
     started = time.perf_counter()
     report = sandbox.apply(policy)
+    sandbox.make_undumpable()
     lockdown_s = time.perf_counter() - started
+    _settle_in(str(start["work_dir"]))
     repl = Repl(capture, HostChannel(proto_in, proto_out), policy if policy.mode != "off" else None)
     signal.signal(signal.SIGINT, repl.interrupt)
     layers = [layer.as_dict() for layer in report.layers]

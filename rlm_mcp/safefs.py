@@ -1,0 +1,148 @@
+"""File operations for the server's own files, done so that nothing planted beside them can redirect them.
+
+The server's files (session records, traces, the worker's log and captured output, the signing key) live
+in directories the REPL worker cannot write. These helpers add a second line on top of that: a final path
+component that is a symlink, a FIFO or a device is refused instead of followed or opened (O_NOFOLLOW,
+O_NONBLOCK, then a check that it is a regular file), files are created fresh (O_EXCL) rather than
+truncated in place, and reads are bounded. A file left by an older layout, or by a worker running with
+the sandbox off, can then fail a call, but never make the server write elsewhere, block, or read without
+end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class UnsafeFileError(OSError):
+    """A path the server was about to use is not a plain regular file (or is too large to read)."""
+
+
+def private_dir(path: Path) -> Path:
+    """Create (mode 0700) or check a directory of the server's; a symlink in its place is refused."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeFileError(f"{path} is not a directory (a symlink or a file is in its place)")
+    return path
+
+
+def _regular(descriptor: int, path: Path) -> os.stat_result:
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise UnsafeFileError(f"{path} is not a regular file")
+    return info
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def create_fresh(path: Path, *, readable: bool = True) -> int:
+    """A new, empty file at `path` (whatever was there is removed first, never followed); returns its fd."""
+    _unlink_quietly(path)
+    return create_exclusive(path, readable=readable)
+
+
+def create_exclusive(path: Path, *, readable: bool = True) -> int:
+    """A new file at `path`, only if nothing is there (FileExistsError otherwise); returns its fd."""
+    mode = os.O_RDWR if readable else os.O_WRONLY
+    descriptor = os.open(path, mode | os.O_CREAT | os.O_EXCL | OPEN_FLAGS, 0o600)
+    os.set_blocking(descriptor, True)
+    return descriptor
+
+
+def open_append(path: Path) -> int:
+    """An fd that appends to the regular file at `path`, creating it; links and FIFOs are refused."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | OPEN_FLAGS, 0o600)
+    _regular(descriptor, path)
+    os.set_blocking(descriptor, True)
+    return descriptor
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The whole of a regular file of at most `max_bytes`; anything else raises (FileNotFoundError stays)."""
+    descriptor = os.open(path, os.O_RDONLY | OPEN_FLAGS)
+    try:
+        info = _regular(descriptor, path)
+        if info.st_size > max_bytes:
+            raise UnsafeFileError(f"{path} holds {info.st_size:,} bytes, more than the {max_bytes:,} expected")
+        os.set_blocking(descriptor, True)
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(descriptor, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise UnsafeFileError(f"{path} grew past the {max_bytes:,} bytes expected while it was read")
+        return data
+    finally:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+
+
+def read_tail(path: Path, max_bytes: int) -> bytes:
+    """At most the last `max_bytes` of a regular file (b"" if it is missing)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | OPEN_FLAGS)
+    except FileNotFoundError:
+        return b""
+    try:
+        info = _regular(descriptor, path)
+        return os.pread(descriptor, max_bytes, max(0, info.st_size - max_bytes))
+    finally:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename; the temporary file gets a fresh unguessable name."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | OPEN_FLAGS, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        _unlink_quietly(temporary)
+        raise
+
+
+def tree_usage(path: Path, max_entries: int) -> tuple[int, int]:
+    """Bytes on disk (allocated blocks, so sparse and fallocated files count as they cost) and entries
+    under `path`, walked without following any link. Stops counting entries past `max_entries`."""
+    used, entries = 0, 0
+    try:
+        walker = os.fwalk(path, follow_symlinks=False)
+        for _dirpath, dirnames, filenames, dir_fd in walker:
+            for name in (*dirnames, *filenames):
+                entries += 1
+                try:
+                    used += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    continue
+            if entries > max_entries:
+                walker.close()
+                break
+    except OSError:
+        pass
+    return used, entries
