@@ -8,6 +8,7 @@ context before answering, so the model is told exactly what survived.
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import logging
 import re
@@ -33,6 +34,7 @@ from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 from rlm_mcp.persistence import SESSION_ID, SessionStore
+from rlm_mcp.repl import cgroups
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
 from rlm_mcp.repl.sandbox import SYSTEM_READ_ONLY, SandboxPolicy, python_paths, summary, worker_environment
 from rlm_mcp.trace import Tracer
@@ -615,7 +617,23 @@ def session_worker_host(settings: Settings, session_dir: Path) -> WorkerHost:
         scratch_dir=scratch,
         env=worker_environment(scratch / "home"),
         policy=sandbox_policy(settings, scratch),
+        cgroup_parent=None if settings.sandbox == "off" else worker_cgroup_parent(),
     )
+
+
+@functools.cache
+def worker_cgroup_parent() -> str | None:
+    """Where workers' cgroups go, if this machine delegates cgroup v2 to us (once per process: preparing
+    may move the server into a leaf cgroup of its own); None on cgroup v1 or without delegation."""
+    support = cgroups.cgroup_support()
+    if not support.delegated:
+        log.debug("no cgroup per worker: %s", support.reason)
+        return None
+    try:
+        return support.prepare()
+    except OSError as exc:
+        log.warning("cgroup v2 is delegated but unusable (%s); RLIMIT_DATA and seccomp cap memory alone", exc)
+        return None
 
 
 def sandbox_policy(settings: Settings, scratch_dir: Path) -> SandboxPolicy:

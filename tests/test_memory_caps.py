@@ -21,6 +21,7 @@ from mcp import Client
 
 from rlm_mcp.doctor import memory_line
 from rlm_mcp.repl import cgroups, guard, seccomp
+from rlm_mcp.repl.proctree import descendants
 from tests.conftest import make_settings, value_of
 from tests.test_sandbox import MISSING, error_of, needs, still_serving
 
@@ -399,3 +400,25 @@ def test_the_memory_line_for_each_situation(tmp_path: Path, data_dir: Path) -> N
     assert in_cgroup.startswith("memory: RLIMIT_DATA 2,048 MiB; cgroup /sys/fs/cgroup/d/rlm-mcp-worker-1-1")
     assert "shared anonymous memory refused by seccomp" in memory_line(settings, layers(True, True), [])
     assert "shared anonymous memory is NOT capped" in memory_line(settings, layers(True, False), [])
+
+
+async def test_each_worker_goes_into_a_cgroup_of_its_own_where_one_is_delegated(tmp_path: Path, data_dir: Path) -> None:
+    # Regular files stand in for a delegated cgroup v2 parent: nothing real is created (cgroup v1 here).
+    from rlm_mcp.sessions import session_worker_host
+
+    parent = tmp_path / "fake-cgroup"
+    parent.mkdir()
+    settings = make_settings(tmp_path, data_dir)
+    host = session_worker_host(settings, settings.workspace / "sessions" / "cgroupedsession")
+    host.cgroup_parent = str(parent)
+    await host.start()
+    try:
+        (own,) = parent.glob("rlm-mcp-worker-*")
+        expected = settings.memory_limit_mb * 2**20 + cgroups.MEMORY_HEADROOM_BYTES
+        assert int((own / "memory.max").read_text()) == expected
+        assert int((own / "pids.max").read_text()) == cgroups.DEFAULT_PIDS_MAX
+        moved = int((own / "cgroup.procs").read_text())  # each write moves one process; the last one stays
+        assert host._process is not None and moved in {host._process.pid, *descendants(host._process.pid)}
+    finally:
+        await host.close()
+    assert host._cgroup is None  # given back once the worker is dead

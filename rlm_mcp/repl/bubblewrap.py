@@ -42,7 +42,7 @@ def command(bwrap: str, worker: list[str], writable: list[str], hidden: Sequence
     directories, so they go through `--args FD` (a pipe), not on the command line any process can read.
     """
     options = ["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for path in hidden:
+    for path in filter(os.path.isdir, hidden):  # bwrap cannot make a mount point on the read-only /
         options += ["--size", str(HIDDEN_TMPFS_BYTES), "--perms", "0555", "--tmpfs", path]
     for path in writable:
         options += ["--bind", path, path]

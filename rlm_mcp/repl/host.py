@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 
 from rlm_mcp import safefs
-from rlm_mcp.repl import bubblewrap, protocol
+from rlm_mcp.repl import bubblewrap, cgroups, protocol
 from rlm_mcp.repl.proctree import descendants, kill_tree
 from rlm_mcp.repl.sandbox import SandboxPolicy, summary
 
@@ -108,11 +108,22 @@ class WorkerHost:
     descriptors. `scratch_dir` is the only directory the worker may write.
     """
 
-    def __init__(self, *, private_dir: Path, scratch_dir: Path, env: dict[str, str], policy: SandboxPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        private_dir: Path,
+        scratch_dir: Path,
+        env: dict[str, str],
+        policy: SandboxPolicy,
+        cgroup_parent: str | None = None,
+    ) -> None:
+        """`cgroup_parent`: a delegated cgroup v2 under which each worker gets its own (repl/cgroups.py)."""
         self.private_dir = private_dir
         self.scratch_dir = scratch_dir
         self.env = env
         self.policy = policy
+        self.cgroup_parent = cgroup_parent
+        self._cgroup: cgroups.WorkerCgroup | None = None
         self._captures: list[int] = []  # the server's descriptors on the worker's stdout and stderr files
         self.sandbox: list[dict[str, Any]] = []  # the last worker's report of its layers
         self.lockdown_s = 0.0  # how long the last worker took to apply them
@@ -163,6 +174,7 @@ class WorkerHost:
         finally:
             for descriptor in [log_fd, *passed[len(self._captures) :]]:
                 os.close(descriptor)
+        self._join_cgroup([self._process.pid])
         self._frames = protocol.FrameBuffer()
         self.starts += 1
         try:
@@ -179,6 +191,7 @@ class WorkerHost:
             await self.kill()
             raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")
         self._worker_pid = self._find_worker_pid()
+        self._join_cgroup(descendants(self._process.pid))  # what bwrap forked before the first move
         wrapping = {"name": "bubblewrap", "active": self._wrapped, "detail": bwrap_detail}
         self.sandbox = [wrapping, *(hello.get("sandbox") or [])]
         self.lockdown_s = float(hello.get("lockdown_s") or 0.0)
@@ -309,6 +322,7 @@ class WorkerHost:
             await self._process.wait()
         returncode = self._process.returncode
         await self._discard()
+        await self._leave_cgroup()
         return returncode
 
     async def kill(self) -> None:
@@ -329,6 +343,24 @@ class WorkerHost:
     async def close(self) -> None:
         await self.kill()
         self._close_captures()
+
+    def _join_cgroup(self, pids: Iterable[int]) -> None:
+        """Put the worker in a cgroup of its own (memory.max counts what RLIMIT_DATA misses), where there is
+        a delegated parent; without one, or if the kernel refuses, the rlimits and seccomp stand alone."""
+        if self.cgroup_parent is None or self.policy.mode == "off":
+            return
+        try:
+            if self._cgroup is None:
+                self._cgroup = cgroups.WorkerCgroup.create(self.cgroup_parent, memory_bytes=self.policy.memory_bytes)
+            for pid in pids:
+                self._cgroup.add(pid)
+        except OSError as exc:
+            log.warning("could not give the worker a cgroup under %s: %s", self.cgroup_parent, exc)
+
+    async def _leave_cgroup(self) -> None:
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None and not await anyio.to_thread.run_sync(cgroup.remove):
+            log.warning("the worker's cgroup %s could not be removed", cgroup.path)
 
     def _close_captures(self) -> None:
         for descriptor in self._captures:
