@@ -4,6 +4,11 @@ Runs in the server (it only stats files; the worker reads them). It honours .git
 does (nested files, negation, directory-only patterns, and the .gitignore files of enclosing directories up
 to the repository's top), never follows a symlink out of the allowed roots, and stops at the caps while
 still counting what it left out, so the model learns what it did not get and why.
+
+Everything it reads may be hostile (the pattern from a hijacked model, the tree and its .gitignore files from
+anyone), so the work is bounded: globs, excludes and .gitignore rules go through the matcher of `globs`,
+whose cost is polynomial and whose input is capped; .gitignore files are read up to a size; and the scan
+stops at a deadline.
 """
 
 from __future__ import annotations
@@ -11,17 +16,22 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-import pathspec
-
-from rlm_mcp.contexts.paths import TreeSource, within
+from rlm_mcp.contexts.globs import Glob, compile_glob
+from rlm_mcp.contexts.paths import ContextError, TreeSource, within
 
 ALWAYS_SKIPPED_DIRS = frozenset({".git", ".hg", ".svn"})
 EXAMPLES_PER_REASON = 3
+MAX_EXCLUDES = 100
+MAX_GITIGNORE_BYTES = 512 * 1024  # per file; GitHub's largest templates are a few KiB
+MAX_GITIGNORE_RULES = 5_000  # per file
+SCAN_DEADLINE_S = 30.0
+
+glob_regex = compile_glob  # the former name (tests/test_units.py); it no longer builds a single regex
 
 
 @dataclass(frozen=True)
@@ -46,77 +56,118 @@ class Selection:
             examples.append(rel)
 
 
-@lru_cache(maxsize=256)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Shell glob to regex with '**' spanning directories (fnmatch has no '**'; PurePath.full_match is 3.13+)."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[":
-            end = pattern.find("]", i + 2)
-            if end < 0:
-                out.append(re.escape("["))
-                i += 1
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
+@dataclass(frozen=True)
+class _Rule:
+    """One .gitignore rule. `anchored`: it has a "/" before its end, so it is matched against the path from the
+    .gitignore's directory; otherwise against the name alone, at any depth."""
+
+    glob: Glob
+    anchored: bool
+    negated: bool
+    dir_only: bool
+
+
+_ESCAPED = re.compile(r"\\(.)")
+
+
+def _parse_rule(line: str) -> _Rule | None:
+    """A .gitignore line as git reads it; None for blank lines and comments. Raises ContextError for a rule
+    beyond the glob limits (the caller drops it and says so)."""
+    if line.startswith("#"):
+        return None
+    text = line.rstrip(" ")
+    if (len(text) - len(text.rstrip("\\"))) % 2 and len(text) < len(line):  # "foo\ " keeps its escaped space
+        text += " "
+    negated = text.startswith("!")
+    text = text[1:] if negated else text
+    dir_only = text.endswith("/")
+    text = text[:-1] if dir_only else text
+    anchored = "/" in text
+    text = text[1:] if text.startswith("/") else text
+    if not text:
+        return None
+    # "\*" is a literal star: the glob matcher takes backslashes literally, so say it as a one-character class.
+    text = _ESCAPED.sub(lambda found: f"[{found[1]}]" if found[1] in "*?[\\" else found[1], text)
+    return _Rule(compile_glob(text, ".gitignore rule"), anchored, negated, dir_only)
 
 
 class GitIgnore:
     """The .gitignore rules in force at each directory; deeper files override shallower ones, as in git.
+
+    The files come from the tree being loaded, so they are untrusted: each is read up to MAX_GITIGNORE_BYTES
+    and MAX_GITIGNORE_RULES, its rules go through the bounded glob matcher (pathspec's one-regex-per-rule
+    backtracks: one rule like `**/a/**/a/**/b` took 30 s on one deep path), and every rule left out is listed
+    in `dropped`, for the result to report. A .gitignore that is a symlink, FIFO or device is not read.
 
     Paths are plain strings here: this runs once per file of trees with 100k files, where pathlib's
     objects cost more than the matching itself.
     """
 
     def __init__(self, base: Path, roots: tuple[Path, ...]) -> None:
-        self._specs: dict[str, pathspec.GitIgnoreSpec] = {}
-        for ancestor in _enclosing_repo_dirs(base, roots):
+        self._base = str(base)
+        self._rules: dict[str, list[_Rule]] = {}
+        self._everything = False
+        self.dropped: list[str] = []
+        chain = _enclosing_repo_dirs(base, roots)
+        for ancestor in chain:
             self.load(str(ancestor))
+        # The walk never tests `base` or the directories between it and the repository's top: if one of
+        # them is ignored, so is everything below, as in git.
+        self._everything = any(self.ignored(str(directory), is_dir=True) for directory in [*chain[1:], base])
 
     def load(self, directory: str) -> None:
+        path = os.path.join(directory, ".gitignore")
+        shown = os.path.relpath(path, self._base).replace(os.sep, "/")
         try:
-            with open(os.path.join(directory, ".gitignore"), encoding="utf-8", errors="replace") as handle:
-                text = handle.read()
-        except OSError:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
             return
-        self._specs[directory] = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+        except OSError:
+            self.dropped.append(f"{shown} (not a regular file, or unreadable)")
+            return
+        with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                self.dropped.append(f"{shown} (not a regular file)")
+                return
+            data = handle.read(MAX_GITIGNORE_BYTES + 1)
+        lines = data[:MAX_GITIGNORE_BYTES].decode("utf-8", errors="replace").splitlines()
+        if len(data) > MAX_GITIGNORE_BYTES:
+            lines.pop()  # cut mid-line
+            self.dropped.append(f"{shown} after line {len(lines):,} (over {MAX_GITIGNORE_BYTES:,} bytes)")
+        rules = []
+        for number, line in enumerate(lines, 1):
+            if len(rules) == MAX_GITIGNORE_RULES:
+                self.dropped.append(f"{shown} from line {number:,} (over {MAX_GITIGNORE_RULES:,} rules)")
+                break
+            try:
+                rule = _parse_rule(line)
+            except ContextError:
+                self.dropped.append(f"{shown} line {number:,} (over the glob limits)")
+                continue
+            if rule is not None:
+                rules.append(rule)
+        if rules:
+            self._rules[directory] = rules
 
     def ignored(self, path: str, is_dir: bool) -> bool:
-        if not self._specs:
+        """The verdict of the last rule matching `path`, looking at the deepest .gitignore first."""
+        if self._everything:
+            return True
+        if not self._rules:
             return False
-        governing = []  # directories above `path` that hold a .gitignore, deepest first
+        name = path[path.rfind(os.sep) + 1 :]
         cut = path.rfind(os.sep)
         while cut > 0:
-            if path[:cut] in self._specs:
-                governing.append(path[:cut])
+            rules = self._rules.get(path[:cut])
+            if rules:
+                rel = path[cut + 1 :].replace(os.sep, "/")
+                for rule in reversed(rules):
+                    if rule.dir_only and not is_dir:
+                        continue
+                    if rule.glob.match(rel) if rule.anchored else rule.glob.match_parts((name,)):
+                        return not rule.negated
             cut = path.rfind(os.sep, 0, cut)
-        verdict = False
-        for directory in reversed(governing):
-            rel = path[len(directory) + 1 :].replace(os.sep, "/") + ("/" if is_dir else "")
-            include = self._specs[directory].check_file(rel).include
-            if include is not None:
-                verdict = include
-        return verdict
+        return False
 
 
 def _enclosing_repo_dirs(base: Path, roots: tuple[Path, ...]) -> list[Path]:
@@ -131,36 +182,57 @@ def _enclosing_repo_dirs(base: Path, roots: tuple[Path, ...]) -> list[Path]:
     return []  # not inside a repository (below a root): only .gitignore files at or below base apply
 
 
-def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclude: tuple[str, ...] = ()) -> Selection:
+def select_files(
+    source: TreeSource,
+    roots: tuple[Path, ...],
+    caps: Caps,
+    exclude: tuple[str, ...] = (),
+    *,
+    deadline_s: float = SCAN_DEADLINE_S,
+) -> Selection:
     """`exclude`: globs relative to the base ("vendor/**"); without a "/" a glob matches the file's name at any
-    depth ("*.min.js"), as in .gitignore. A match is skipped as "excluded"."""
+    depth ("*.min.js"), as in .gitignore. A match is skipped as "excluded" (a directory whose every file would
+    match, like "vendor/" for "vendor/**", is skipped whole). Patterns beyond the glob limits are refused, and
+    a scan that takes longer than `deadline_s` stops with a ContextError, so a huge or hostile tree cannot
+    hold the server."""
+    if len(exclude) > MAX_EXCLUDES:
+        raise ContextError(
+            f"{len(exclude)} `exclude` patterns; the limit is {MAX_EXCLUDES}. Exclude whole directories "
+            "('vendor/**', '**/node_modules/**') rather than files one by one, or filter the loaded dict in the REPL"
+        )
     base = source.base
-    matcher = glob_regex(source.pattern) if source.pattern else None
-    excluded = [(glob_regex(pattern), "/" in pattern) for pattern in exclude]
+    matcher = compile_glob(source.pattern, "glob") if source.pattern else None
+    excluded = [(compile_glob(pattern, "exclude pattern"), "/" in pattern) for pattern in exclude]
+    give_up = time.monotonic() + deadline_s
     rules = GitIgnore(base, roots)
     selection = Selection(base)
     top = str(base)
     for dirpath, dirnames, filenames in os.walk(top):
+        _check_deadline(give_up, deadline_s, selection)
         rules.load(dirpath)
         prefix = "" if dirpath == top else dirpath[len(top) + 1 :].replace(os.sep, "/") + "/"
         kept_dirs = []
         for name in sorted(dirnames):
             path = os.path.join(dirpath, name)
             rel = prefix + name
-            if name in ALWAYS_SKIPPED_DIRS:
+            parts = rel.split("/")
+            if name in ALWAYS_SKIPPED_DIRS or (matcher is not None and not matcher.may_match_below(parts)):
                 continue
             if rules.ignored(path, is_dir=True):
                 selection.skip("gitignored", rel + "/")
             elif os.path.islink(path):
                 selection.skip("symlinked_dir", rel + "/")
+            elif any(by_path and pattern.matches_all_below(parts) for pattern, by_path in excluded):
+                selection.skip("excluded", rel + "/")
             else:
                 kept_dirs.append(name)
         dirnames[:] = kept_dirs
         for name in sorted(filenames):
+            _check_deadline(give_up, deadline_s, selection)
             rel = prefix + name
             if matcher is not None and not matcher.match(rel):
                 continue
-            if any(pattern.match(rel if by_path else name) for pattern, by_path in excluded):
+            if any(pattern.match(rel) if by_path else pattern.match_parts((name,)) for pattern, by_path in excluded):
                 selection.skip("excluded", rel)
                 continue
             path = os.path.join(dirpath, name)
@@ -168,7 +240,20 @@ def select_files(source: TreeSource, roots: tuple[Path, ...], caps: Caps, exclud
                 selection.skip("gitignored", rel)
                 continue
             _consider_file(selection, path, rel, roots, caps)
+    for where in rules.dropped:
+        selection.skip("gitignore_rules_dropped", where)
     return selection
+
+
+def _check_deadline(give_up: float, deadline_s: float, selection: Selection) -> None:
+    """Called per directory and per file: a clock read is cheap next to the stat that follows."""
+    if time.monotonic() >= give_up:
+        seen = len(selection.files) + sum(selection.skipped.values())
+        raise ContextError(
+            f"the tree under {selection.base} took too long to scan (over {deadline_s:g} s, {seen:,} entries "
+            "seen), so the load was stopped. Narrow `path` (a subdirectory, or a glob such as 'src/**/*.py') or "
+            "add `exclude` patterns for big directories ('**/node_modules/**')"
+        )
 
 
 def _consider_file(selection: Selection, path: str, rel: str, roots: tuple[Path, ...], caps: Caps) -> None:
