@@ -342,3 +342,11 @@ async def test_an_over_complex_pattern_gets_an_error_naming_the_limit(client: Cl
     result = await load(client, path=".", exclude=["?" * (MAX_PATTERN_WILDCARDS + 1)])
     assert result.is_error and f"the limit is {MAX_PATTERN_WILDCARDS}" in text_of(result)
     assert await value_of(client, "1 + 1") == "2"
+
+
+def test_an_exclude_ending_in_a_slash_leaves_out_that_directory(tmp_path: Path) -> None:
+    for rel in ("vendor/lib/a.py", "src/b.py", "build/c.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    chosen = select_files(TreeSource(tmp_path), (tmp_path,), Caps(100, 1 << 20, 1 << 20), ("vendor/", "/build/"))
+    assert chosen.files == ["src/b.py"]

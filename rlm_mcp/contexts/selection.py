@@ -190,11 +190,11 @@ def select_files(
     *,
     deadline_s: float = SCAN_DEADLINE_S,
 ) -> Selection:
-    """`exclude`: globs relative to the base ("vendor/**"); without a "/" a glob matches the file's name at any
-    depth ("*.min.js"), as in .gitignore. A match is skipped as "excluded" (a directory whose every file would
-    match, like "vendor/" for "vendor/**", is skipped whole). Patterns beyond the glob limits are refused, and
-    a scan that takes longer than `deadline_s` stops with a ContextError, so a huge or hostile tree cannot
-    hold the server."""
+    """`exclude`: globs relative to the base ("vendor/**", or "vendor/" for the same); without a "/" a glob
+    matches the file's name at any depth ("*.min.js"), as in .gitignore. A match is skipped as "excluded" (a
+    directory whose every file would match is skipped whole). Patterns beyond the glob limits are refused,
+    and a scan that takes longer than `deadline_s` stops with a ContextError, so a huge or hostile tree
+    cannot hold the server."""
     if len(exclude) > MAX_EXCLUDES:
         raise ContextError(
             f"{len(exclude)} `exclude` patterns; the limit is {MAX_EXCLUDES}. Exclude whole directories "
@@ -202,7 +202,9 @@ def select_files(
         )
     base = source.base
     matcher = compile_glob(source.pattern, "glob") if source.pattern else None
-    excluded = [(compile_glob(pattern, "exclude pattern"), "/" in pattern) for pattern in exclude]
+    # "vendor/" names a directory, as in .gitignore: everything below it. A leading "/" anchors at the base.
+    patterns = [(p.strip("/") + "/**" if p.endswith("/") else p.lstrip("/"), "/" in p) for p in exclude]
+    excluded = [(compile_glob(pattern, "exclude pattern"), by_path) for pattern, by_path in patterns]
     give_up = time.monotonic() + deadline_s
     rules = GitIgnore(base, roots)
     selection = Selection(base)
