@@ -187,6 +187,29 @@ def test_grep_character_classes_are_ascii_only_on_a_mapped_text(mapped: Callable
     assert h.grep("café", mapped(text))[0]["start"] == 3  # literal non-ASCII text still matches
 
 
+def test_grep_counts_every_matching_line_and_says_when_it_stopped(
+    mapped: Callable[[str], MappedText], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "".join(f"License: {n}\n" if n % 3 == 0 else f"other {n}\n" for n in range(750))  # 250 matching lines
+    for source in (text, mapped(text), {"a.txt": text, "b.txt": "License: b\n"}):
+        hits = h.grep("License:", source)
+        assert len(hits) == 100 and not hits.complete
+        total = 251 if isinstance(source, dict) else 250
+        assert hits.total == total and h.grep("License:", source, count=True) == total
+        assert f"returned 100 of {total:,} matching lines (max_hits=100)" in capsys.readouterr().err
+    every = h.grep("License:", text, max_hits=1000)
+    assert every.complete and every.total == len(every) == 250 and capsys.readouterr().err == ""
+
+
+def test_grep_matches_within_a_line_never_across_its_end(mapped: Callable[[str], MappedText]) -> None:
+    text = "Package: x\n\n    License: MIT\n\n  \n    License: GPL\nend\n"
+    for source in (text, mapped(text)):
+        hits = h.grep(r"^\s+License:", source)
+        assert [(hit["line"], hit["text"]) for hit in hits] == [(3, "    License: MIT"), (6, "    License: GPL")]
+        assert h.grep(r"x\s+\S", source) == []  # "x" then the next line's start: not on one line
+        assert h.grep(r"\s+", source, count=True) == 4  # the lines holding a space; empty lines hold none
+
+
 def test_grep_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="max_hits must be at least 1"):
         h.grep("x", "x", max_hits=0)

@@ -24,6 +24,7 @@ import inspect
 import itertools
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -192,36 +193,63 @@ def _peek_text(text: Text, start: int, n: int) -> str:
 # -- grep ---------------------------------------------------------------------------------------------
 
 
+class Hits(list):  # type: ignore[type-arg]
+    """grep's hits, a list, and how many there were in all: `total` matching lines, `complete` False when the
+    list stopped at max_hits (len() of the list is then not the count)."""
+
+    total: int = 0
+    complete: bool = True
+
+
 def grep(
-    pattern: str | re.Pattern[str], x: Source, context_lines: int = 0, max_hits: int = 100, flags: int = 0
-) -> list[dict[str, Any]]:
+    pattern: str | re.Pattern[str],
+    x: Source,
+    context_lines: int = 0,
+    max_hits: int = 100,
+    flags: int = 0,
+    count: bool = False,
+) -> Hits | int:
     """Regex hits, one per line: [{"line", "text", "start"}] (+ "file", "before"/"after" lines).
 
     `line` is 1-based, `text` the line, `start` the character offset of the first match in the text (in
-    its file for a dict). The pattern runs over the whole text with re.MULTILINE (^ and $ are line ends);
-    a match is reported on the line where it starts. Lines over 2,000 characters are cut to 1,000 either
-    side of the match ("clipped": True); context lines to their first 2,000. Stops after max_hits.
+    its file for a dict). Matching is per line: a line is a hit if the pattern matches within it (^ and $ are
+    its ends; a match may not run into the next line). Lines over 2,000 characters are cut to 1,000 either
+    side of the match ("clipped": True); context lines to their first 2,000. At most max_hits are returned,
+    but all are counted: `.total`, `.complete`, and a note on stderr when the list stopped short.
+    count=True returns just the number of matching lines.
     """
     if context_lines < 0:
         raise ValueError(f"grep: context_lines must be 0 or more (got {context_lines})")
     if max_hits <= 0:
         raise ValueError(f"grep: max_hits must be at least 1 (got {max_hits})")
-    hits: list[dict[str, Any]] = []
+    hits, total = Hits(), 0
     for name, text in _files(x, "grep"):
-        if len(hits) >= max_hits:
-            break
-        hits += _grep_text(_regex(pattern, flags, text), _Buffer(text), context_lines, max_hits - len(hits), name)
+        room = 0 if count else max_hits - len(hits)
+        found, matched = _grep_text(_regex(pattern, flags, text), _Buffer(text), context_lines, room, name)
+        hits += found
+        total += matched
+    if count:
+        return total
+    hits.total, hits.complete = total, total == len(hits)
+    if not hits.complete:
+        print(
+            f"grep: returned {len(hits):,} of {total:,} matching lines (max_hits={max_hits}); "
+            "its .total says how many, grep(..., count=True) only counts, a larger max_hits returns more",
+            file=sys.stderr,
+        )
     return hits
 
 
 def _grep_text(
     regex: re.Pattern[Any], buffer: _Buffer, context_lines: int, max_hits: int, name: str | None
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to `max_hits` hits, and the number of matching lines in all."""
     data, size, half = buffer.data, buffer.size, LINE_CAP // 2
     hits: list[dict[str, Any]] = []
+    total = 0
     line, counted = 1, 0  # the line number at offset `counted`
     position = 0
-    while len(hits) < max_hits and position <= size:
+    while position <= size:
         match = regex.search(data, position)
         if match is None:
             break
@@ -229,9 +257,19 @@ def _grep_text(
         if found == size and (size == 0 or data[size - 1 : size] == buffer.nl):
             break  # an empty match after the last line ending is not on a line
         begin = data.rfind(buffer.nl, 0, found) + 1
+        end = buffer.line_end(found)
+        if match.end() > end:  # it ran into the next line: look again within this line only
+            match = regex.search(data, found, end)
+            if match is None:
+                position = end + 1
+                continue
+            found = match.start()
+        total += 1
+        position = end + 1
+        if len(hits) >= max_hits:
+            continue
         line += buffer.newlines(counted, begin)
         counted = begin
-        end = buffer.line_end(found)
         content = buffer.content_end(begin, end)
         hit: dict[str, Any] = {} if name is None else {"file": name}
         hit["line"] = line
@@ -246,8 +284,7 @@ def _grep_text(
             hit["before"] = _lines_before(buffer, begin, context_lines)
             hit["after"] = _lines_after(buffer, end, context_lines)
         hits.append(hit)
-        position = end + 1
-    return hits
+    return hits, total
 
 
 def _lines_before(buffer: _Buffer, begin: int, count: int) -> list[str]:
