@@ -20,9 +20,14 @@ MiB = 1024 * 1024
 
 
 def default_workspace() -> Path:
-    """Per-user state directory: survives restarts, unlike a temp dir, and is never inside a project."""
-    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state_home) / "rlm-mcp"
+    """Per-user state directory: survives restarts, unlike a temp dir, and is never inside a project.
+
+    Always absolute: the worker starts in `/`, so a relative workspace (a host that sets HOME=relative)
+    would point somewhere else for it. A relative XDG_STATE_HOME is ignored, as the XDG spec says."""
+    state_home = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state_home):
+        state_home = str(Path.home() / ".local" / "state")
+    return Path(state_home, "rlm-mcp").resolve()
 
 
 class Settings(BaseModel):

@@ -100,3 +100,13 @@ def test_help_runs_without_importing_the_server() -> None:
     probe = "import sys; from rlm_mcp.cli import build_parser; build_parser(); print('mcp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_default_workspace_is_absolute_even_under_a_relative_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "relative-home")
+    monkeypatch.setenv("XDG_STATE_HOME", "relative-state")  # not absolute: ignored, as the XDG spec says
+    workspace = load_settings({}, environ={}).workspace
+    assert workspace == tmp_path / "relative-home" / ".local" / "state" / "rlm-mcp"

@@ -163,3 +163,10 @@ async def test_wrong_argument_types_are_refused_by_the_schema(client: Client) ->
     result = await client.call_tool("run_code", {})
     assert result.is_error
     assert await value_of(client, "3") == "3"
+
+
+async def test_a_misspelt_name_gets_a_suggestion_and_show_vars_lists_ones_own(client: Client) -> None:
+    await run(client, "chunks = ['a', 'b']\ntotal = 3")
+    assert "NameError: name 'chunkz' is not defined. Did you mean: 'chunks'?" in text_of(await run(client, "chunkz"))
+    assert "Did you mean: 'upper'?" in text_of(await run(client, "'x'.uper()"))
+    assert await value_of(client, "show_vars()") == "{'chunks': 'list, 2', 'total': 'int'}"

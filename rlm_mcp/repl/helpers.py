@@ -572,7 +572,7 @@ LLM_REFERENCE = (
     "llm_query_batched(prompts, ...): answers in order, run concurrently; a failed one is an LLMError instance\n"
 )
 CONVENTIONS = (
-    "contexts(): the loaded contexts; unload(name) frees one\n"
+    "contexts(): the loaded contexts; unload(name) frees one; show_vars(): your own variables, type and size\n"
     "_: last value; _out/_err: last cell's full output; _outs[n]: full output of cell n if elided"
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import difflib
 import errno
 import faulthandler
 import linecache
@@ -131,7 +132,7 @@ class Repl:
         self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
         self.channel = channel
         self.context_names: list[str] = []  # loaded contexts, in load order
-        self.provided.update(HELPERS, contexts=self.list_contexts, unload=self.unload_context)
+        self.provided.update(HELPERS, contexts=self.list_contexts, unload=self.unload_context, show_vars=self.show_vars)
         self.namespace.update(self.provided)
         self.executing = False
         self.namespace["_outs"] = {}
@@ -162,14 +163,25 @@ class Repl:
     def ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid()}
 
-    def variables(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The public names code defined, with type, size and a short preview (contexts and helpers left out)."""
-        names = [
+    def _own_names(self) -> list[str]:
+        """The public names code defined (contexts and helpers left out), sorted."""
+        return sorted(
             name
             for name, value in self.namespace.items()
             if not name.startswith("_") and self.provided.get(name, _MISSING) is not value and name != "__builtins__"
-        ]
-        return {"ok": True, "variables": [describe(name, self.namespace[name]) for name in sorted(names)[:500]]}
+        )
+
+    def variables(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The public names code defined, with type, size and a short preview (contexts and helpers left out)."""
+        return {"ok": True, "variables": [describe(name, self.namespace[name]) for name in self._own_names()[:500]]}
+
+    def show_vars(self) -> dict[str, str]:
+        """Your variables (not the loaded contexts or helpers): name -> type and size."""
+        shown = {}
+        for name in self._own_names():
+            info = describe(name, self.namespace[name], preview_chars=0)
+            shown[name] = info["type"] if info["size"] is None else f"{info['type']}, {info['size']:,}"
+        return shown
 
     def persist(self, request: dict[str, Any]) -> dict[str, Any]:
         """From now on, snapshot the variables after each successful cell (see repl/snapshot.py)."""
@@ -285,8 +297,7 @@ class Repl:
                 del kept[old]
         return elide(text, limit, f"{store}[{cell}] (slice it to read on)")
 
-    @staticmethod
-    def _format_error(exc: BaseException) -> str:
+    def _format_error(self, exc: BaseException) -> str:
         """The traceback from the user's cell down: the worker's own frames are noise to the model."""
         if isinstance(exc, SyntaxError):
             return "".join(traceback.format_exception_only(type(exc), exc))
@@ -299,7 +310,11 @@ class Repl:
         report.stack = traceback.StackSummary.from_list(
             [frame for frame in report.stack if frame.filename not in (__file__, guard.__file__)]
         )
-        return "".join(report.format())
+        text = "".join(report.format())
+        suggestion = _near_name(exc, tb, set(self._own_names()))
+        if suggestion and "Did you mean" not in text:  # Python 3.12+ says it itself
+            text = text.rstrip("\n") + f". Did you mean: {suggestion!r}?\n"
+        return text
 
     def _sandbox_hint(self, exc: BaseException) -> str:
         """Why the kernel said no, when it was the sandbox: a bare errno does not tell the model."""
@@ -426,6 +441,35 @@ class Repl:
 
 
 _MISSING = object()
+
+
+def _near_name(exc: BaseException, tb: Any, own: set[str]) -> str | None:
+    """The name a NameError or AttributeError was probably after, as Python's own REPL suggests it (its
+    traceback module does so only from 3.12; the cell's model needs it as much). Names the code defined
+    itself (`own`) come first: a typo is more often of one's own variable than of a helper's name."""
+    name = getattr(exc, "name", None)
+    if not isinstance(name, str):
+        return None
+    if isinstance(exc, NameError):
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is None:
+            return None
+        frame = tb.tb_frame
+        candidates = [*frame.f_locals, *frame.f_globals, *dir(builtins)]
+    elif isinstance(exc, AttributeError):
+        try:
+            candidates = dir(exc.obj)
+        except Exception:
+            return None
+    else:
+        return None
+    candidates = [candidate for candidate in candidates[:5_000] if candidate != name]
+    for pool in ([candidate for candidate in candidates if candidate in own], candidates):
+        found = difflib.get_close_matches(name, pool, n=1, cutoff=0.7)
+        if found:
+            return found[0]
+    return None
 
 
 def _size(value: Any) -> str:
