@@ -430,7 +430,11 @@ class Session:
         calls = frame.get("calls")
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
-        return {"ok": True, "results": await self.llm.batch(calls, client_session, on_done)}
+        try:
+            return {"ok": True, "results": await self.llm.batch(calls, client_session, on_done)}
+        except SubCallError as exc:  # the batch could not start: one error for all of it
+            self.llm.usage.failures += 1
+            return {"ok": False, "error": str(exc), "kind": exc.kind}
 
     # -- sub_query --------------------------------------------------------------------------------
 

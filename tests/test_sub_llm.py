@@ -308,3 +308,20 @@ async def test_requests_are_spread_over_small_connection_pools(
 
 def chat(prompt: str) -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 8}
+
+
+async def test_a_batch_that_cannot_start_raises_once(
+    provider: FakeProvider, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with connect(tmp_path, data_dir, max_sub_calls=2) as client:
+        await run(client, "first = llm_query_batched(['a', 'b'])")  # the budget is now spent
+        spent = await run(client, "llm_query_batched([f'p{i}' for i in range(91)])")
+        data = spent.structured_content
+        assert data is not None and data["error_type"] == "LLMError", text_of(spent)
+        assert data["error"].count("budget exhausted") == 1 and len(provider.requests) == 2
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    async with connect(tmp_path, data_dir) as client:
+        result = await run(client, "llm_query_batched([f'chunk {i}' for i in range(91)])")
+        data = result.structured_content
+        assert data is not None and data["error_type"] == "LLMError", text_of(result)
+        assert data["error"].count("no sub-LLM backend") == 1

@@ -33,6 +33,16 @@ class Budget:
         money = f", ${self.cost:.4f}" if self.max_cost is not None or self.cost else ""
         return f"{self.calls:,} sub-calls, {self.tokens:,} tokens{money} spent so far this session"
 
+    def exhausted(self) -> str | None:
+        """Why no further call can be admitted at all, or None: a batch then fails once, not per prompt."""
+        if self.calls >= self.max_calls:
+            return f"sub-call budget exhausted: {self.spent()} (limit {self.max_calls:,} calls, RLM_MCP_MAX_SUB_CALLS)"
+        if self.max_tokens is not None and self.tokens + self._reserved_tokens >= self.max_tokens:
+            return f"token budget exhausted: {self.spent()} (limit {self.max_tokens:,}, RLM_MCP_MAX_SUB_TOKENS)"
+        if self.max_cost is not None and self.cost + self._reserved_cost >= self.max_cost:
+            return f"money budget exhausted: {self.spent()} (limit ${self.max_cost:.4f}, RLM_MCP_MAX_COST_USD)"
+        return None
+
     def reserve(self, tokens: int, cost: float | None) -> Reservation:
         if self.calls >= self.max_calls:
             raise SubCallError(

@@ -121,15 +121,16 @@ class SessionLLM:
     ) -> list[dict[str, Any]]:
         """Run sub-calls concurrently; results come back in input order, failures as error entries.
 
-        `on_done(done, total)` is awaited as each call finishes (for progress notifications).
+        A batch that cannot start at all (no backend, the budget already spent) raises SubCallError once,
+        rather than answering every prompt with the same error. `on_done(done, total)` is awaited as each
+        call finishes (for progress notifications).
         """
         finished = [0]
         results: list[dict[str, Any]] = [{} for _ in specs]
-        try:
-            backend = self.router.backend_for(client_session)
-        except SubCallError as exc:
-            self.usage.failures += len(specs)
-            return [{"ok": False, "error": str(exc), "kind": exc.kind} for _ in specs]
+        backend = self.router.backend_for(client_session)
+        spent = self.budget.exhausted()
+        if spent is not None:
+            raise SubCallError(spent, kind="budget")
 
         async def one(index: int, spec: dict[str, Any]) -> None:
             try:

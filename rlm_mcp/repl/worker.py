@@ -87,7 +87,8 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         prompts: list[str], *, system: str | None = None, model: str | None = None, max_tokens: int | None = None
     ) -> list[str | LLMError]:
         """Ask a sub-model each prompt, concurrently. Results are in input order; a failed item is an
-        LLMError instance (check with isinstance), so one failure does not lose the others."""
+        LLMError instance (check with isinstance), so one failure does not lose the others. A batch that
+        cannot start at all (no sub-model configured, the budget spent) raises LLMError once."""
         if isinstance(prompts, str):
             raise TypeError("llm_query_batched takes a list of prompts; for one prompt use llm_query")
         calls = [
@@ -97,8 +98,8 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         if not calls:
             return []
         reply = channel.request({"op": "llm", "calls": calls})
-        if "results" not in reply:
-            return [LLMError(reply.get("error", "sub-call failed"), "host") for _ in calls]
+        if "results" not in reply:  # the batch could not start at all (no backend, budget spent): say it once
+            raise LLMError(str(reply.get("error", "sub-calls failed")), str(reply.get("kind", "host")))
         return [
             item["text"]
             if item.get("ok")
