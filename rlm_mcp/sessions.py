@@ -285,6 +285,7 @@ class Session:
             "root": str(source.base),
             "files": selection.files,
             "max_file_bytes": settings.dir_max_file_bytes,
+            "max_total_bytes": settings.dir_max_bytes,
         }
         return request, shown, selection
 
@@ -853,11 +854,11 @@ def _load_result(
 ) -> LoadResult:
     skipped: dict[str, int] = dict(selection.skipped) if selection else {}
     examples: dict[str, list[str]] = dict(selection.examples) if selection else {}
-    for reason in ("binary", "unreadable"):
-        paths = reply.get(reason) or []
+    for reason in ("binary", "unreadable", "too_large"):
+        paths = [str(path) for path in reply.get(reason) or []]
         if paths:
-            skipped[reason] = len(paths)
-            examples[reason] = paths[:3]
+            skipped[reason] = skipped.get(reason, 0) + len(paths)
+            examples[reason] = [*examples.get(reason, []), *paths][:3]
     notes.extend(printable(str(note), 500) for note in reply.get("notes") or [])  # they quote file contents
     if selection is not None and selection.files:
         notes.append(printable(tree_summary(selection.files)))

@@ -199,3 +199,23 @@ async def test_a_tree_load_excludes_globs_and_summarises_the_tree(client: Client
     assert data["skipped"]["excluded"] == 3
     assert "by extension: .py 2; by top directory: src 2" in text_of(result)
     assert await value_of(client, "sorted(repo)") == "['src/app.py', 'src/util.py']"
+
+
+async def test_compressed_members_of_a_directory_are_opened_as_single_files_are(client: Client, data_dir: Path) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    docs = data_dir / "doc"
+    for package, opener, suffix in (("alpha", gzip.open, "gz"), ("beta", bz2.open, "bz2"), ("gamma", lzma.open, "xz")):
+        (docs / package).mkdir(parents=True)
+        with opener(docs / package / f"changelog.{suffix}", "wb") as handle:
+            handle.write(f"{package} (1.0) stable; urgency=low\n".encode())
+    (docs / "gamma" / "broken.gz").write_bytes(b"\x1f\x8b not really gzip")
+    result = await load(client, path="doc/*/changelog*", name="logs")
+    assert not result.is_error, text_of(result)
+    data = result.structured_content
+    assert data is not None and data["files"] == 3, text_of(result)
+    assert await value_of(client, "sorted(v.split()[0] for v in logs.values())") == "['alpha', 'beta', 'gamma']"
+    broken = await load(client, path="doc", name="everything")
+    assert broken.structured_content["skipped"].get("unreadable") == 1, text_of(broken)  # type: ignore[index]

@@ -68,6 +68,20 @@ def _read_limited(handle: Any, max_bytes: int, what: str) -> bytes:
     return bytes(buffer)
 
 
+def compression_of(name: str) -> str:
+    """".gz", ".bz2", ".xz" or "" for a file name."""
+    return _suffixes(name)[0]
+
+
+def read_decompressed(path: str, compression: str, max_bytes: int) -> bytes:
+    """The decompressed bytes of a file, at most `max_bytes` of them (FormatError beyond, or if corrupt)."""
+    try:
+        with DECOMPRESSORS[compression](path, "rb") as handle:
+            return _read_limited(handle, max_bytes, "decompressed, the file")
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise FormatError(f"cannot decompress it as {compression[1:]}: {exc}") from None
+
+
 def load_file(path: str, *, size: int, mmap_bytes: int, max_bytes: int) -> Loaded:
     compression, suffix = _suffixes(path)
     if suffix == ".pdf" and not compression:
@@ -81,11 +95,7 @@ def load_file(path: str, *, size: int, mmap_bytes: int, max_bytes: int) -> Loade
         if size > max_bytes:
             raise FormatError(f"the file is {size:,} bytes, over --max-file-bytes ({max_bytes:,})")
     if compression:
-        try:
-            with DECOMPRESSORS[compression](path, "rb") as handle:
-                data = _read_limited(handle, max_bytes, "decompressed, the file")
-        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-            raise FormatError(f"cannot decompress it as {compression[1:]}: {exc}") from None
+        data = read_decompressed(path, compression, max_bytes)
     else:
         with open(path, "rb") as handle:
             data = _read_limited(handle, max_bytes, "the file")

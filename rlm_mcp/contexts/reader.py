@@ -46,26 +46,41 @@ class FileSet:
     files: dict[str, str] = field(default_factory=dict)
     binary: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)  # compressed members too large once decompressed
     with_replacements: list[str] = field(default_factory=list)
     replaced: int = 0
 
 
-def read_file_set(root: str, relative_paths: list[str], max_file_bytes: int) -> FileSet:
-    """Read many small text files; binary and unreadable ones are listed, not loaded."""
+def read_file_set(root: str, relative_paths: list[str], max_file_bytes: int, max_total_bytes: int) -> FileSet:
+    """Read many small text files; binary and unreadable ones are listed, not loaded. A .gz, .bz2 or .xz
+    member is decompressed, as a single-file load does, within `max_file_bytes` each and `max_total_bytes`
+    in all (the on-disk caps the server checked say nothing of what a member holds once decompressed)."""
     import os
 
+    from rlm_mcp.contexts.formats import FormatError, compression_of, read_decompressed
+
     result = FileSet()
+    total = 0
     for rel in relative_paths:
+        path = os.path.join(root, rel)
+        compression = compression_of(rel)
         try:
-            with open(os.path.join(root, rel), "rb") as handle:
-                data = handle.read(max_file_bytes + 1)
+            if compression:
+                data = read_decompressed(path, compression, min(max_file_bytes, max_total_bytes - total))
+            else:
+                with open(path, "rb") as handle:
+                    data = handle.read(max_file_bytes + 1)[:max_file_bytes]
+        except FormatError as exc:
+            (result.too_large if "holds more than" in str(exc) else result.unreadable).append(rel)
+            continue
         except OSError:
             result.unreadable.append(rel)
             continue
         if looks_binary(data):
             result.binary.append(rel)
             continue
-        decoded = decode(data[:max_file_bytes])
+        total += len(data)
+        decoded = decode(data)
         if decoded.replaced:
             result.with_replacements.append(rel)
             result.replaced += decoded.replaced

@@ -392,7 +392,9 @@ class Repl:
                 notes=loaded.notes,
             )
         elif kind == "files":
-            file_set = read_file_set(request["root"], list(request["files"]), int(request["max_file_bytes"]))
+            file_set = read_file_set(
+                request["root"], list(request["files"]), int(request["max_file_bytes"]), int(request["max_total_bytes"])
+            )
             value = file_set.files
             texts = list(value.values())
             stats.update(
@@ -401,6 +403,7 @@ class Repl:
                 replaced_chars=file_set.replaced,
                 binary=file_set.binary,
                 unreadable=file_set.unreadable,
+                too_large=file_set.too_large,
                 with_replacements=file_set.with_replacements[:20],
                 chars=sum(len(text) for text in texts),
                 lines=sum(count_lines(text) for text in texts),
