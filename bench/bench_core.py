@@ -115,7 +115,7 @@ async def bench_raw_worker(tmp: Path, count: int) -> list[float]:
 
     async def call(i: int) -> None:
         outcome = await host.call(
-            {"op": "exec", "code": "1", "cell": i + 1, "output_limit": 20_000}, timeout=10, grace=1
+            {"op": "exec", "code": "1", "cell": i + 1, "output_limit": 8_000}, timeout=10, grace=1
         )
         if outcome.fate != "ok" or not (outcome.reply or {}).get("ok"):
             raise RuntimeError(f"raw worker call failed: {outcome}")

@@ -57,10 +57,11 @@ class Settings(BaseModel):
     progress_interval_s: float = Field(
         default=2.0, gt=0, description="Seconds between heartbeat progress notifications while a cell runs."
     )
-    output_limit_chars: int = Field(
-        default=20_000,
+    max_output_chars: int = Field(
+        default=8_000,
         ge=200,
-        description="Most characters of stdout (and of stderr) returned per call; the rest is elided.",
+        description="Most characters of stdout (and of stderr) a cell returns, the rest elided; a call may ask for "
+        "fewer (max_output_chars).",
     )
     transport: Literal["stdio", "http"] = Field(
         default="stdio", description="stdio (one client, as hosts launch it) or http (streamable HTTP, many clients)."

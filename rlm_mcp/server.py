@@ -161,13 +161,18 @@ def build_server(settings: Settings) -> MCPServer:
         ctx: Context,
         code: Annotated[str, Field(description="Python source")],
         timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,
+        max_output_chars: Annotated[int | None, Field(description="Fewer output characters than the default")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> RunResult:
         done = await serve(
             ctx,
             session,
             lambda target: target.run_code(
-                code, timeout_s, client_session=_client_session(ctx), report=_progress_reporter(ctx)
+                code,
+                timeout_s,
+                client_session=_client_session(ctx),
+                report=_progress_reporter(ctx),
+                max_output_chars=max_output_chars,
             ),
         )
         if isinstance(done, CallToolResult):

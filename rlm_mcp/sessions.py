@@ -297,9 +297,11 @@ class Session:
         timeout_s: float | None,
         client_session: Any | None = None,
         report: ProgressReport | None = None,
+        max_output_chars: int | None = None,
     ) -> RunResult:
         """Run a cell. `client_session` is the MCP session of the calling client, for sampling sub-calls;
-        `report(progress, message)` receives progress while the cell runs (heartbeats and sub-call counts)."""
+        `report(progress, message)` receives progress while the cell runs (heartbeats and sub-call counts);
+        `max_output_chars` lowers the server's cap on stdout and stderr for this call."""
         with self.tracer.event("tool", "run_code", arguments={"code": code, "timeout_s": timeout_s}) as event:
             progress = CellProgress(report, self.settings.progress_interval_s)
             failure: Exception | None = None
@@ -307,7 +309,7 @@ class Session:
                 if report is not None:
                     group.start_soon(progress.heartbeat)
                 try:
-                    result = await self._run_code(code, timeout_s, client_session, progress)
+                    result = await self._run_code(code, timeout_s, client_session, progress, max_output_chars)
                 except Exception as exc:  # raised outside the group, so callers see it, not an ExceptionGroup
                     failure = exc
                 finally:
@@ -319,8 +321,20 @@ class Session:
             return result
 
     async def _run_code(
-        self, code: str, timeout_s: float | None, client_session: Any | None, progress: CellProgress
+        self,
+        code: str,
+        timeout_s: float | None,
+        client_session: Any | None,
+        progress: CellProgress,
+        max_output_chars: int | None = None,
     ) -> RunResult:
+        cap = self.settings.max_output_chars
+        limit = cap if max_output_chars is None else max_output_chars
+        if not 0 < limit <= cap:
+            raise UserError(
+                f"max_output_chars must be above 0 and at most {cap:,} (the server's --max-output-chars); "
+                "read more of a long output by slicing _out or _outs[n]"
+            )
         timeout = self.settings.timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= self.settings.max_timeout_s:
             raise UserError(
@@ -331,7 +345,7 @@ class Session:
             notes = await self._ensure_worker()
             self.cells += 1
             started = time.perf_counter()
-            request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": self.settings.output_limit_chars}
+            request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": limit}
             usage_before = self.llm.usage.model_copy()
 
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +384,7 @@ class Session:
                     outcome = CallOutcome("crashed", cause="the worker sent a malformed reply (protocol violation)")
             if result is None:
                 notes += await self._recover()
-                result = _lost_result(outcome, elapsed, notes, self.settings.output_limit_chars)
+                result = _lost_result(outcome, elapsed, notes, limit)
                 result.state = "restored" if self.snapshot else "lost"
         result.sub_calls = sub_calls
         return result

@@ -94,7 +94,7 @@ async def test_sys_exit_ends_the_cell_not_the_repl(client: Client) -> None:
 
 
 async def test_long_output_is_bounded_with_its_true_length_and_kept_whole(tmp_path: Path, data_dir: Path) -> None:
-    settings = make_settings(tmp_path, data_dir, output_limit_chars=2_000)
+    settings = make_settings(tmp_path, data_dir, max_output_chars=2_000)
     async with Client(build_server(settings)) as client:
         result = await run(client, "for i in range(1_000_000): print(f'row {i:07d}')")
         data = result.structured_content
@@ -114,8 +114,12 @@ async def test_ten_megabytes_of_output_stay_bounded(client: Client) -> None:
     result = await run(client, "print('y' * 10_000_000)")
     data = result.structured_content
     assert data is not None and data["stdout_chars"] == 10_000_001
-    assert len(text_of(result)) < 21_000
+    assert len(text_of(result)) < 9_000  # the default cap, 8,000 characters, and the elision marker
     assert await value_of(client, "len(_out)") == "10000001"
+    fewer = await run(client, "print('z' * 100_000)", max_output_chars=500)
+    assert len(fewer.structured_content["stdout"]) < 700, text_of(fewer)  # type: ignore[index]
+    more = await run(client, "1", max_output_chars=9_000)
+    assert more.is_error and "at most 8,000 (the server's --max-output-chars)" in text_of(more)
 
 
 async def test_raw_descriptor_writes_and_stderr_are_captured(client: Client) -> None:

@@ -69,7 +69,7 @@ def _read_limited(handle: Any, max_bytes: int, what: str) -> bytes:
 
 
 def compression_of(name: str) -> str:
-    """".gz", ".bz2", ".xz" or "" for a file name."""
+    """ ".gz", ".bz2", ".xz" or "" for a file name."""
     return _suffixes(name)[0]
 
 

@@ -213,7 +213,7 @@ class Repl:
     def exec_cell(self, request: dict[str, Any]) -> dict[str, Any]:
         code = str(request["code"])
         cell = int(request.get("cell", 0))
-        limit = int(request.get("output_limit", 20_000))
+        limit = int(request.get("output_limit", 8_000))
         filename = f"{CELL_PREFIX}{cell}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
 
