@@ -36,7 +36,14 @@ from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, 
 from rlm_mcp.persistence import SESSION_ID, SessionStore
 from rlm_mcp.repl import cgroups
 from rlm_mcp.repl.host import CallOutcome, WorkerHost
-from rlm_mcp.repl.sandbox import SYSTEM_READ_ONLY, SandboxPolicy, python_paths, summary, worker_environment
+from rlm_mcp.repl.sandbox import (
+    SYSTEM_READ_ONLY,
+    SandboxPolicy,
+    model_note,
+    python_paths,
+    summary,
+    worker_environment,
+)
 from rlm_mcp.trace import Tracer
 
 log = logging.getLogger(__name__)
@@ -157,6 +164,7 @@ class Session:
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
         self.snapshot: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
+        self._told_unsaved: set[str] = set()  # unsaved names the model was told of: each is said once
         self._resuming = record is not None
         if record is not None:
             self._take_record(record)
@@ -189,10 +197,12 @@ class Session:
         self.snapshot.update(_valid_snapshot(report.get("saved")))
         for name in [*report.get("removed", []), *report.get("unsaved", {})]:
             self.snapshot.pop(name, None)
-        unsaved = report.get("unsaved") or {}
-        if unsaved:
+        unsaved = report.get("unsaved") if isinstance(report.get("unsaved"), dict) else {}
+        news = {str(name): why for name, why in unsaved.items() if str(name) not in self._told_unsaved}
+        self._told_unsaved = (self._told_unsaved | set(news)) & {str(name) for name in unsaved}  # once a name
+        if news:
             listed = "; ".join(
-                f"{printable(str(name), 80)} ({printable(str(why), 160)})" for name, why in list(unsaved.items())[:10]
+                f"{printable(name, 80)} ({printable(str(why), 160)})" for name, why in list(news.items())[:10]
             )
             notes.append(f"not saved for recovery (lost if the worker restarts): {listed}")
         if report.get("saved") or report.get("removed") or unsaved:
@@ -558,9 +568,9 @@ class Session:
         if self.host.starts == 0 and not self._resuming:
             await self._start_worker()
             if any(not layer["active"] for layer in self.host.sandbox):
-                log.warning("%s", summary(self.host.sandbox))
-                return [summary(self.host.sandbox)]
-            return []
+                log.warning("%s (`rlm-mcp doctor` says more)", summary(self.host.sandbox))  # for the operator
+            told = model_note(self.host.sandbox)  # for the model: what its code can do that it should not
+            return [told] if told else []
         if self._resuming:
             self._resuming = False
             return [f"resumed session {self.id}", *await self._recover()]

@@ -174,3 +174,30 @@ async def test_a_misspelt_name_gets_a_suggestion_and_show_vars_lists_ones_own(cl
     assert "NameError: name 'chunkz' is not defined. Did you mean: 'chunks'?" in text_of(await run(client, "chunkz"))
     assert "Did you mean: 'upper'?" in text_of(await run(client, "'x'.uper()"))
     assert await value_of(client, "show_vars()") == "{'chunks': 'list, 2', 'total': 'int'}"
+
+
+async def test_an_unsaved_variable_is_named_once(client: Client) -> None:
+    first = await run(client, "import threading\nlock = threading.Lock()")
+    assert "not saved for recovery" in text_of(first) and "lock" in text_of(first)
+    assert "not saved" not in text_of(await run(client, "x = 1"))
+    again = await run(client, "other = threading.Lock()")
+    assert "other (" in text_of(again) and "lock (" not in text_of(again)
+
+
+async def test_missing_layers_are_told_to_the_model_in_its_terms_and_advice_goes_to_the_log(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rlm_mcp.repl import bubblewrap
+    from rlm_mcp.repl.sandbox import model_note
+
+    advice = f"bwrap not found; {bubblewrap.INSTALL_HINT}"
+    monkeypatch.setattr(bubblewrap, "availability", lambda: (None, advice))
+    async with Client(build_server(make_settings(tmp_path, data_dir))) as client:
+        first = await run(client, "1")
+    assert "pip install" not in text_of(first) and "bubblewrap" not in text_of(first)  # nothing the code may do
+    assert "pip install 'rlm-mcp[sandbox]'" in caplog.text  # the operator's advice, in the server log
+    layers = [{"name": "bubblewrap", "active": False, "detail": advice}, {"name": "filesystem", "active": False,
+              "detail": "no Landlock"}, {"name": "processes", "active": True, "detail": "seccomp"}]  # fmt: skip
+    note = model_note(layers)
+    assert note is not None and "outside the working directory" in note and "install" not in note
+    assert model_note(layers[:1]) is None

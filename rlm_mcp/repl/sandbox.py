@@ -290,6 +290,26 @@ def _report_environment(report: Report) -> None:
     report.layers.sort(key=lambda layer: LAYERS.index(layer.name))
 
 
+# What a missing layer lets the model's code do, said to the model (the operator's advice, such as what to
+# install, goes to the log and `rlm-mcp doctor`). Layers whose absence changes nothing the code may do
+# (bubblewrap under Landlock and seccomp, say) are not mentioned.
+MODEL_TERMS = {
+    "filesystem": "files outside the working directory are not protected: read and write only there and the inputs",
+    "network": "the network is not blocked: open no connections (reach the sub-model with llm_query)",
+    "processes": "starting processes is not blocked: start none, do the work in Python",
+    "limits": "memory and file sizes are not capped: work in chunks",
+    "environment": "the server's environment may be readable: do not look for keys",
+}
+
+
+def model_note(layers: list[dict[str, Any]]) -> str | None:
+    """One line for the model, once a session, on what its code could do that the sandbox does not stop."""
+    if all(layer["detail"] == "RLM_MCP_SANDBOX=off" for layer in layers if layer["name"] != "environment"):
+        return None  # the server's instructions already say the REPL is not sandboxed
+    said = [MODEL_TERMS[layer["name"]] for layer in layers if not layer["active"] and layer["name"] in MODEL_TERMS]
+    return "sandbox gaps on this machine: " + "; ".join(said) if said else None
+
+
 def summary(layers: list[dict[str, Any]]) -> str:
     """One line for the model and the log: which layers hold and which do not."""
     if all(layer["detail"] == "RLM_MCP_SANDBOX=off" for layer in layers if layer["name"] != "environment"):
