@@ -58,6 +58,20 @@ SUB_QUERY_DESCRIPTION = (
     "Ask a sub-model one question. `context` is a REPL expression (e.g. chunks[3], context[i:j]) whose text is "
     "sent with the prompt, so you never paste it. Returns the answer, model, tokens and cost."
 )
+ANALYZE_PROMPT = """\
+Answer this question about {path} without reading it into your context: {question}
+
+Work the Recursive Language Model way, with the rlm tools:
+1. load_context(path={path!r}); read only the size, kind and preview it returns.
+2. In run_code, learn its shape before reading: len(), peek(), grep(pattern, context, count=True), and for a \
+directory the file names (list(context)[:50]) and sizes.
+3. Split it into pieces a sub-model can read (chunk(context, 50_000), split(context, "markdown"), or one file each) \
+and ask about every piece in code: answers = llm_query_batched([f"...{{piece}}" for piece in pieces]). Keep the \
+answers in variables; print only counts and short samples.
+4. Combine them in code (counts, merged lists, or one llm_query over the partial answers), and check what you can \
+against the text itself with grep.
+5. Reply with the answer and how you found it: what you loaded, into how many pieces, what you checked."""
+
 RUN_DESCRIPTION = (
     "Run Python in the session's persistent REPL. Returns stdout/stderr (long output cut to head and tail; "
     "all of it in `_out`), the last expression's value, errors, and which variables changed."
@@ -201,6 +215,17 @@ def build_server(settings: Settings) -> MCPServer:
             return done  # type: ignore[return-value]
         resolved, result = done
         return _result(result, render_sub_query(result), resolved.session, resolved.minted)  # type: ignore[return-value]
+
+    @server.prompt(
+        name="analyze",
+        title="Analyze a large input with rlm-mcp",
+        description="Answer a question about a large file, directory or glob without reading it into context.",
+    )
+    def analyze(
+        path: Annotated[str, Field(description="File, directory or glob under an allowed root")],
+        question: Annotated[str, Field(description="What to find out")],
+    ) -> str:
+        return ANALYZE_PROMPT.format(path=path, question=question)
 
     @server.resource(
         "rlm://sandbox",

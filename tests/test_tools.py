@@ -54,3 +54,13 @@ def test_a_root_of_slash_or_home_is_warned_about(tmp_path: Path, caplog: pytest.
     assert "reads everything" not in caplog.text and "read everything" not in caplog.text
     build_server(make_settings(tmp_path, Path("/")))
     assert "root / lets load_context and REPL code read everything under it" in caplog.text
+
+
+async def test_the_analyze_prompt_spells_out_the_rlm_method(client: Client) -> None:
+    (prompt,) = (await client.list_prompts()).prompts
+    assert prompt.name == "analyze" and {argument.name for argument in prompt.arguments or []} == {"path", "question"}
+    got = await client.get_prompt("analyze", {"path": "logs/*.log", "question": "Which errors recur?"})
+    text = got.messages[0].content.text  # type: ignore[union-attr]
+    assert "logs/*.log" in text and "Which errors recur?" in text
+    for step in ("load_context(path='logs/*.log')", "llm_query_batched", "grep"):
+        assert step in text
