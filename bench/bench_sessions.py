@@ -105,7 +105,7 @@ async def http_throughput(tmp: Path, seconds: float) -> list[tuple[str, str, str
     command = [sys.executable, "-m", "rlm_mcp", "--transport", "http", "--port", str(port), "--root", str(tmp)]
     token = secrets.token_urlsafe(16)
     command += ["--workspace", str(tmp / "ws-http"), "--max-sessions", "100", "--auth-token", token]
-    command += ["--max-new-sessions-per-minute", "1000"]
+    command += ["--max-new-sessions-per-minute", "1000", "--structured-content"]
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/mcp"
     rows = []

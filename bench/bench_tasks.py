@@ -39,7 +39,7 @@ def log(message: str) -> None:
 
 def server(provider_url: str, root: Path) -> StdioServerParameters:
     args = ["-m", "rlm_mcp", "--root", str(root), "--workspace", str(root / "ws"), "--timeout-s", "600"]
-    args += ["--max-concurrency", "16", "--max-sub-calls", "100000"]
+    args += ["--max-concurrency", "16", "--max-sub-calls", "100000", "--structured-content"]
     env = {**os.environ, "ANTHROPIC_API_KEY": "bench", "ANTHROPIC_BASE_URL": provider_url}
     return StdioServerParameters(command=sys.executable, args=args, env=env)
 

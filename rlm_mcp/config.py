@@ -86,6 +86,11 @@ class Settings(BaseModel):
         default=1_800.0, gt=0, description="HTTP: a session unused this long is closed (its snapshot kept)."
     )
     max_body_bytes: int = Field(default=4 * MiB, gt=0, description="HTTP: largest request body accepted.")
+    structured_content: bool = Field(
+        default=False,
+        description="Tool results also carry structuredContent (for programs; Claude Code then shows the model "
+        "that JSON instead of the text).",
+    )
     resume: bool = Field(
         default=False,
         description="On start, resume the previous stdio session: its contexts reloaded, its variables restored.",

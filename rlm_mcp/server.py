@@ -1,10 +1,10 @@
 """The MCP surface: tool declarations and their wording, nothing else.
 
 Each tool validates nothing itself and holds no state: it hands its arguments to the session and turns the
-answer into a result (readable text for the model plus the same data as structuredContent). Descriptions
-are read by the root model on every turn, so they are short and exact. For the same reason the tools
-declare no outputSchema: the three schemas would add about 2,500 characters to every tools/list, while the
-structuredContent they describe is documented in the README and models.py.
+answer into a result: the text render.py designs for the model, and with --structured-content the same
+data as structuredContent too (see _result). Descriptions are read by the root model on every turn, so
+they are short and exact. For the same reason the tools declare no outputSchema: the three schemas would
+add about 2,500 characters to every tools/list; the data is documented in the README and models.py.
 """
 
 from __future__ import annotations
@@ -78,18 +78,23 @@ RUN_DESCRIPTION = (
 )
 
 
+SESSION_HEADER = "x-rlm-session"  # a session named in the host's config: state without the model's help
 SESSION_FIELD = Field(description="Session handle from an earlier result (HTTP clients without MCP sessions)")
 
 
-def _result(model: BaseModel, text: str, session: Session, minted: bool, is_error: bool = False) -> CallToolResult:
-    """The text for clients that show text; the same data for those that show structuredContent."""
+def _result(
+    model: BaseModel, text: str, session: Session, minted: bool, is_error: bool = False, structured: bool = False
+) -> CallToolResult:
+    """The designed text; the same data as structuredContent only when asked for (--structured-content).
+
+    Why not both by default: a host that finds structuredContent shows the model its JSON and drops the
+    text (Claude Code does), so the model would read field names, escapes and empty fields instead of the
+    rendering; programs that want the data turn it on.
+    """
     if minted:
         text = f"Session: {session.id} (pass session={session.id!r} in every later call)\n" + text
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content={**model.model_dump(mode="json"), "session": session.id},
-        is_error=is_error,
-    )
+    data = {**model.model_dump(mode="json"), "session": session.id} if structured else None
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data, is_error=is_error)
 
 
 def _error(message: str) -> CallToolResult:
@@ -122,8 +127,10 @@ def build_server(settings: Settings) -> MCPServer:
                 await sessions.close_all()
 
     def resolve(ctx: Context, handle: str | None) -> Resolved:
-        headers = _headers(ctx)
-        return sessions.resolve(handle, headers.get("mcp-session-id") if headers else None, _client_address(ctx))
+        headers = _headers(ctx) or {}
+        name = headers.get(SESSION_HEADER)
+        named = (headers.get("authorization", ""), name) if name else None
+        return sessions.resolve(handle, headers.get("mcp-session-id"), _client_address(ctx), named)
 
     async def serve(
         ctx: Context, handle: str | None, work: Callable[[Session], Awaitable[Any]]
@@ -166,7 +173,9 @@ def build_server(settings: Settings) -> MCPServer:
         if isinstance(done, CallToolResult):
             return done  # type: ignore[return-value]
         resolved, result = done
-        return _result(result, render_load(result), resolved.session, resolved.minted)  # type: ignore[return-value]
+        return _result(
+            result, render_load(result), resolved.session, resolved.minted, structured=settings.structured_content
+        )  # type: ignore[return-value]
 
     run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 
@@ -193,7 +202,9 @@ def build_server(settings: Settings) -> MCPServer:
             return done  # type: ignore[return-value]
         resolved, result = done
         failed = result.outcome != "ok"
-        return _result(result, render_run(result), resolved.session, resolved.minted, is_error=failed)  # type: ignore[return-value]
+        return _result(
+            result, render_run(result), resolved.session, resolved.minted, failed, settings.structured_content
+        )  # type: ignore[return-value]
 
     @server.tool(
         description=SUB_QUERY_DESCRIPTION, structured_output=False, annotations=ToolAnnotations(read_only_hint=True)
@@ -214,7 +225,9 @@ def build_server(settings: Settings) -> MCPServer:
         if isinstance(done, CallToolResult):
             return done  # type: ignore[return-value]
         resolved, result = done
-        return _result(result, render_sub_query(result), resolved.session, resolved.minted)  # type: ignore[return-value]
+        return _result(
+            result, render_sub_query(result), resolved.session, resolved.minted, structured=settings.structured_content
+        )  # type: ignore[return-value]
 
     @server.prompt(
         name="analyze",
@@ -276,7 +289,16 @@ def build_server(settings: Settings) -> MCPServer:
             raise UserError(f"no part {name!r}; use one of {', '.join(PARTS)}")
         return await part(sessions.resolve(session_id, None).session, name)
 
+    if settings.transport != "http":
+        _hide_session_argument(server)
     return server
+
+
+def _hide_session_argument(server: MCPServer) -> None:
+    """On stdio there is one session and the handle is not needed: leave `session` out of the schemas the
+    model reads (a call that passes one, to resume a saved session, is still accepted)."""
+    for tool in server._tool_manager.list_tools():  # the SDK has no public way to edit a registered schema
+        tool.parameters.get("properties", {}).pop("session", None)
 
 
 PARTS = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import keyword
 import logging
 import re
@@ -729,11 +730,19 @@ class SessionRegistry:
     def default(self) -> Session:
         return self.get(self._default_id)
 
-    def resolve(self, handle: str | None, transport_session: str | None, client: str | None = None) -> Resolved:
+    def resolve(
+        self,
+        handle: str | None,
+        transport_session: str | None,
+        client: str | None = None,
+        named: tuple[str, str] | None = None,
+    ) -> Resolved:
         """The session a call belongs to.
 
         stdio: the default session. HTTP: the MCP session of a pre-2026 client (its mcp-session-id), or the
-        handle a sessionless client passes back; a call with neither gets a new session and its handle.
+        handle a sessionless client passes back, or the session a client names in a header of its config
+        (`named`: its credentials and the name), so that a host that keeps no MCP session and drops the
+        handle still keeps its state; a call with none of these gets a new session and its handle.
         A handle also reaches a saved session on any transport (resuming it). `client`: the caller's address,
         for the cap on new sessions.
         """
@@ -743,6 +752,12 @@ class SessionRegistry:
             return Resolved(self._touch(self.get(handle)))
         if self.settings.transport == "stdio":
             return Resolved(self._touch(self.default()))
+        if named is not None:
+            owner, name = named  # one client's names never reach another's sessions
+            session_id = "named" + hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:40]
+            if session_id in self._sessions or self.store.exists(session_id):
+                return Resolved(self._touch(self.get(session_id)))
+            return Resolved(self._new(session_id, client), created=True)
         if transport_session is not None:
             session_id = "mcp-" + re.sub(r"[^A-Za-z0-9]", "", transport_session)[:64]
             if session_id in self._sessions:

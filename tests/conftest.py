@@ -45,6 +45,7 @@ def make_settings(tmp_path: Path, data_dir: Path, **overrides: Any) -> Settings:
         "workspace": tmp_path / "workspace",
         "timeout_s": 20,
         "interrupt_grace_s": 1.0,
+        "structured_content": True,  # most tests read the result's data; test_result_format checks the default
     }
     values.update(overrides)
     return load_settings(values, environ={})

@@ -43,7 +43,7 @@ def start_server(
 ) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     args = [console_script(), "--transport", "http", "--port", str(port), "--root", str(data_dir)]
-    args += ["--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5", *extra]
+    args += ["--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5", "--structured-content", *extra]
     process = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -71,9 +71,11 @@ def server(tmp_path: Path, data_dir: Path) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def connect(url: str, token: str | None = TOKEN, **options: Any) -> AsyncIterator[Client]:
+async def connect(
+    url: str, token: str | None = TOKEN, headers: dict[str, str] | None = None, **options: Any
+) -> AsyncIterator[Client]:
     """An SDK client over streamable HTTP; the HTTP client it is given is ours to close."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
+    headers = {**({"authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=60) as http,
         Client(streamable_http_client(url, http_client=http), **options) as client,
@@ -173,3 +175,18 @@ async def test_a_cancelled_call_interrupts_the_cell_and_the_session_goes_on(serv
         started = time.monotonic()
         data = await call(client, "run_code", {"code": "ticks > 0", "session": handle})
         assert data["result"] == "True" and time.monotonic() - started < 5
+
+
+async def test_only_http_tools_take_a_session_handle(server: str) -> None:
+    async with connect(server) as client:
+        tools = (await client.list_tools()).tools
+    assert all("session" in tool.input_schema["properties"] for tool in tools)
+
+
+async def test_a_session_named_in_a_header_keeps_state_without_handles_or_mcp_sessions(server: str) -> None:
+    async with connect(server, headers={"x-rlm-session": "work"}) as client:
+        await call(client, "run_code", {"code": "x = 41"})
+    async with connect(server, headers={"x-rlm-session": "work"}) as again:  # a new connection, no handle
+        assert (await call(again, "run_code", {"code": "x + 1"}))["result"] == "42"
+    async with connect(server, headers={"x-rlm-session": "other"}) as other:
+        assert "NameError" in text_of(await other.call_tool("run_code", {"code": "x"}))

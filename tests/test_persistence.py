@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 
 def stdio_params(data_dir: Path, workspace: Path, *extra: str) -> StdioServerParameters:
-    args = ["--root", str(data_dir), "--workspace", str(workspace), *extra]
+    args = ["--root", str(data_dir), "--workspace", str(workspace), "--structured-content", *extra]
     return StdioServerParameters(command=console_script(), args=args, env={"PATH": os.environ.get("PATH", "")})
 
 

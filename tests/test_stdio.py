@@ -30,7 +30,10 @@ def console_script() -> str:
 async def stdio_client(tmp_path: Path, data_dir: Path) -> AsyncIterator[Client]:
     params = StdioServerParameters(
         command=console_script(),
-        args=["--root", str(data_dir), "--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5"],
+        args=[
+            *("--root", str(data_dir), "--workspace", str(tmp_path / "ws")),
+            *("--interrupt-grace-s", "0.5", "--structured-content"),
+        ],
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
     )
     async with Client(params) as client:

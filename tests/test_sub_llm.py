@@ -220,7 +220,10 @@ async def test_the_api_key_is_invisible_to_repl_code(tmp_path: Path, data_dir: P
         env = {"PATH": os.environ.get("PATH", ""), "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": fake.base_url}
         params = StdioServerParameters(
             command=console_script(),
-            args=["--root", str(data_dir), "--workspace", str(tmp_path / "ws"), "--sandbox", sandbox],
+            args=[
+                *("--root", str(data_dir), "--workspace", str(tmp_path / "ws")),
+                *("--sandbox", sandbox, "--structured-content"),
+            ],
             env=env,
         )
         probe = f"""

@@ -19,16 +19,16 @@ async def test_the_tools_and_their_input_schemas(client: Client) -> None:
     assert set(tools) == {"load_context", "run_code", "sub_query"}
 
     load = tools["load_context"].input_schema
-    assert set(load["properties"]) == {"path", "text", "name", "exclude", "session"}
+    assert set(load["properties"]) == {"path", "text", "name", "exclude"}
     assert load["properties"]["name"]["default"] == "context"
     assert not load.get("required")
 
     run = tools["run_code"].input_schema
-    assert set(run["properties"]) == {"code", "timeout_s", "max_output_chars", "session"}
+    assert set(run["properties"]) == {"code", "timeout_s", "max_output_chars"}  # `session` only over HTTP
     assert run["required"] == ["code"]
 
     sub = tools["sub_query"].input_schema
-    assert set(sub["properties"]) == {"prompt", "context", "model", "max_tokens", "session"}
+    assert set(sub["properties"]) == {"prompt", "context", "model", "max_tokens"}
     assert sub["required"] == ["prompt"]
 
     for tool in tools.values():

@@ -37,7 +37,7 @@ from rlm_mcp.repl.snapshot import Snapshotter
 from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
 
 TRACEBACK_LIMIT_CHARS = 8_000
-PREVIEW_CHARS = 300
+PREVIEW_CHARS = 200  # the preview is most of a load result: enough to see the format
 KEEP_ELIDED_OUTPUTS = 5
 MAX_CHANGED_LISTED = 40
 CELL_PREFIX = "<cell "
