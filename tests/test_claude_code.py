@@ -1,0 +1,58 @@
+"""rlm-mcp inside the real Claude Code CLI: what the root model really receives.
+
+The CLI (npm @anthropic-ai/claude-code, pinned in tests/claude_host.py, installed by .ci/run) launches
+rlm-mcp over stdio and talks to a scripted root model on 127.0.0.1; the test reads the tool results in the
+requests the host sends back, which is exactly what a model would read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.claude_host import CLAUDE_VERSION, ScriptedRoot, find_claude, run_claude, serving
+from tests.test_stdio import console_script
+
+CLAUDE = find_claude()
+pytestmark = pytest.mark.skipif(
+    CLAUDE is None,
+    reason=f"the Claude Code CLI (npm @anthropic-ai/claude-code@{CLAUDE_VERSION}) is not installed: .ci/run "
+    "installs it in ~/.cache/rlm-mcp-test-npm",
+)
+TOOLS = ["mcp__rlm__load_context", "mcp__rlm__run_code", "mcp__rlm__sub_query"]
+
+
+def text_of_result(content: object) -> str:
+    """A tool result's text as the host put it in the model's context."""
+    if isinstance(content, str):
+        return content
+    assert isinstance(content, list), content
+    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
+def test_what_the_model_reads_through_claude_code(tmp_path: Path, data_dir: Path) -> None:
+    line = "2026-11-30 12:00:00 INFO request served in 12 ms by worker 7 of the pool\n"
+    (data_dir / "service.log").write_text(line * (20_000_000 // len(line)))
+    root = ScriptedRoot(
+        calls=[
+            ("ToolSearch", {"query": "select:" + ",".join(TOOLS)}),  # MCP tools are deferred: load them first
+            ("mcp__rlm__run_code", {"code": "1 + 1"}),
+            ("mcp__rlm__load_context", {"path": "service.log"}),
+            ("mcp__rlm__run_code", {"code": "print('x' * 10_000_000)"}),
+        ]
+    )
+    server = {"command": console_script(), "args": ["--root", str(data_dir), "--workspace", str(tmp_path / "ws")]}
+    assert CLAUDE is not None
+    with serving(root) as url:
+        done = run_claude(CLAUDE, url, tmp_path / "home", {"rlm": server}, TOOLS)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["result"] == "done"
+
+    _, trivial, loaded, printed = (text_of_result(content) for content in root.tool_results)
+    assert trivial.startswith("Out: 2\n[ok, state kept,") and len(trivial) <= 100, trivial
+    assert "19,999,956 chars" in loaded and len(loaded) <= 450, loaded
+    assert "10,000,001" in printed and len(printed) <= 8_600, printed[-300:]
+    sent = json.dumps(root.requests[-1])
+    assert "# MCP Server Instructions" in sent and "rlm-mcp holds large inputs in a persistent Python REPL" in sent
