@@ -145,7 +145,13 @@ def serving(root: ScriptedRoot) -> Iterator[str]:
 
 
 def run_claude(
-    claude: str, base_url: str, home: Path, mcp_servers: dict[str, Any], allowed: list[str], timeout: float = 120
+    claude: str,
+    base_url: str,
+    home: Path,
+    mcp_servers: dict[str, Any],
+    allowed: list[str],
+    timeout: float = 120,
+    prompt: str = "Use rlm.",
 ) -> subprocess.CompletedProcess[str]:
     """`claude -p` with only our MCP server, against the scripted root; HOME is a fresh directory."""
     home.mkdir(parents=True, exist_ok=True)
@@ -159,7 +165,7 @@ def run_claude(
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
     }
-    command = [claude, "-p", "Use rlm.", "--mcp-config", str(config), "--strict-mcp-config"]
+    command = [claude, "-p", prompt, "--mcp-config", str(config), "--strict-mcp-config"]
     command += ["--allowedTools", " ".join(allowed), "--output-format", "json", "--model", MODEL]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, cwd=home

@@ -56,3 +56,38 @@ def test_what_the_model_reads_through_claude_code(tmp_path: Path, data_dir: Path
     assert "10,000,001" in printed and len(printed) <= 8_600, printed[-300:]
     sent = json.dumps(root.requests[-1])
     assert "# MCP Server Instructions" in sent and "rlm-mcp holds large inputs in a persistent Python REPL" in sent
+
+
+def test_the_analyze_prompt_is_a_slash_command(tmp_path: Path, data_dir: Path) -> None:
+    root = ScriptedRoot(calls=[])
+    server = {"command": console_script(), "args": ["--root", str(data_dir), "--workspace", str(tmp_path / "ws")]}
+    assert CLAUDE is not None
+    with serving(root) as url:
+        command = '/mcp__rlm__analyze logs/app.log "Which errors recur?"'
+        done = run_claude(CLAUDE, url, tmp_path / "home", {"rlm": server}, TOOLS, prompt=command)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (asked,) = [request for request in root.requests if request.get("tools")]
+    sent = json.dumps(asked["messages"])
+    assert "Work the Recursive Language Model way" in sent and "logs/app.log" in sent and "Which errors recur?" in sent
+
+
+def test_claude_code_over_http_keeps_its_state_in_the_session_its_config_names(tmp_path: Path, data_dir: Path) -> None:
+    from tests.test_http import TOKEN, start_server
+
+    process, url = start_server(tmp_path, data_dir, "--auth-token", TOKEN, structured=False)
+    server = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {TOKEN}", "X-RLM-Session": "work"}}
+    assert CLAUDE is not None
+    try:
+        results = []
+        for code in ("x = 41", "print(x + 1)"):  # two host processes: no MCP session, no handle carried over
+            root = ScriptedRoot(
+                calls=[("ToolSearch", {"query": "select:mcp__rlm__run_code"}), ("mcp__rlm__run_code", {"code": code})]
+            )
+            with serving(root) as base_url:
+                done = run_claude(CLAUDE, base_url, tmp_path / "home", {"rlm": server}, TOOLS)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            results.append(text_of_result(root.tool_results[-1]))
+        assert results[1].startswith("42\n"), results
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -39,11 +39,12 @@ def free_port() -> int:
 
 
 def start_server(
-    tmp_path: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+    tmp_path: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None, structured: bool = True
 ) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     args = [console_script(), "--transport", "http", "--port", str(port), "--root", str(data_dir)]
-    args += ["--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5", "--structured-content", *extra]
+    args += ["--workspace", str(tmp_path / "ws"), "--interrupt-grace-s", "0.5", *extra]
+    args += ["--structured-content"] if structured else []
     process = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
