@@ -16,7 +16,7 @@ import re
 import secrets
 import shutil
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +166,7 @@ class Session:
         self.cells = 0
         self.snapshot: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
         self._told_unsaved: set[str] = set()  # unsaved names the model was told of: each is said once
+        self._cell_errors: Counter[str] = Counter()  # why the running cell's sub-calls failed, each counted
         self._resuming = record is not None
         if record is not None:
             self._take_record(record)
@@ -358,6 +359,7 @@ class Session:
             started = time.perf_counter()
             request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": limit}
             usage_before = self.llm.usage.model_copy()
+            self._cell_errors = Counter()
 
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
                 return await self._serve_worker_request(frame, client_session, progress.sub_call_done)
@@ -375,10 +377,7 @@ class Session:
             elapsed = time.perf_counter() - started
             sub_calls = _cell_usage(usage_since(self.llm.usage, usage_before))
             if sub_calls and sub_calls.failures:
-                notes.append(
-                    f"{sub_calls.failures} sub-call(s) failed; llm_query_batched returns them as LLMError objects "
-                    "(test with isinstance(x, LLMError))"
-                )
+                notes.append(_failures_note(sub_calls.failures, self._cell_errors))
             if over_disk:
                 notes.append(over_disk)
             result = None
@@ -457,7 +456,9 @@ class Session:
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
         try:
-            return {"ok": True, "results": await self.llm.batch(calls, client_session, on_done)}
+            results = await self.llm.batch(calls, client_session, on_done)
+            self._cell_errors.update(_error_kind(str(item.get("error"))) for item in results if not item.get("ok"))
+            return {"ok": True, "results": results}
         except SubCallError as exc:  # the batch could not start: one error for all of it
             self.llm.usage.failures += 1
             return {"ok": False, "error": str(exc), "kind": exc.kind}
@@ -847,6 +848,28 @@ MAX_THREADS_NAMED = 10
 def _text(value: Any) -> str | None:
     """A text field of a worker reply, for the trace: anything but a str is dropped, not serialised."""
     return value if isinstance(value, str) else None
+
+
+REQUEST_IDS = re.compile(r"\b(?:req|msg|chatcmpl|resp)[_-][A-Za-z0-9]+|\b[0-9a-f]{16,}\b")
+
+
+def _error_kind(error: str) -> str:
+    """An error without the ids that make each copy unique (request ids), so identical ones are counted."""
+    return REQUEST_IDS.sub("...", error)
+
+
+def _failures_note(failures: int, errors: Counter[str]) -> str:
+    """One line however many failed: each distinct error once, with how often it came."""
+    why = "; ".join(
+        f"{count:,} x {printable(error, 200)}" if count > 1 else printable(error, 200)
+        for error, count in errors.most_common(3)
+    )
+    more = f"; and {len(errors) - 3:,} other errors" if len(errors) > 3 else ""
+    return (
+        f"{failures:,} sub-call(s) failed"
+        + (f" ({why}{more})" if why else "")
+        + "; llm_query_batched returns them as LLMError objects (test with isinstance(x, LLMError))"
+    )
 
 
 def _running_threads(names: Any) -> list[str]:

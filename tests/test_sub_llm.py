@@ -328,3 +328,13 @@ async def test_a_batch_that_cannot_start_raises_once(
         data = result.structured_content
         assert data is not None and data["error_type"] == "LLMError", text_of(result)
         assert data["error"].count("no sub-LLM backend") == 1
+
+
+async def test_identical_sub_call_errors_are_said_once_with_a_count(
+    provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    provider.fail_when("BOOM", status=400)
+    async with connect(tmp_path, data_dir) as client:
+        result = await run(client, "r = llm_query_batched(['BOOM'] * 40 + ['fine'])")
+    note = next(line for line in text_of(result).splitlines() if "sub-call(s) failed" in line)
+    assert note.startswith("Note: 40 sub-call(s) failed (40 x ") and "400" in note and len(note) < 600, note
