@@ -91,3 +91,19 @@ def test_claude_code_over_http_keeps_its_state_in_the_session_its_config_names(t
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_plugin_passes_claude_plugin_validate() -> None:
+    import subprocess
+
+    from rlm_mcp import __version__
+
+    plugin = Path(__file__).resolve().parents[1] / "plugin"
+    assert CLAUDE is not None
+    done = subprocess.run([CLAUDE, "plugin", "validate", "--json", str(plugin)], capture_output=True, text=True)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["success"], done.stdout[-2000:]
+    assert [server["name"] for server in report["provides"]["mcpServers"]] == ["rlm"]
+    assert report["provides"]["skills"] == ["rlm:rlm"]
+    assert not [finding for finding in report["directory"]["findings"] if finding["blocking"]]
+    assert json.loads((plugin / ".claude-plugin" / "plugin.json").read_text())["version"] == __version__
