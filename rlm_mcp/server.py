@@ -133,18 +133,24 @@ def build_server(settings: Settings) -> MCPServer:
         return sessions.resolve(handle, headers.get("mcp-session-id"), _client_address(ctx), named)
 
     async def serve(
-        ctx: Context, handle: str | None, work: Callable[[Session], Awaitable[Any]]
-    ) -> tuple[Resolved, Any] | CallToolResult:
-        """Find the call's session and do the work in it; a refused call gets an error result and leaves no
-        session behind that it made."""
+        ctx: Context,
+        handle: str | None,
+        work: Callable[[Session], Awaitable[Any]],
+        render: Callable[[Any], str],
+        failed: Callable[[Any], bool] = lambda result: False,
+    ) -> CallToolResult:
+        """Find the call's session, do the work in it and render the result; a refused call gets an error
+        result and leaves no session behind that it made."""
         resolved: Resolved | None = None
         try:
             resolved = resolve(ctx, handle)
-            return resolved, await work(resolved.session)
+            result = await work(resolved.session)
         except (UserError, WorkerStartError) as exc:
             if resolved is not None:
                 await sessions.discard(resolved)
             return _error(str(exc))
+        structured = settings.structured_content
+        return _result(result, render(result), resolved.session, resolved.minted, failed(result), structured)
 
     server = MCPServer(
         "rlm-mcp",
@@ -167,15 +173,12 @@ def build_server(settings: Settings) -> MCPServer:
         exclude: Annotated[list[str] | None, Field(description="Globs to leave out of a directory")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> LoadResult:
-        done = await serve(
-            ctx, session, lambda target: target.load_context(name=name, path=path, text=text, exclude=exclude)
+        return await serve(  # type: ignore[return-value]
+            ctx,
+            session,
+            lambda target: target.load_context(name=name, path=path, text=text, exclude=exclude),
+            render_load,
         )
-        if isinstance(done, CallToolResult):
-            return done  # type: ignore[return-value]
-        resolved, result = done
-        return _result(
-            result, render_load(result), resolved.session, resolved.minted, structured=settings.structured_content
-        )  # type: ignore[return-value]
 
     run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 
@@ -187,7 +190,7 @@ def build_server(settings: Settings) -> MCPServer:
         max_output_chars: Annotated[int | None, Field(description="Fewer output characters than the default")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> RunResult:
-        done = await serve(
+        return await serve(  # type: ignore[return-value]
             ctx,
             session,
             lambda target: target.run_code(
@@ -197,14 +200,9 @@ def build_server(settings: Settings) -> MCPServer:
                 report=_progress_reporter(ctx),
                 max_output_chars=max_output_chars,
             ),
+            render_run,
+            failed=lambda result: result.outcome != "ok",
         )
-        if isinstance(done, CallToolResult):
-            return done  # type: ignore[return-value]
-        resolved, result = done
-        failed = result.outcome != "ok"
-        return _result(
-            result, render_run(result), resolved.session, resolved.minted, failed, settings.structured_content
-        )  # type: ignore[return-value]
 
     @server.tool(
         description=SUB_QUERY_DESCRIPTION, structured_output=False, annotations=ToolAnnotations(read_only_hint=True)
@@ -217,17 +215,12 @@ def build_server(settings: Settings) -> MCPServer:
         max_tokens: Annotated[int | None, Field(description="Longest answer, in tokens")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> SubQueryResult:
-        done = await serve(
+        return await serve(  # type: ignore[return-value]
             ctx,
             session,
             lambda target: target.sub_query(prompt, context, model, max_tokens, client_session=_client_session(ctx)),
+            render_sub_query,
         )
-        if isinstance(done, CallToolResult):
-            return done  # type: ignore[return-value]
-        resolved, result = done
-        return _result(
-            result, render_sub_query(result), resolved.session, resolved.minted, structured=settings.structured_content
-        )  # type: ignore[return-value]
 
     @server.prompt(
         name="analyze",

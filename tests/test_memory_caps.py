@@ -13,7 +13,6 @@ import errno
 import mmap
 import os
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from rlm_mcp.doctor import memory_line
 from rlm_mcp.repl import cgroups, guard, seccomp
 from rlm_mcp.repl.proctree import descendants
 from tests.conftest import make_settings, value_of
-from tests.test_sandbox import MISSING, error_of, needs, still_serving
+from tests.test_sandbox import MISSING, error_of, needs, run_doctor, still_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -363,16 +362,7 @@ def test_the_doctor_finds_a_worker_cgroup_from_proc(tmp_path: Path) -> None:
 
 
 def test_the_doctor_names_the_memory_mechanism(tmp_path: Path, data_dir: Path) -> None:
-    from tests.test_stdio import console_script
-
-    done = subprocess.run(
-        [console_script(), "doctor", "--root", str(data_dir), "--workspace", str(tmp_path / "ws")],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "RLM_MCP_SANDBOX": "auto"},
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_doctor(tmp_path, data_dir)
     lines = [line for line in done.stdout.splitlines() if line.startswith("memory: ")]
     assert len(lines) == 1, done.stdout
     line = lines[0]

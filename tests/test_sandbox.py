@@ -340,7 +340,8 @@ async def test_with_the_sandbox_off_code_has_the_users_rights_and_is_told_so(tmp
         assert not any("sandbox" in note for note in result.structured_content["notes"])  # type: ignore[index]
 
 
-def test_doctor_prints_every_layer(tmp_path: Path, data_dir: Path) -> None:
+def run_doctor(tmp_path: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`rlm-mcp doctor` as a user runs it, with the default sandbox mode."""
     from tests.test_stdio import console_script
 
     done = subprocess.run(
@@ -351,6 +352,11 @@ def test_doctor_prints_every_layer(tmp_path: Path, data_dir: Path) -> None:
         env={**os.environ, "RLM_MCP_SANDBOX": "auto"},
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_doctor_prints_every_layer(tmp_path: Path, data_dir: Path) -> None:
+    done = run_doctor(tmp_path, data_dir)
     for layer, missing in MISSING.items():
         assert f"{'yes' if missing is None else 'NO '}  {layer}" in done.stdout, (layer, done.stdout)
     assert not list((tmp_path / "ws").iterdir())  # the doctor cleans up after itself
