@@ -40,7 +40,7 @@ def server_params(base_url: str, workdir: Path, concurrency: int) -> StdioServer
     command = shutil.which("rlm-mcp", path=search) or sys.executable
     args = [] if command != sys.executable else ["-m", "rlm_mcp"]
     args += ["--root", str(workdir), "--workspace", str(workdir / "ws"), "--max-concurrency", str(concurrency)]
-    args += ["--max-sub-calls", "100000", "--timeout-s", "300", "--structured-content"]
+    args += ["--max-sub-calls", "100000", "--timeout-s", "300", "--structured-content", "--confirm-batch-usd", "1e6"]
     env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": base_url}
     return StdioServerParameters(command=command, args=args, env=env)
 

@@ -40,6 +40,7 @@ def log(message: str) -> None:
 def server(provider_url: str, root: Path) -> StdioServerParameters:
     args = ["-m", "rlm_mcp", "--root", str(root), "--workspace", str(root / "ws"), "--timeout-s", "600"]
     args += ["--max-concurrency", "16", "--max-sub-calls", "100000", "--structured-content"]
+    args += ["--confirm-batch-usd", "1e6"]  # fake sub-models cost nothing; the estimate would ask to confirm
     env = {**os.environ, "ANTHROPIC_API_KEY": "bench", "ANTHROPIC_BASE_URL": provider_url}
     return StdioServerParameters(command=sys.executable, args=args, env=env)
 

@@ -160,6 +160,12 @@ class Settings(BaseModel):
     max_cost_usd: float | None = Field(
         default=None, ge=0, description="Most sub-call spend per session, in US dollars. Default: no limit."
     )
+    confirm_batch_usd: float | None = Field(
+        default=1.0,
+        ge=0,
+        description="A batch of sub-calls estimated to cost more than this, in US dollars, runs only with "
+        "confirm=True. Default: 1.",
+    )
     prices: dict[str, tuple[float, float]] | None = Field(
         default=None,
         description='Extra or overriding model prices as JSON, USD per million tokens: {"model": [input, output]}.',

@@ -456,7 +456,7 @@ class Session:
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
         try:
-            results = await self.llm.batch(calls, client_session, on_done)
+            results = await self.llm.batch(calls, client_session, on_done, confirm=frame.get("confirm") is True)
             self._cell_errors.update(_error_kind(str(item.get("error"))) for item in results if not item.get("ok"))
             return {"ok": True, "results": results}
         except SubCallError as exc:  # the batch could not start: one error for all of it

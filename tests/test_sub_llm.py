@@ -338,3 +338,18 @@ async def test_identical_sub_call_errors_are_said_once_with_a_count(
         result = await run(client, "r = llm_query_batched(['BOOM'] * 40 + ['fine'])")
     note = next(line for line in text_of(result).splitlines() if "sub-call(s) failed" in line)
     assert note.startswith("Note: 40 sub-call(s) failed (40 x ") and "400" in note and len(note) < 600, note
+
+
+async def test_a_costly_batch_says_its_estimate_and_runs_only_when_confirmed(
+    provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    async with connect(tmp_path, data_dir, confirm_batch_usd=0.05) as client:
+        # 10 calls of ~1,000 input tokens with answers of up to 2,048 at $1/$5 per million: up to ~$0.11
+        asked = await run(client, "r = llm_query_batched(['x' * 4000] * 10)")
+        data = asked.structured_content
+        assert data is not None and data["error_type"] == "LLMError", text_of(asked)
+        assert "may cost up to $0.11" in data["error"] and "confirm=True" in data["error"]
+        assert provider.requests == []  # nothing was sent
+        confirmed = await run(client, "r = llm_query_batched(['x' * 4000] * 10, confirm=True)\nlen(r)")
+        assert confirmed.structured_content["result"] == "10", text_of(confirmed)  # type: ignore[index]
+        assert await value_of(client, "len(llm_query_batched(['small'] * 3))") == "3"  # under the threshold

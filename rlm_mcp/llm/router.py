@@ -113,17 +113,33 @@ class SessionLLM:
         chosen = model or self.settings.sub_model or backend.default_model or "client"
         return SubCall(prompt, system, chosen, max_tokens or self.settings.sub_max_tokens)
 
+    def _most_it_may_cost(self, backend: Backend, specs: list[dict[str, Any]]) -> float | None:
+        """The batch's cost if every answer ran to max_tokens; None if a model has no known price."""
+        total = 0.0
+        for spec in specs:
+            call = self.make_call(
+                backend, spec["prompt"], spec.get("system"), spec.get("model"), spec.get("max_tokens")
+            )
+            price = price_of(call.model, self.router.settings.prices)
+            cost = cost_usd(price, estimate_tokens(call.prompt, call.system), call.max_tokens)
+            if cost is None:
+                return None
+            total += cost
+        return total
+
     async def batch(
         self,
         specs: list[dict[str, Any]],
         client_session: Any | None,
         on_done: Callable[[int, int], Awaitable[None]] | None = None,
+        confirm: bool = False,
     ) -> list[dict[str, Any]]:
         """Run sub-calls concurrently; results come back in input order, failures as error entries.
 
         A batch that cannot start at all (no backend, the budget already spent) raises SubCallError once,
-        rather than answering every prompt with the same error. `on_done(done, total)` is awaited as each
-        call finishes (for progress notifications).
+        rather than answering every prompt with the same error; so does one that may cost more than
+        --confirm-batch-usd, unless `confirm`. `on_done(done, total)` is awaited as each call finishes (for
+        progress notifications).
         """
         finished = [0]
         results: list[dict[str, Any]] = [{} for _ in specs]
@@ -131,6 +147,15 @@ class SessionLLM:
         spent = self.budget.exhausted()
         if spent is not None:
             raise SubCallError(spent, kind="budget")
+        limit = self.router.settings.confirm_batch_usd
+        estimate = self._most_it_may_cost(backend, specs) if limit is not None and not confirm else None
+        if limit is not None and estimate is not None and estimate > limit:
+            raise SubCallError(
+                f"this batch of {len(specs):,} sub-calls may cost up to ${estimate:.2f} (the prompts as sent, every "
+                f"answer at its max_tokens), over --confirm-batch-usd (${limit:.2f}); run it with "
+                "confirm=True, or send fewer or shorter prompts",
+                kind="confirm",
+            )
 
         async def one(index: int, spec: dict[str, Any]) -> None:
             try:

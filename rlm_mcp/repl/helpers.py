@@ -569,7 +569,8 @@ def count_tokens(x: Source) -> int:
 
 LLM_REFERENCE = (
     "llm_query(prompt, *, system=None, model=None, max_tokens=None): a sub-model's answer; raises LLMError\n"
-    "llm_query_batched(prompts, ...): answers in order, run concurrently; a failed one is an LLMError instance\n"
+    "llm_query_batched(prompts, ...): answers in order, run concurrently; a failed one is an LLMError instance;\n"
+    "  a batch over the server's cost threshold asks for confirm=True\n"
 )
 CONVENTIONS = (
     "contexts(): the loaded contexts; unload(name) frees one; show_vars(): your own variables, type and size\n"

@@ -84,11 +84,17 @@ def _check_prompt(prompt: Any, what: str) -> str:
 
 def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
     def llm_query_batched(
-        prompts: list[str], *, system: str | None = None, model: str | None = None, max_tokens: int | None = None
+        prompts: list[str],
+        *,
+        system: str | None = None,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        confirm: bool = False,
     ) -> list[str | LLMError]:
         """Ask a sub-model each prompt, concurrently. Results are in input order; a failed item is an
         LLMError instance (check with isinstance), so one failure does not lose the others. A batch that
-        cannot start at all (no sub-model configured, the budget spent) raises LLMError once."""
+        cannot start at all (no sub-model configured, the budget spent) raises LLMError once, and so does one
+        that may cost more than the server's --confirm-batch-usd unless confirm=True."""
         if isinstance(prompts, str):
             raise TypeError("llm_query_batched takes a list of prompts; for one prompt use llm_query")
         calls = [
@@ -97,7 +103,7 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         ]
         if not calls:
             return []
-        reply = channel.request({"op": "llm", "calls": calls})
+        reply = channel.request({"op": "llm", "calls": calls, "confirm": bool(confirm)})
         if "results" not in reply:  # the batch could not start at all (no backend, budget spent): say it once
             raise LLMError(str(reply.get("error", "sub-calls failed")), str(reply.get("kind", "host")))
         return [
