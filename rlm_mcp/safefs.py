@@ -11,9 +11,11 @@ end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -35,12 +37,19 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def _regular(descriptor: int, path: Path) -> os.stat_result:
-    info = os.fstat(descriptor)
-    if not stat.S_ISREG(info.st_mode):
+@contextlib.contextmanager
+def _opened_regular(path: Path, flags: int) -> Iterator[tuple[int, os.stat_result]]:
+    """An fd on `path` opened with `flags` (never following a final link, never blocking on a FIFO), once it
+    is checked to be a regular file, and closed exactly once afterwards."""
+    descriptor = os.open(path, flags | OPEN_FLAGS, 0o600)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{path} is not a regular file")
+        os.set_blocking(descriptor, True)
+        yield descriptor, info
+    finally:
         os.close(descriptor)
-        raise UnsafeFileError(f"{path} is not a regular file")
-    return info
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -66,20 +75,15 @@ def create_exclusive(path: Path, *, readable: bool = True) -> int:
 
 def open_append(path: Path) -> int:
     """An fd that appends to the regular file at `path`, creating it; links and FIFOs are refused."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | OPEN_FLAGS, 0o600)
-    _regular(descriptor, path)
-    os.set_blocking(descriptor, True)
-    return descriptor
+    with _opened_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as (descriptor, _):
+        return os.dup(descriptor)
 
 
 def read_bounded(path: Path, max_bytes: int) -> bytes:
     """The whole of a regular file of at most `max_bytes`; anything else raises (FileNotFoundError stays)."""
-    descriptor = os.open(path, os.O_RDONLY | OPEN_FLAGS)
-    try:
-        info = _regular(descriptor, path)
+    with _opened_regular(path, os.O_RDONLY) as (descriptor, info):
         if info.st_size > max_bytes:
             raise UnsafeFileError(f"{path} holds {info.st_size:,} bytes, more than the {max_bytes:,} expected")
-        os.set_blocking(descriptor, True)
         chunks, left = [], max_bytes + 1
         while left > 0:
             chunk = os.read(descriptor, min(left, 1 << 20))
@@ -87,31 +91,19 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
                 break
             chunks.append(chunk)
             left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > max_bytes:
-            raise UnsafeFileError(f"{path} grew past the {max_bytes:,} bytes expected while it was read")
-        return data
-    finally:
-        try:
-            os.close(descriptor)
-        except OSError:
-            pass
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise UnsafeFileError(f"{path} grew past the {max_bytes:,} bytes expected while it was read")
+    return data
 
 
 def read_tail(path: Path, max_bytes: int) -> bytes:
     """At most the last `max_bytes` of a regular file (b"" if it is missing)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | OPEN_FLAGS)
+        with _opened_regular(path, os.O_RDONLY) as (descriptor, info):
+            return os.pread(descriptor, max_bytes, max(0, info.st_size - max_bytes))
     except FileNotFoundError:
         return b""
-    try:
-        info = _regular(descriptor, path)
-        return os.pread(descriptor, max_bytes, max(0, info.st_size - max_bytes))
-    finally:
-        try:
-            os.close(descriptor)
-        except OSError:
-            pass
 
 
 def write_atomic(path: Path, data: bytes) -> None:
