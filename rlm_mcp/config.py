@@ -49,6 +49,12 @@ class Settings(BaseModel):
     max_timeout_s: float = Field(
         default=600.0, gt=0, description="Largest timeout_s a run_code call may ask for, in seconds."
     )
+    wait_s: float = Field(
+        default=50.0,
+        ge=0,
+        description="How long run_code waits for a cell before answering `running` (the cell goes on; run_code "
+        "without code waits again). Below hosts' patience (Claude Code backgrounds calls after 120 s).",
+    )
     interrupt_grace_s: float = Field(
         default=2.0,
         gt=0,

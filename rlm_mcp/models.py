@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Outcome = Literal["ok", "error", "interrupted", "killed", "crashed"]
+Outcome = Literal["ok", "error", "interrupted", "killed", "crashed", "running"]
 
 
 def _drop_property_titles(schema: dict[str, Any]) -> None:
@@ -68,8 +68,9 @@ class SubQueryResult(Compact):
 
 
 class RunResult(Compact):
-    outcome: Outcome
+    outcome: Outcome  # running: still going after wait_s; stdout is what it printed so far
     state: Literal["kept", "restored", "lost"]  # restored: variables as of the last successful cell
+    cell: int | None = None
     stdout: str = ""
     stdout_chars: int = 0
     stderr: str = ""
@@ -83,3 +84,4 @@ class RunResult(Compact):
     elapsed_s: float
     sub_calls: SubCallUsage | None = None
     notes: list[str] = Field(default_factory=list)
+    finished_cell: RunResult | None = None  # an earlier cell that finished after its call answered `running`

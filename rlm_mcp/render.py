@@ -32,7 +32,10 @@ def _size(info: VarInfo) -> str:
 
 
 def render_run(result: RunResult) -> str:
-    parts: list[str] = []
+    earlier = render_finished_earlier(result.finished_cell) if result.finished_cell else ""
+    if result.outcome == "running":
+        return earlier + _render_running(result)
+    parts: list[str] = [earlier.rstrip("\n")] if earlier else []
     if result.stdout:
         parts.append(result.stdout.rstrip("\n"))
     if result.stderr:
@@ -58,6 +61,22 @@ def render_run(result: RunResult) -> str:
         parts.append("(no output)")
     parts.append(f"[{result.outcome}, state {result.state}, {result.elapsed_s:.3f} s]")
     return "\n".join(parts)
+
+
+def _render_running(result: RunResult) -> str:
+    parts: list[str] = []
+    if result.stdout:
+        cut = result.stdout_chars > len(result.stdout.encode())
+        parts.append(("[printed so far, the end]\n" if cut else "[printed so far]\n") + result.stdout.rstrip("\n"))
+    parts.extend(_notes(result.notes[1:]))
+    status = printable(result.notes[0], NOTE_LIMIT) if result.notes else f"cell {result.cell} running"
+    parts.append(f"[{status}: it goes on; run_code() without code waits for its result, interrupt=True stops it]")
+    return "\n".join(parts)
+
+
+def render_finished_earlier(result: RunResult) -> str:
+    """A cell that was still running when its call returned, given with the next call."""
+    return f"Cell {result.cell} finished after its call returned:\n{render_run(result)}\n"
 
 
 def render_load(result: LoadResult) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,10 +26,11 @@ from rlm_mcp import __version__
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
-from rlm_mcp.render import render_load, render_run, render_sub_query
+from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.repl.host import WorkerStartError
 from rlm_mcp.repl.sandbox import make_undumpable, summary
 from rlm_mcp.sessions import Resolved, Session, SessionRegistry
+from rlm_mcp.tasks import Tasks, current_task
 from rlm_mcp.trace import read_tail_text
 
 log = logging.getLogger(__name__)
@@ -83,22 +85,36 @@ SESSION_FIELD = Field(description="Session handle from an earlier result (HTTP c
 
 
 def _result(
-    model: BaseModel, text: str, session: Session, minted: bool, is_error: bool = False, structured: bool = False
+    model: BaseModel,
+    text: str,
+    resolved: Resolved,
+    earlier: RunResult | None,
+    is_error: bool = False,
+    structured: bool = False,
 ) -> CallToolResult:
     """The designed text; the same data as structuredContent only when asked for (--structured-content).
 
     Why not both by default: a host that finds structuredContent shows the model its JSON and drops the
     text (Claude Code does), so the model would read field names, escapes and empty fields instead of the
-    rendering; programs that want the data turn it on.
+    rendering; programs that want the data turn it on. `earlier`: a cell that finished after its call
+    answered `running`, given with this one.
     """
-    if minted:
+    session = resolved.session
+    if earlier is not None:
+        text = render_finished_earlier(earlier) + text
+    if resolved.minted:
         text = f"Session: {session.id} (pass session={session.id!r} in every later call)\n" + text
-    data = {**model.model_dump(mode="json"), "session": session.id} if structured else None
+    data = None
+    if structured:
+        data = {**model.model_dump(mode="json"), "session": session.id}
+        if earlier is not None:
+            data["finished_cell"] = earlier.model_dump(mode="json")
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data, is_error=is_error)
 
 
-def _error(message: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+def _error(message: str, earlier: RunResult | None = None) -> CallToolResult:
+    text = (render_finished_earlier(earlier) if earlier is not None else "") + message
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
 def build_server(settings: Settings) -> MCPServer:
@@ -114,12 +130,17 @@ def build_server(settings: Settings) -> MCPServer:
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
     sessions = SessionRegistry(settings)
+    tasks = Tasks()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
         async with anyio.create_task_group() as group:
+            sessions.spawn = tasks.spawn = group.start_soon  # cells run here: they outlive the calls that start them
             if settings.transport == "http":
                 group.start_soon(_evict_idle_sessions, sessions, settings.idle_timeout_s)
+                group.start_soon(sessions.router.prepare)
+            else:
+                group.start_soon(sessions.prepare_stdio)
             try:
                 yield
             finally:
@@ -138,19 +159,23 @@ def build_server(settings: Settings) -> MCPServer:
         work: Callable[[Session], Awaitable[Any]],
         render: Callable[[Any], str],
         failed: Callable[[Any], bool] = lambda result: False,
+        deliver_earlier: bool = True,
     ) -> CallToolResult:
         """Find the call's session, do the work in it and render the result; a refused call gets an error
-        result and leaves no session behind that it made."""
+        result and leaves no session behind that it made. A cell that finished in the background since the
+        last call comes first (`deliver_earlier`; a call that waits for the cell gets it as its own result)."""
         resolved: Resolved | None = None
+        earlier: RunResult | None = None
         try:
             resolved = resolve(ctx, handle)
+            earlier = resolved.session.take_finished() if deliver_earlier else None
             result = await work(resolved.session)
         except (UserError, WorkerStartError) as exc:
             if resolved is not None:
                 await sessions.discard(resolved)
-            return _error(str(exc))
+            return _error(str(exc), earlier)
         structured = settings.structured_content
-        return _result(result, render(result), resolved.session, resolved.minted, failed(result), structured)
+        return _result(result, render(result), resolved, earlier, failed(result), structured)
 
     server = MCPServer(
         "rlm-mcp",
@@ -158,6 +183,7 @@ def build_server(settings: Settings) -> MCPServer:
         instructions=INSTRUCTIONS + (UNSANDBOXED if settings.sandbox == "off" else SANDBOXED),
         lifespan=lifespan,
         log_level=settings.log_level,
+        extensions=[tasks],
     )
 
     @server.tool(
@@ -185,11 +211,14 @@ def build_server(settings: Settings) -> MCPServer:
     @server.tool(description=RUN_DESCRIPTION, structured_output=False, annotations=run_annotations)
     async def run_code(
         ctx: Context,
-        code: Annotated[str, Field(description="Python source")],
-        timeout_s: Annotated[float | None, Field(description="Time limit in seconds")] = None,
+        code: Annotated[str | None, Field(description="Python source; omit to wait for the running cell")] = None,
+        timeout_s: Annotated[float | None, Field(description="Time limit of the cell in seconds")] = None,
+        wait_s: Annotated[float | None, Field(description="Answer `running` after this many seconds")] = None,
+        interrupt: Annotated[bool, Field(description="Stop the running cell")] = False,
         max_output_chars: Annotated[int | None, Field(description="Fewer output characters than the default")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
     ) -> RunResult:
+        task = current_task()  # a call the client follows as an MCP task has no wait_s: it polls instead
         return await serve(  # type: ignore[return-value]
             ctx,
             session,
@@ -197,11 +226,15 @@ def build_server(settings: Settings) -> MCPServer:
                 code,
                 timeout_s,
                 client_session=_client_session(ctx),
-                report=_progress_reporter(ctx),
+                report=task.report if task else _progress_reporter(ctx),
                 max_output_chars=max_output_chars,
+                wait_s=math.inf if task else wait_s,
+                interrupt=interrupt,
+                stop=task.cancel if task else _cancel_requested(ctx),
             ),
             render_run,
-            failed=lambda result: result.outcome != "ok",
+            failed=lambda result: result.outcome not in ("ok", "running"),
+            deliver_earlier=False,  # the session puts a finished earlier cell in the result (finished_cell)
         )
 
     @server.tool(
@@ -319,6 +352,19 @@ def _progress_reporter(ctx: Context) -> Any | None:
         await ctx.report_progress(progress, None, message)
 
     return report
+
+
+def _cancel_requested(ctx: Context) -> anyio.Event | None:
+    """Set when the client sends notifications/cancelled for this call (not when it merely goes away).
+
+    The SDK keeps the event on the request's dispatch context, which the tool's context reaches only
+    through the session's private `_request_outbound`; without it a cancel leaves the cell running."""
+    try:
+        dispatch = getattr(ctx.request_context.session, "_request_outbound", None)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    event = getattr(dispatch, "cancel_requested", None)
+    return event if isinstance(event, anyio.Event) else None
 
 
 def _headers(ctx: Context) -> Any | None:

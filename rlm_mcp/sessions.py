@@ -12,6 +12,7 @@ import functools
 import hashlib
 import keyword
 import logging
+import math
 import re
 import secrets
 import shutil
@@ -36,7 +37,7 @@ from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 from rlm_mcp.persistence import SESSION_ID, SessionStore
 from rlm_mcp.repl import cgroups
-from rlm_mcp.repl.host import CallOutcome, WorkerHost
+from rlm_mcp.repl.host import CallOutcome, WorkerHost, WorkerStartError
 from rlm_mcp.repl.sandbox import (
     SYSTEM_READ_ONLY,
     SandboxPolicy,
@@ -45,6 +46,7 @@ from rlm_mcp.repl.sandbox import (
     summary,
     worker_environment,
 )
+from rlm_mcp.running import RunningCell, Spawn
 from rlm_mcp.trace import Tracer
 
 log = logging.getLogger(__name__)
@@ -112,13 +114,15 @@ class CellProgress:
     MIN_GAP_S = 0.2
 
     def __init__(self, report: ProgressReport | None, interval_s: float) -> None:
-        self.report = report
+        self.report = report  # the call waiting for the cell now; a cell outliving its call gets the next one's
         self.interval_s = interval_s
         self.sent = 0
         self.started = time.monotonic()
         self.last = 0.0  # any notification: a heartbeat is only sent when nothing else was
         self.last_batch = 0.0
         self.sub_calls = 0
+        self.batch_done = 0
+        self.batch_total = 0
 
     async def _send(self, message: str) -> None:
         if self.report is None:
@@ -140,6 +144,7 @@ class CellProgress:
 
     async def sub_call_done(self, done: int, total: int) -> None:
         self.sub_calls += 1
+        self.batch_done, self.batch_total = done, total
         if done == total or time.monotonic() - self.last_batch >= self.MIN_GAP_S:
             self.last_batch = time.monotonic()
             await self._send(f"sub-calls: {done} of {total} done in this batch")
@@ -153,8 +158,10 @@ class Session:
         router: Router,
         store: SessionStore,
         record: dict[str, Any] | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
-        """`record`: what the store kept of this session before a server restart, to resume it."""
+        """`record`: what the store kept of this session before a server restart, to resume it; `spawn`
+        starts a task owned by the server, in which cells run so that they outlive the calls that start them."""
         self.id = session_id
         self.settings = settings
         self.llm = SessionLLM(router)
@@ -173,10 +180,36 @@ class Session:
         self._lock = anyio.Lock()
         self.last_used = time.monotonic()
         self.calls = 0  # tool calls that passed validation: a session none has used is closed soon
+        self.spawn = spawn
+        self._cell: RunningCell | None = None  # a cell started by run_code: running, or done and not yet taken
+        self._early_notes: list[str] = []  # from a worker started before any call (prepare), for the first one
 
     @property
     def busy(self) -> bool:
-        return self._lock.locked()
+        return self._lock.locked() or (self._cell is not None and not self._cell.done)
+
+    async def _wait_until_idle(self, wait: float) -> None:
+        """Let a running cell finish first, up to `wait` seconds: calls on a session are queued, never
+        interleaved. One that would wait longer is refused rather than kept past the host's patience, with
+        what the cell is doing and how to wait for it or stop it."""
+        cell = self._cell
+        if cell is None or cell.done:
+            return
+        if not await cell.wait(wait):
+            raise UserError(
+                f"{cell.status()}; run_code() without code waits for its result, run_code(interrupt=True) stops it"
+            )
+
+    def take_finished(self) -> RunResult | None:
+        """The result of a cell that finished after its call returned `running`, if no call is waiting for
+        it or has taken it (each is given once, with the next call on the session)."""
+        cell = self._cell
+        if cell is None or not cell.done or cell.waiters:
+            return None
+        self._cell = None
+        if cell.failure is not None:
+            return RunResult(outcome="error", state="kept", cell=cell.number, error=str(cell.failure), elapsed_s=0.0)
+        return cell.result
 
     def _take_record(self, record: dict[str, Any]) -> None:
         """What an authentic record says, taken as data: anything of the wrong shape is left out."""
@@ -226,6 +259,7 @@ class Session:
         self, *, name: str, path: str | None, text: str | None, exclude: list[str] | None
     ) -> LoadResult:
         check_context_name(name)
+        await self._wait_until_idle(self.settings.wait_s)
         if (path is None) == (text is None):
             raise UserError("give exactly one of `path` (a file, directory or glob) or `text` (small inline input)")
         wanted = LoadedContext(name, path, text, tuple(exclude or ()), "")
@@ -305,41 +339,57 @@ class Session:
 
     async def run_code(
         self,
-        code: str,
+        code: str | None,
         timeout_s: float | None,
         client_session: Any | None = None,
         report: ProgressReport | None = None,
         max_output_chars: int | None = None,
+        wait_s: float | None = None,
+        interrupt: bool = False,
+        stop: anyio.Event | None = None,
     ) -> RunResult:
-        """Run a cell. `client_session` is the MCP session of the calling client, for sampling sub-calls;
-        `report(progress, message)` receives progress while the cell runs (heartbeats and sub-call counts);
-        `max_output_chars` lowers the server's cap on stdout and stderr for this call."""
-        with self.tracer.event("tool", "run_code", arguments={"code": code, "timeout_s": timeout_s}) as event:
-            progress = CellProgress(report, self.settings.progress_interval_s)
-            failure: Exception | None = None
-            async with anyio.create_task_group() as group:
-                if report is not None:
-                    group.start_soon(progress.heartbeat)
-                try:
-                    result = await self._run_code(code, timeout_s, client_session, progress, max_output_chars)
-                except Exception as exc:  # raised outside the group, so callers see it, not an ExceptionGroup
-                    failure = exc
-                finally:
-                    group.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
+        """Run a cell, or with no `code` wait for the one running, answering within `wait_s` either way
+        (`running` if it is not done; see running.py). `client_session` is the MCP session of the calling
+        client, for sampling sub-calls; `report(progress, message)` receives progress while this call waits;
+        `max_output_chars` lowers the server's cap on stdout and stderr; `interrupt` stops the running cell;
+        `stop` is set when the client cancels this call, which stops the cell too (a call that ends because
+        the client went away leaves it running)."""
+        shown_wait = None if wait_s is None or math.isinf(wait_s) else wait_s  # the trace is strict JSON
+        arguments = {"code": code, "timeout_s": timeout_s, "wait_s": shown_wait, "interrupt": interrupt}
+        with self.tracer.event("tool", "run_code", arguments=arguments) as event:
+            wait = self._checked_wait(wait_s)
+            earlier = None
+            if code is not None:
+                if interrupt:
+                    raise UserError("interrupt=True stops the running cell: send it without code, then the new code")
+                limit, timeout = self._checked_limits(max_output_chars, timeout_s)
+                started = time.monotonic()
+                await self._wait_until_idle(wait)
+                earlier = self.take_finished()  # a cell that finished with no call waiting for it: said first
+                wait = max(0.0, wait - (time.monotonic() - started))
+                cell = self._start_cell(code, timeout, limit, client_session)
+            elif self._cell is None:
+                raise UserError("no cell is running: pass `code` to run one")
+            else:
+                cell = self._cell
+                if interrupt and not cell.done:
+                    await self._stop(cell)
+            result = await self._await_cell(cell, wait, report, stop)
+            result.finished_cell = earlier
             event.set(outcome=result.outcome)
             self.calls += 1
             return result
 
-    async def _run_code(
-        self,
-        code: str,
-        timeout_s: float | None,
-        client_session: Any | None,
-        progress: CellProgress,
-        max_output_chars: int | None = None,
-    ) -> RunResult:
+    def _checked_wait(self, wait_s: float | None) -> float:
+        wait = self.settings.wait_s if wait_s is None else wait_s
+        if not 0 <= wait <= self.settings.max_timeout_s and wait != math.inf:
+            raise UserError(
+                f"wait_s must be from 0 to {self.settings.max_timeout_s:g} seconds; a cell still running then "
+                "answers `running`, and run_code() without code waits for it again"
+            )
+        return wait
+
+    def _checked_limits(self, max_output_chars: int | None, timeout_s: float | None) -> tuple[int, float]:
         cap = self.settings.max_output_chars
         limit = cap if max_output_chars is None else max_output_chars
         if not 0 < limit <= cap:
@@ -353,9 +403,105 @@ class Session:
                 f"timeout_s must be above 0 and at most {self.settings.max_timeout_s:g} "
                 "(the server's --max-timeout-s); split long work over several calls"
             )
+        return limit, timeout
+
+    def _start_cell(self, code: str, timeout: float, limit: int, client_session: Any | None) -> RunningCell:
+        """Start the cell in a task of the server's, so that it goes on when the call that started it ends."""
+        if self.spawn is None:
+            raise RuntimeError("the session has no task group to run cells in (SessionRegistry.spawn)")
+        progress = CellProgress(None, self.settings.progress_interval_s)
+        cell = RunningCell(self.cells + 1, progress)
+
+        async def run() -> RunResult:
+            async with anyio.create_task_group() as group:
+                group.start_soon(progress.heartbeat)
+                try:
+                    result = await self._run_code(cell.number, code, timeout, client_session, progress, limit)
+                finally:
+                    group.cancel_scope.cancel()
+            if cell.stopping and result.outcome == "error" and result.error_type == "KeyboardInterrupt":
+                result.outcome = "interrupted"
+                result.notes.append("stopped as asked (interrupt=True, or the call was cancelled); REPL state kept")
+            return result
+
+        self._cell = cell
+        self.spawn(lambda: cell.run(run))
+        return cell
+
+    async def _await_cell(
+        self,
+        cell: RunningCell,
+        wait: float,
+        report: ProgressReport | None,
+        stop: anyio.Event | None,
+    ) -> RunResult:
+        """Wait for the cell up to `wait` seconds, or until `stop` is set (the client cancelled the call, or
+        the task it runs as): then the cell is stopped and its result given now, or with the next call if
+        this one is cancelled too."""
+        cell.progress.report = report
+        cell.waiters += 1
+        try:
+            with anyio.move_on_after(wait):
+                async with anyio.create_task_group() as group:
+                    if stop is not None:
+                        group.start_soon(self._stop_when_set, stop, cell)
+                    await cell.wait(math.inf)
+                    group.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            if stop is not None and stop.is_set():
+                with anyio.CancelScope(shield=True):
+                    await self._stop(cell)
+            raise
+        finally:
+            cell.waiters -= 1
+            if cell.progress.report is report:
+                cell.progress.report = None
+        if not cell.done:
+            return self._running_result(cell)
+        if self._cell is cell:
+            self._cell = None
+        return cell.outcome()
+
+    async def _stop_when_set(self, stop: anyio.Event, cell: RunningCell) -> None:
+        await stop.wait()
+        await self._stop(cell)
+
+    async def _stop(self, cell: RunningCell) -> None:
+        """Interrupt the cell; one that ignores it is killed with its worker after the grace period. Once
+        per cell: a second interrupt could land in the worker's own handling of the first."""
+        if not cell.stopping:
+            cell.stopping = True
+            self.host.interrupt()
+            if await cell.wait(self._grace + 1):
+                return
+            await self.host.kill()
+        await cell.wait(self.settings.max_timeout_s)
+
+    def _running_result(self, cell: RunningCell) -> RunResult:
+        shown = min(RUNNING_OUTPUT_CHARS, self.settings.max_output_chars)
+        stdout, stdout_chars = self.host.output_so_far(shown)
+        return RunResult(
+            outcome="running",
+            state="kept",
+            cell=cell.number,
+            stdout=stdout,
+            stdout_chars=stdout_chars,
+            elapsed_s=cell.elapsed_s,
+            notes=[cell.status()],
+        )
+
+    async def _run_code(
+        self,
+        number: int,
+        code: str,
+        timeout: float,
+        client_session: Any | None,
+        progress: CellProgress,
+        limit: int,
+    ) -> RunResult:
         async with self._lock:
             notes = await self._ensure_worker()
-            self.cells += 1
+            self.cells = number
             started = time.perf_counter()
             request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": limit}
             usage_before = self.llm.usage.model_copy()
@@ -397,6 +543,7 @@ class Session:
                 result = _lost_result(outcome, elapsed, notes, limit)
                 result.state = "restored" if self.snapshot else "lost"
         result.sub_calls = sub_calls
+        result.cell = number
         return result
 
     async def _scratch_over_cap(self) -> str:
@@ -493,6 +640,7 @@ class Session:
         if max_tokens is not None and max_tokens <= 0:
             raise UserError("`max_tokens` must be a positive number of tokens")
         if context is not None:
+            await self._wait_until_idle(self.settings.wait_s)
             async with self._lock:
                 await self._ensure_worker()
                 outcome = await self.host.call(
@@ -536,12 +684,16 @@ class Session:
     async def info(self) -> dict[str, Any]:
         """What the session holds and what it may still do: contexts, variables, budget left, sandbox."""
         budget = self.llm.budget
-        async with self._lock:
-            await self._ensure_worker()
-            outcome = await self.host.call({"op": "variables"}, timeout=10, grace=self._grace)
-        variables = (outcome.reply or {}).get("variables", [])
+        cell = self._cell
+        variables: Any = None  # not while a cell runs: the worker is busy
+        if cell is None or cell.done:
+            async with self._lock:
+                await self._ensure_worker()
+                outcome = await self.host.call({"op": "variables"}, timeout=10, grace=self._grace)
+            variables = (outcome.reply or {}).get("variables", [])
         return {
             "session": self.id,
+            "running": cell.status() if cell is not None and not cell.done else None,
             "contexts": [{"name": c.name, "source": c.source} for c in self.contexts.values()],
             "variables": variables,
             "cells": self.cells,
@@ -556,6 +708,8 @@ class Session:
 
     async def sandbox_layers(self) -> list[dict[str, Any]]:
         """The running worker's report of its lock-down (starting the worker if there is none yet)."""
+        if self.host.sandbox and self.host.alive:
+            return list(self.host.sandbox)
         async with self._lock:
             await self._ensure_worker()
             return list(self.host.sandbox)
@@ -564,9 +718,21 @@ class Session:
     def _grace(self) -> float:
         return self.settings.interrupt_grace_s
 
+    async def prepare(self) -> None:
+        """Start the worker before the first call needs it (the server does this for stdio's one session);
+        what its start would have told the model is kept for that first call."""
+        async with self._lock:
+            if self.host.alive:
+                return
+            try:
+                self._early_notes = await self._ensure_worker()
+            except WorkerStartError as exc:  # the first call starts it again and reports why it cannot
+                log.warning("could not start the REPL worker in advance: %s", exc)
+
     async def _ensure_worker(self) -> list[str]:
         if self.host.alive:
-            return []
+            notes, self._early_notes = self._early_notes, []
+            return notes
         if self.host.starts == 0 and not self._resuming:
             await self._start_worker()
             if any(not layer["active"] for layer in self.host.sandbox):
@@ -714,6 +880,12 @@ class SessionRegistry:
         self._sessions: dict[str, Session] = {}
         self._started_by: dict[str, deque[float]] = defaultdict(deque)  # client address -> session start times
         self._default_id = self._pick_default_id()
+        self.spawn: Spawn | None = None  # the server's task group's start_soon, set while the server runs
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        if self.spawn is None:
+            raise RuntimeError("the server is not running (no task group for cells)")
+        self.spawn(task)
 
     def _pick_default_id(self) -> str:
         pointer = self.settings.workspace / LAST_STDIO_SESSION
@@ -730,6 +902,13 @@ class SessionRegistry:
 
     def default(self) -> Session:
         return self.get(self._default_id)
+
+    async def prepare_stdio(self) -> None:
+        """Ready what stdio's first calls need while the host's model takes its first turns: the sub-call
+        backend and the one session's worker (a session resumed with --resume is reloaded then too)."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.router.prepare)
+            group.start_soon(self.default().prepare)
 
     def resolve(
         self,
@@ -824,7 +1003,7 @@ class SessionRegistry:
                     "try again later (idle ones are closed after --idle-timeout-s) or raise --max-sessions"
                 )
             record = self.store.load(session_id)
-            session = Session(session_id, self.settings, self.router, self.store, record)
+            session = Session(session_id, self.settings, self.router, self.store, record, self._spawn)
             self._sessions[session_id] = session
         return session
 
@@ -843,6 +1022,7 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 DISK_CHECK_S = 1.0
 SCRATCH_MAX_ENTRIES = 100_000
 MAX_THREADS_NAMED = 10
+RUNNING_OUTPUT_CHARS = 1_000  # the tail of a running cell's output shown with `running`
 
 
 def _text(value: Any) -> str | None:

@@ -41,19 +41,24 @@ def test_what_the_model_reads_through_claude_code(tmp_path: Path, data_dir: Path
             ("mcp__rlm__run_code", {"code": "1 + 1"}),
             ("mcp__rlm__load_context", {"path": "service.log"}),
             ("mcp__rlm__run_code", {"code": "print('x' * 10_000_000)"}),
+            ("mcp__rlm__run_code", {"code": "import time\ntime.sleep(4)\nprint('slept')"}),  # past --wait-s
+            ("mcp__rlm__run_code", {"wait_s": 30}),  # no code: wait for the running cell
         ]
     )
-    server = {"command": console_script(), "args": ["--root", str(data_dir), "--workspace", str(tmp_path / "ws")]}
+    args = ["--root", str(data_dir), "--workspace", str(tmp_path / "ws"), "--wait-s", "2"]
+    server = {"command": console_script(), "args": args}
     assert CLAUDE is not None
     with serving(root) as url:
         done = run_claude(CLAUDE, url, tmp_path / "home", {"rlm": server}, TOOLS)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["result"] == "done"
 
-    _, trivial, loaded, printed = (text_of_result(content) for content in root.tool_results)
+    _, trivial, loaded, printed, running, finished = (text_of_result(content) for content in root.tool_results)
     assert trivial.startswith("Out: 2\n[ok, state kept,") and len(trivial) <= 100, trivial
     assert "19,999,956 chars" in loaded and len(loaded) <= 450, loaded
     assert "10,000,001" in printed and len(printed) <= 8_600, printed[-300:]
+    assert running.startswith("[cell 3 running for 2 s: it goes on; run_code() without code waits"), running
+    assert finished.startswith("slept\n[ok, state kept, 4."), finished
     sent = json.dumps(root.requests[-1])
     assert "# MCP Server Instructions" in sent and "rlm-mcp holds large inputs in a persistent Python REPL" in sent
 

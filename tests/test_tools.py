@@ -24,8 +24,8 @@ async def test_the_tools_and_their_input_schemas(client: Client) -> None:
     assert not load.get("required")
 
     run = tools["run_code"].input_schema
-    assert set(run["properties"]) == {"code", "timeout_s", "max_output_chars"}  # `session` only over HTTP
-    assert run["required"] == ["code"]
+    assert set(run["properties"]) == {"code", "timeout_s", "wait_s", "interrupt", "max_output_chars"}  # no `session`
+    assert not run.get("required")  # without code: wait for the running cell
 
     sub = tools["sub_query"].input_schema
     assert set(sub["properties"]) == {"prompt", "context", "model", "max_tokens"}

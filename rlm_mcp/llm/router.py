@@ -77,6 +77,21 @@ class Router:
             self._backends[mode] = self._build(mode)
         return self._backends[mode]
 
+    async def prepare(self) -> None:
+        """Build the configured API backend now, in a thread, so that a session's first batch does not wait
+        for it (importing the anthropic SDK alone takes about a second). Sampling needs a client session
+        and is built per call; a backend that cannot be built is left for the first call to report."""
+        mode = self.settings.backend
+        if mode == "auto":
+            mode = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "openai"
+        if mode == "sampling" or mode in self._backends:
+            return
+        try:
+            backend = await anyio.to_thread.run_sync(self._build, mode)
+        except SubCallError:
+            return
+        self._backends.setdefault(mode, backend)
+
     def _build(self, mode: str) -> Backend:
         if mode == "anthropic":
             if not os.environ.get("ANTHROPIC_API_KEY"):

@@ -375,6 +375,16 @@ class WorkerHost:
         size = os.fstat(descriptor).st_size
         return os.pread(descriptor, STDERR_TAIL_CHARS, max(0, size - STDERR_TAIL_CHARS)).decode("utf-8", "replace")
 
+    def output_so_far(self, limit: int) -> tuple[str, int]:
+        """The last `limit` characters a running cell has printed (as far as the worker has flushed it; it
+        flushes before each sub-call), and how many bytes it has printed in all."""
+        if not self._captures:
+            return "", 0
+        descriptor = self._captures[0]
+        size = os.fstat(descriptor).st_size
+        tail = os.pread(descriptor, limit, max(0, size - limit)).decode("utf-8", "replace")
+        return tail, size
+
     def scratch_usage(self, max_entries: int) -> tuple[int, int]:
         """Bytes allocated and entries under the worker's scratch directory (never following a link)."""
         return safefs.tree_usage(self.scratch_dir, max_entries)

@@ -66,6 +66,11 @@ class HostChannel:
         self._next = 0
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        for stream in (sys.stdout, sys.stderr):  # what the cell printed so far reaches the host's `running` answer
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
         with self._lock:
             self._next += 1
             request_id = f"w{self._next}"
