@@ -38,16 +38,16 @@ log = logging.getLogger(__name__)
 TRACE_RESOURCE_MAX_BYTES = 32 * 1024 * 1024  # the resource gives the trace's last whole lines within this
 
 INSTRUCTIONS = """\
-rlm-mcp holds large inputs in a persistent Python REPL so they never enter your context (the Recursive \
-Language Model method):
-1. load_context(path=...) binds a file, directory or glob to a variable (default `context`); you get its \
-size and a preview, never its content.
-2. run_code runs Python there; variables persist. Inspect before you read: len(), slices, helpers grep, \
-peek, chunk, split, search (BM25), count_tokens (rlm_help() lists them). Print only what you need: long \
-output is cut to head and tail (all of it stays in `_out`).
-3. Delegate reading to sub-models in code: llm_query(prompt) -> str; llm_query_batched(prompts) -> list, \
-concurrent (failed items are LLMError objects). sub_query asks about a REPL expression (e.g. chunks[3]).
-4. Keep partial results in variables and combine them in code; show yourself only the final answer."""
+Use rlm-mcp instead of reading files yourself when an input is too big to read whole (a file over ~100 KB, \
+a directory of many files, gigabytes of logs) or a question needs all of it read. The input stays in a \
+persistent Python REPL, out of your context (Recursive Language Model method):
+1. load_context(path=...) binds a file, directory or glob to a variable (default `context`); you see its size \
+and a preview only.
+2. run_code runs Python there; variables persist. Inspect first: len(), peek, grep, chunk, split, search \
+(rlm_help() lists them). Print only what you need: long output is cut (all of it in `_out`).
+3. Delegate reading in code: llm_query(prompt) -> str; llm_query_batched(prompts) -> list, concurrent (failures \
+are LLMError objects). sub_query asks about a REPL expression.
+4. Keep partial results in variables and combine them in code; show yourself only the answer."""
 SANDBOXED = "\nSandboxed: no network or subprocesses, writes only in the working directory (resource rlm://sandbox)."
 UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."
 

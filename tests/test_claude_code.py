@@ -60,7 +60,7 @@ def test_what_the_model_reads_through_claude_code(tmp_path: Path, data_dir: Path
     assert running.startswith("[cell 3 running for 2 s: it goes on; run_code() without code waits"), running
     assert finished.startswith("slept\n[ok, state kept, 4."), finished
     sent = json.dumps(root.requests[-1])
-    assert "# MCP Server Instructions" in sent and "rlm-mcp holds large inputs in a persistent Python REPL" in sent
+    assert "# MCP Server Instructions" in sent and "Use rlm-mcp instead of reading files yourself" in sent
 
 
 def test_the_analyze_prompt_is_a_slash_command(tmp_path: Path, data_dir: Path) -> None:
