@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,19 @@ def make_settings(tmp_path: Path, data_dir: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path, data_dir: Path) -> Settings:
     return make_settings(tmp_path, data_dir)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path, data_dir: Path) -> Iterator[str]:
+    """A real rlm-mcp process serving HTTP on 127.0.0.1 with a bearer token (tests.test_http.TOKEN); its URL."""
+    from tests.test_http import TOKEN, start_server
+
+    process, url = start_server(tmp_path, data_dir, "--auth-token", TOKEN)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +61,9 @@ def start_server(
 
 
 @pytest.fixture
-def server(tmp_path: Path, data_dir: Path) -> Iterator[str]:
-    (data_dir / "book.txt").write_text("chapter one\n" * 100)
-    process, url = start_server(tmp_path, data_dir, "--auth-token", TOKEN)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+def server(http_server: str, data_dir: Path) -> str:
+    (data_dir / "book.txt").write_text("chapter one\n" * 100)  # the server reads its roots only when asked
+    return http_server
 
 
 @contextlib.asynccontextmanager

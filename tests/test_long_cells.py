@@ -23,7 +23,7 @@ from rlm_mcp.server import build_server
 from rlm_mcp.tasks import TASKS_EXTENSION
 from tests.conftest import load, make_settings, run, text_of
 from tests.fakes import FakeProvider
-from tests.test_http import TOKEN, call, connect, start_server
+from tests.test_http import call, connect
 from tests.test_stdio import console_script
 
 pytestmark = pytest.mark.anyio
@@ -158,23 +158,13 @@ async def test_bad_wait_arguments_are_refused_with_the_range(client: Client) -> 
     assert both.is_error and "without code" in text_of(both)
 
 
-# -- over HTTP: cancelled calls stop the cell, dropped connections do not ---------------------------
+# -- over HTTP: an abandoned call leaves its cell running -------------------------------------------
 
 
-@pytest.fixture
-def server(tmp_path: Path, data_dir: Path) -> Any:
-    process, url = start_server(tmp_path, data_dir, "--auth-token", TOKEN)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-async def test_a_call_abandoned_over_http_leaves_its_cell_running(server: str) -> None:
+async def test_a_call_abandoned_over_http_leaves_its_cell_running(http_server: str) -> None:
     """On the 2026 HTTP wire a client cancels by closing the stream, which a dropped connection also does:
     the cell goes on (to its time limit, or run_code(interrupt=True)) and its result waits."""
-    async with connect(server) as client:
+    async with connect(http_server) as client:
         handle = (await call(client, "run_code", {"code": "x = 1"}))["session"]
         with anyio.move_on_after(0.7):
             await client.call_tool("run_code", {"code": "import time\ntime.sleep(2)\nx = 2", "session": handle})
