@@ -28,6 +28,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolRequestParams, RequestParams
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from rlm_mcp.running import Spawn
@@ -123,6 +124,9 @@ def _dump(result: HandlerResult) -> dict[str, Any]:
 
 
 def _declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Declared on this request, on a wire that can carry a task handle (the 2026 revision and later)."""
+    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return False
     capabilities = ctx.session.client_capabilities
     extensions = capabilities.extensions if capabilities else None
     return bool(extensions) and TASKS_EXTENSION in extensions
