@@ -9,7 +9,7 @@ Commentary on what the numbers mean lives in docs/benchmark-notes.md, written by
 Run: python bench/run_all.py [--quick | --smoke] [--output FILE] [--skip NAME ...]
   --quick: every benchmark in its quick mode; --smoke: the smallest sizes, for CI (which must never fail on
   timing: a benchmark fails only when it breaks or a task's answer is wrong). The peer comparison installs
-  the peers from PyPI and is left out of --smoke.
+  the peers from PyPI and the CLI benchmark needs the npm CLIs, so both are left out of --smoke.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str] | None]] = [
     ("bench_contexts.py", "Contexts at scale: load, grep, chunk, search", ["--quick"], ["--quick"]),
     ("bench_sessions.py", "Sessions: snapshot cost and HTTP throughput", ["--quick"], ["--quick"]),
     ("bench_tasks.py", "Long-context tasks through the MCP client", ["--quick"], ["--smoke"]),
+    ("bench_cli_backends.py", "Sub-calls through the Claude Code and Codex CLIs", ["--quick"], None),
     ("bench_peers.py", "Side by side with the peers", ["--quick"], None),
 ]
 

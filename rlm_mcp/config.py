@@ -140,15 +140,16 @@ class Settings(BaseModel):
     inline_text_max_chars: int = Field(
         default=1_000_000, gt=0, description="Longest `text` accepted by load_context (use `path` for more)."
     )
-    backend: Literal["auto", "anthropic", "openai", "sampling"] = Field(
+    backend: Literal["auto", "anthropic", "openai", "claude-code", "codex", "sampling"] = Field(
         default="auto",
         description="Sub-LLM backend. auto: Anthropic if ANTHROPIC_API_KEY is set, else the OpenAI-compatible "
-        "endpoint if its base URL is set, else MCP sampling if the client offers it.",
+        "endpoint if its base URL is set, else the Claude Code CLI if logged in, else the Codex CLI if logged in, "
+        "else MCP sampling if the client offers it.",
     )
     sub_model: str | None = Field(
         default=None,
         description="Model for sub-calls. Default: claude-haiku-4-5 (Anthropic), gpt-4o-mini (OpenAI-compatible), "
-        "the client's choice (sampling).",
+        "claude-haiku-4-5 (claude-code), the CLI's own (codex), the client's choice (sampling).",
     )
     openai_base_url: str | None = Field(
         default=None,
@@ -159,6 +160,11 @@ class Settings(BaseModel):
         default=None, description="API key for the OpenAI-compatible endpoint, if it needs one. Prefer the env var."
     )
     max_concurrency: int = Field(default=16, gt=0, description="Most sub-calls in flight at once, server-wide.")
+    cli_concurrency: int = Field(
+        default=4, gt=0, description="Most claude-code or codex sub-calls in flight at once (each is a process)."
+    )
+    claude_command: str = Field(default="claude", description="The Claude Code CLI, for the claude-code backend.")
+    codex_command: str = Field(default="codex", description="The Codex CLI, for the codex backend.")
     max_sub_calls: int = Field(default=1_000, ge=0, description="Most sub-calls per session.")
     max_sub_tokens: int | None = Field(
         default=None, gt=0, description="Most sub-call tokens (input + output) per session. Default: no limit."

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 
 from rlm_mcp.config import Settings
+from rlm_mcp.llm.logins import cli_login
 from rlm_mcp.repl.cgroups import cgroup_support, worker_cgroups
 from rlm_mcp.repl.host import WorkerStartError
 from rlm_mcp.repl.proctree import descendants
@@ -59,6 +60,24 @@ def memory_line(settings: Settings, layers: list[dict[str, object]], cgroups: li
     return f"{text} only; shared anonymous memory is NOT capped (no seccomp filter; {why})"
 
 
+def backend_lines(settings: Settings, environ: dict[str, str] | None = None) -> list[str]:
+    """Which sub-call backends would work on this machine, in the order `auto` tries them, and why not."""
+    environ = dict(os.environ if environ is None else environ)
+    lines = [f"sub-call backends (RLM_MCP_BACKEND={settings.backend}; auto takes the first that works):"]
+    key = "ANTHROPIC_API_KEY is set" if environ.get("ANTHROPIC_API_KEY") else "ANTHROPIC_API_KEY is not set"
+    lines.append(f"  {'yes' if environ.get('ANTHROPIC_API_KEY') else 'NO '}  anthropic    {key}")
+    url = settings.openai_base_url
+    lines.append(f"  {'yes' if url else 'NO '}  openai       {url or 'RLM_MCP_OPENAI_BASE_URL is not set'}")
+    for name, command in (("claude-code", settings.claude_command), ("codex", settings.codex_command)):
+        login = cli_login(name, command, environ)
+        how = f"{login.path}: {login.detail}" if login.path else login.detail
+        if login.logged_in and login.subscription:
+            how += "; a subscription: costs shown are API prices, not charges"
+        lines.append(f"  {'yes' if login.logged_in else 'NO '}  {name.ljust(11)}  {how}")
+    lines.append("  ?    sampling     if the MCP client offers it (Claude Code and Codex do not)")
+    return lines
+
+
 def run_doctor(settings: Settings) -> int:
     """Print the report; exit status 1 if the worker would not start under these settings."""
     make_undumpable()  # as the server does, so the environment layer is reported as a session would see it
@@ -70,6 +89,7 @@ def run_doctor(settings: Settings) -> int:
         print(f"  {mark}  {str(layer['name']).ljust(width)}  {layer['detail']}")
     print(summary(layers))
     print(memory_line(settings, layers, cgroups))
+    print("\n".join(backend_lines(settings)))
     if error:
         print(f"error: {error}")
         return 1

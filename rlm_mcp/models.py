@@ -54,6 +54,7 @@ class SubCallUsage(Compact):
     output_tokens: int = 0
     cost_usd: float = 0.0
     cache_hits: int = 0
+    subscription_usd: float = 0.0  # the part of cost_usd run on a subscription login: API prices, not charged
 
 
 class SubQueryResult(Compact):

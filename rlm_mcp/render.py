@@ -121,6 +121,8 @@ def _usage(usage: SubCallUsage) -> str:
         f"{usage.calls:,} calls, {usage.failures:,} failed, {usage.input_tokens:,} in / "
         f"{usage.output_tokens:,} out tokens, {_money(usage.cost_usd)}"
     )
+    if usage.subscription_usd:
+        text += f" (of which {_money(usage.subscription_usd)} on a subscription login: API prices, not charged)"
     return text + (f", {usage.cache_hits:,} answered from cache" if usage.cache_hits else "")
 
 

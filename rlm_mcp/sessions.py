@@ -654,7 +654,7 @@ class Session:
                     raise UserError(f"the context expression {context!r} failed: {why}")
             prompt = f"<context>\n{reply['text']}\n</context>\n\n{prompt}"
         try:
-            backend = self.llm.router.backend_for(client_session)
+            backend = await self.llm.router.backend_for(client_session)
             call = self.llm.make_call(backend, prompt, None, model, max_tokens)
             answer = await self.llm.complete(call, backend)
         except SubCallError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 
 CLAUDE_VERSION = "2.1.332"  # the npm package .ci/run installs
 MCPB_VERSION = "2.1.2"  # @anthropic-ai/mcpb, which validates and packs the MCP bundle
+CODEX_VERSION = "0.171.0"  # @openai/codex, a sub-call backend
 MODEL = "claude-sonnet-4-6"
 
 

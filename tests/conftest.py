@@ -46,6 +46,9 @@ def make_settings(tmp_path: Path, data_dir: Path, **overrides: Any) -> Settings:
         "timeout_s": 20,
         "interrupt_grace_s": 1.0,
         "structured_content": True,  # most tests read the result's data; test_result_format checks the default
+        # A CLI the developer has installed and logged in must not decide which backend `auto` picks.
+        "claude_command": "rlm-mcp-test-no-claude",
+        "codex_command": "rlm-mcp-test-no-codex",
     }
     values.update(overrides)
     return load_settings(values, environ={})

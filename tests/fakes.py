@@ -3,10 +3,20 @@
 The sub-LLM router is tested through the real clients (the `anthropic` SDK and a plain `httpx2` client),
 not through mocks of them: a mock would only prove the router agrees with the mock, while a fake server
 proves it agrees with the SDK's real request building, response parsing and status-to-exception mapping.
-One `FakeProvider` serves both APIs on one ephemeral 127.0.0.1 port:
+One `FakeProvider` serves all three APIs on one ephemeral 127.0.0.1 port:
 
-- Anthropic Messages: ``POST /v1/messages`` (point ``AsyncAnthropic(base_url=provider.base_url)`` at it);
-- OpenAI-compatible chat completions: ``POST /v1/chat/completions`` (base URL ``provider.openai_base_url``).
+- Anthropic Messages: ``POST /v1/messages`` (point ``AsyncAnthropic(base_url=provider.base_url)`` at it), plain
+  JSON or, with ``stream: true``, Server-Sent Events as the real API sends them; plus
+  ``POST /v1/messages/count_tokens``, which Claude Code calls besides the model;
+- OpenAI-compatible chat completions: ``POST /v1/chat/completions`` (base URL ``provider.openai_base_url``);
+- OpenAI Responses: ``POST /v1/responses`` (same base URL), plain JSON or SSE, which is what Codex speaks.
+
+Streaming exists so the real coding-agent CLIs (Claude Code, Codex), which only ever stream, can use the fake
+as their provider. A streamed answer is the same message a plain request would get, cut into events, so latency,
+scripted failures, records and key checks apply to both alike; an error is never streamed: like the real APIs,
+a request that fails before its stream starts gets a plain JSON error with its status. The side requests the
+CLIs make besides model calls (count_tokens, a start-up probe, a model list) get sensible answers, and any
+other path a JSON 404.
 
 Everything a router test needs to assert on is observable and deterministic: the requests in arrival order,
 the current and peak number of requests in flight, per-status counts, the API keys that reached it, token
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import math
 import random
@@ -55,6 +66,13 @@ coroutine function (e.g. to wait on an event)."""
 
 ANTHROPIC_PATH = "/v1/messages"
 OPENAI_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+HELLO_PATH = "/api/hello"  # Claude Code's start-up connection probe
+MODELS_PATH = "/v1/models"  # Codex's model-list refresh
+
+# The model endpoints, by path, and the `RecordedRequest.api` each is recorded under.
+_MODEL_APIS: dict[str, str] = {ANTHROPIC_PATH: "anthropic", OPENAI_PATH: "openai", RESPONSES_PATH: "responses"}
 
 # Error `type` in the Anthropic error body, by status, as the real API sends them.
 _ANTHROPIC_ERROR_TYPES: dict[int, str] = {
@@ -129,7 +147,7 @@ class ProviderError(Exception):
 
 @dataclass
 class ToolUse:
-    """Return this from an answer function to make the fake model call a tool (Anthropic API only)."""
+    """Return this from an answer function to make the fake model call a tool (Anthropic Messages only)."""
 
     name: str
     input: dict[str, Any]
@@ -169,7 +187,7 @@ class RecordedRequest:
     index: int
     path: str
     method: str
-    api: str | None  # "anthropic", "openai", or None for other paths
+    api: str | None  # "anthropic", "openai", "responses"; None for other paths, count_tokens included
     body: Any  # parsed JSON, or None if the body was not JSON
     headers: dict[str, str]  # lower-cased names
     arrived_at: float  # time.monotonic()
@@ -182,6 +200,7 @@ class RecordedRequest:
     status: int | None = None
     finished_at: float | None = None
     disconnected: bool = False  # the client went away before the response was sent
+    stream: bool = False  # the client asked for Server-Sent Events (`stream: true`)
 
 
 @dataclass
@@ -192,6 +211,8 @@ class _Parsed:
     text: str
     max_tokens: int | None
     cached_prefix: str = ""
+    stream: bool = False
+    body: dict[str, Any] = field(default_factory=dict)  # the request, for replies that echo its settings
 
 
 class _InvalidRequest(Exception):
@@ -532,7 +553,7 @@ class FakeProvider:
         except ValueError:
             body = None
         path: str = scope["path"]
-        api = "anthropic" if path == ANTHROPIC_PATH else "openai" if path == OPENAI_PATH else None
+        api = _MODEL_APIS.get(path)
         record = RecordedRequest(
             index=0,
             path=path,
@@ -546,17 +567,19 @@ class FakeProvider:
         )
         parsed: _Parsed | None = None
         invalid: str | None = None
-        if api is not None and scope["method"] == "POST":
+        parser = _PARSERS.get(path)
+        if parser is not None and scope["method"] == "POST":
             try:
-                parsed = _parse_anthropic(body) if api == "anthropic" else _parse_openai(body)
+                parsed = parser(body)
             except _InvalidRequest as exc:
                 invalid = str(exc)
             if parsed is not None:
-                record.model, record.system, record.prompt, record.text = (
+                record.model, record.system, record.prompt, record.text, record.stream = (
                     parsed.model,
                     parsed.system,
                     parsed.prompt,
                     parsed.text,
+                    parsed.stream,
                 )
 
         with self._lock:
@@ -565,7 +588,9 @@ class FakeProvider:
             self._requests.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            rule = self._match_rule(parsed) if parsed is not None else None
+            # Only model calls consume scripted failures: a client's side calls (count_tokens, probes) must not
+            # eat a `fail_next` meant for the call under test.
+            rule = self._match_rule(parsed) if parsed is not None and api is not None else None
             delay = self._draw_delay(rule)
 
         status = 0
@@ -583,16 +608,31 @@ class FakeProvider:
 
                 tg.start_soon(watch_disconnect)
                 status, payload, extra = await self._respond(api, scope["method"], parsed, invalid, record, rule, delay)
+                # Only a success is streamed: the real APIs refuse a request with a plain JSON error before any
+                # event, so clients read errors the same way whether they asked for a stream or not.
+                events = _stream_events(api, payload) if status == 200 and parsed and parsed.stream else None
+                if events is None:
+                    encoded = json.dumps(payload).encode()
+                    head = {"content-type": "application/json", "content-length": str(len(encoded)), **extra}
+                else:
+                    encoded = b""
+                    head = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", **extra}
                 sending = True
                 await send(
                     {
                         "type": "http.response.start",
                         "status": status,
-                        "headers": [(b"content-type", b"application/json")]
-                        + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()],
+                        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head.items()],
                     }
                 )
-                await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+                if events is None:
+                    await send({"type": "http.response.body", "body": encoded})
+                else:
+                    # One body chunk per event, so a client sees them arrive one by one as from the real API.
+                    for name, data in events:
+                        chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
         finally:
             with self._lock:
@@ -637,7 +677,7 @@ class FakeProvider:
     ) -> tuple[int, Any, dict[str, str]]:
         """Status, JSON payload and extra headers for one request, after its latency."""
         if api is None:
-            return self._error("anthropic", ProviderError(404, f"Not found: {method} {record.path}"))
+            return self._side_call(method, parsed, invalid, record)
         if method != "POST":
             return self._error(
                 api, ProviderError(405, f"Method not allowed: {method}", error_type="invalid_request_error")
@@ -663,6 +703,42 @@ class FakeProvider:
                 return self._error(api, ProviderError(400, "the fake speaks tool use in the Anthropic format only"))
             return self._tool_use(parsed, text)
         return self._success(api, parsed, str(text))
+
+    def _side_call(
+        self, method: str, parsed: _Parsed | None, invalid: str | None, record: RecordedRequest
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Paths that are not model calls but that the CLIs send, answered instantly and never scripted to fail
+        (so they cannot eat a `fail_next` meant for a model call); anything else is a JSON 404, in the Anthropic
+        format the fake has always used.
+
+        - ``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, key-checked like the API;
+        - ``GET|HEAD /api/hello``: 200; Claude Code sends a HEAD there at start-up to warm the connection;
+        - ``GET /v1/models``: an empty model list, key-checked; Codex asks for it with a ChatGPT login. The list
+          carries both the OpenAI shape (``data``) and the Codex backend's (``models``), so either client can
+          parse it, and an empty list leaves Codex on the model catalog it ships with.
+        """
+        path = record.path
+        if path == HELLO_PATH and method in ("GET", "HEAD"):
+            return 200, {}, {}
+        if path == MODELS_PATH and method == "GET":
+            if self.require_api_key is not None and record.api_key != self.require_api_key:
+                return self._error("openai", ProviderError(401, "Incorrect API key provided."))
+            return (
+                200,
+                {"object": "list", "data": [], "models": []},
+                {"x-request-id": f"req_fake{self._next_id():020d}"},
+            )
+        if path != COUNT_TOKENS_PATH:
+            return self._error("anthropic", ProviderError(404, f"Not found: {method} {path}"))
+        if method != "POST":
+            return self._error(
+                "anthropic", ProviderError(405, f"Method not allowed: {method}", error_type="invalid_request_error")
+            )
+        if self.require_api_key is not None and record.api_key != self.require_api_key:
+            return self._error("anthropic", ProviderError(401, "invalid x-api-key"))
+        if invalid is not None or parsed is None:
+            return self._error("anthropic", ProviderError(400, invalid or "Invalid request body."))
+        return 200, {"input_tokens": count_tokens(parsed.text)}, {"request-id": f"req_fake{self._next_id():020d}"}
 
     def _tool_use(self, parsed: _Parsed, use: ToolUse) -> tuple[int, Any, dict[str, str]]:
         """An Anthropic Messages reply that asks the client to call a tool (stop_reason "tool_use")."""
@@ -710,6 +786,8 @@ class FakeProvider:
                 },
             }
             return 200, payload, {"request-id": f"req_fake{n:020d}"}
+        if api == "responses":
+            return 200, _response_object(n, parsed, text, truncated), {"x-request-id": f"req_fake{n:020d}"}
         payload = {
             "id": f"chatcmpl-fake{n:020d}",
             "object": "chat.completion",
@@ -768,6 +846,134 @@ class FakeProvider:
         return error.status, payload, headers
 
 
+# ------------------------------------------------------------------------------------- replies and streams
+
+
+def _response_object(n: int, parsed: _Parsed, text: str, truncated: bool) -> dict[str, Any]:
+    """A Responses API ``response`` object, echoing the request's settings the way the real API does."""
+    body = parsed.body
+    input_tokens, output_tokens = count_tokens(parsed.text), count_tokens(text)
+    status = "incomplete" if truncated else "completed"
+    message = {
+        "id": f"msg_fake{n:020d}",
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
+    return {
+        "id": f"resp_fake{n:020d}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": parsed.model,
+        "output": [message],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+Event = tuple[str, dict[str, Any]]
+
+
+def _pieces(text: str, parts: int = 3) -> list[str]:
+    """`text` cut into up to `parts` non-empty deltas, so a client has to join several, as with a real stream."""
+    if not text:
+        return []
+    size = math.ceil(len(text) / parts)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _stream_events(api: str | None, payload: Any) -> list[Event]:
+    """The SSE events that carry `payload`, a successful reply of `api`, as its real API streams it."""
+    return _anthropic_events(payload) if api == "anthropic" else _responses_events(payload)
+
+
+def _anthropic_events(message: dict[str, Any]) -> list[Event]:
+    """A Messages reply as the API streams it: the message without content, each block started, filled by
+    deltas (text_delta, or input_json_delta for tool_use) and stopped, then the stop reason with the final
+    usage (cumulative counts, which the SDK lets overwrite those of message_start), then message_stop."""
+    usage = message["usage"]
+    start_usage = {**usage, "output_tokens": min(1, usage["output_tokens"])}  # the real API starts at 1
+    started = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}
+    events: list[Event] = [("message_start", {"type": "message_start", "message": started})]
+    for index, block in enumerate(message["content"]):
+        first: dict[str, Any]
+        if block["type"] == "text":
+            first = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in _pieces(block["text"])]
+        else:
+            first = {**block, "input": {}}
+            # The real API opens a tool's input with an empty partial_json; clients must cope with it.
+            json_pieces = ["", *_pieces(json.dumps(block["input"]))]
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in json_pieces]
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": first}))
+        if index == 0:
+            events.append(("ping", {"type": "ping"}))  # as the real API sends one early in every stream
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    events.append(("message_delta", {"type": "message_delta", "delta": stop, "usage": usage}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def _responses_events(response: dict[str, Any]) -> list[Event]:
+    """A Responses reply as OpenAI streams it: the response created and in progress (no output, no usage yet),
+    each output item added, its text part added, filled by deltas and done, the item done, then the whole
+    response (with usage) in response.completed, or response.incomplete if max_output_tokens cut it."""
+    sequence = itertools.count()
+
+    def event(name: str, **data: Any) -> Event:
+        return name, {"type": name, "sequence_number": next(sequence), **data}
+
+    pending = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    events = [event("response.created", response=pending), event("response.in_progress", response=pending)]
+    for output_index, item in enumerate(response["output"]):
+        where = {"item_id": item["id"], "output_index": output_index}
+        events.append(
+            event(
+                "response.output_item.added",
+                output_index=output_index,
+                item={**item, "status": "in_progress", "content": []},
+            )
+        )
+        for content_index, part in enumerate(item["content"]):
+            at = {**where, "content_index": content_index}
+            events.append(event("response.content_part.added", **at, part={**part, "text": ""}))
+            events += [
+                event("response.output_text.delta", **at, delta=piece, logprobs=[]) for piece in _pieces(part["text"])
+            ]
+            events.append(event("response.output_text.done", **at, text=part["text"], logprobs=[]))
+            events.append(event("response.content_part.done", **at, part=part))
+        events.append(event("response.output_item.done", output_index=output_index, item=item))
+    final = "response.completed" if response["status"] == "completed" else "response.incomplete"
+    events.append(event(final, response=response))
+    return events
+
+
 # ------------------------------------------------------------------------------------- request parsing
 
 
@@ -801,14 +1007,24 @@ def _content_text(content: Any, where: str) -> str:
     return "\n".join(parts)
 
 
-def _common(body: Any) -> tuple[str, list[Any]]:
+def _model(body: Any) -> str:
     if not isinstance(body, dict):
         raise _InvalidRequest("The request body is not valid JSON.")
-    if body.get("stream"):
-        raise _InvalidRequest("stream: the fake provider does not stream; send stream=false")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _InvalidRequest("model: Field required")
+    return model
+
+
+def _stream(body: dict[str, Any]) -> bool:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _InvalidRequest("stream: Input should be a valid boolean")
+    return bool(stream)
+
+
+def _common(body: Any) -> tuple[str, list[Any]]:
+    model = _model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _InvalidRequest("messages: Field required (at least one message)")
@@ -820,10 +1036,18 @@ def _last_user(texts: list[tuple[str, str]]) -> str:
 
 
 def _parse_anthropic(body: Any) -> _Parsed:
-    model, messages = _common(body)
+    parsed = _parse_count_tokens(body)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise _InvalidRequest("max_tokens: Field required (a positive integer)")
+    parsed.max_tokens = max_tokens
+    parsed.stream = _stream(body)
+    return parsed
+
+
+def _parse_count_tokens(body: Any) -> _Parsed:
+    """A Messages request without max_tokens: what /v1/messages/count_tokens takes (and /v1/messages builds on)."""
+    model, messages = _common(body)
     raw_system = body.get("system")
     system: str | None = None
     cached_prefix = ""
@@ -847,11 +1071,13 @@ def _parse_anthropic(body: Any) -> _Parsed:
     if texts[0][0] != "user":
         raise _InvalidRequest("messages: first message must use the 'user' role")
     text = (system or "") + "".join(t for _, t in texts)
-    return _Parsed(model, system, _last_user(texts), text, max_tokens, cached_prefix)
+    return _Parsed(model, system, _last_user(texts), text, None, cached_prefix, body=body)
 
 
 def _parse_openai(body: Any) -> _Parsed:
     model, messages = _common(body)
+    if body.get("stream"):
+        raise _InvalidRequest("stream: the fake provider does not stream chat completions; send stream=false")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
         raise _InvalidRequest("max_tokens: must be a positive integer")
@@ -869,4 +1095,76 @@ def _parse_openai(body: Any) -> _Parsed:
             texts.append((role, text))
     system = "\n".join(system_parts) if system_parts else None
     text = (system or "") + "".join(t for _, t in texts)
-    return _Parsed(model, system, _last_user(texts), text, max_tokens)
+    return _Parsed(model, system, _last_user(texts), text, max_tokens, body=body)
+
+
+def _responses_content_text(content: Any, where: str) -> str:
+    """Text of a Responses message's content: a string, or parts whose input_text / output_text are joined
+    (images and files carry no text the fake counts)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _InvalidRequest(f"{where}: Input should be a valid string or list")
+    parts: list[str] = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _InvalidRequest(f"{where}[{i}]: each content part needs a type")
+        if part["type"] in ("input_text", "output_text", "text"):
+            if not isinstance(part.get("text"), str):
+                raise _InvalidRequest(f"{where}[{i}].text: Field required")
+            parts.append(part["text"])
+        elif part["type"] == "refusal" and isinstance(part.get("refusal"), str):
+            parts.append(part["refusal"])
+    return "\n".join(parts)
+
+
+def _parse_responses(body: Any) -> _Parsed:
+    """A Responses request: `input` is a string (one user message) or a list of items, messages with a role
+    (typed ``{"type": "message", ...}`` or the older bare ``{"role", "content"}``) plus tool items, whose text
+    is counted; `instructions` and system/developer messages make the system prompt, as in chat completions."""
+    model = _model(body)
+    stream = _stream(body)
+    max_tokens = body.get("max_output_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise _InvalidRequest("max_output_tokens: must be a positive integer")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _InvalidRequest("instructions: Input should be a valid string")
+    raw = body.get("input")
+    if isinstance(raw, str):
+        items: list[Any] = [{"type": "message", "role": "user", "content": raw}]
+    elif isinstance(raw, list) and raw:
+        items = raw
+    else:
+        raise _InvalidRequest("input: Field required (a string or a non-empty list of input items)")
+    system_parts = [instructions] if instructions else []
+    texts: list[tuple[str, str]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _InvalidRequest(f"input[{i}]: Input should be an object")
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise _InvalidRequest(f"input[{i}].role: invalid value {role!r}")
+            text = _responses_content_text(item.get("content"), f"input[{i}].content")
+            if role in ("system", "developer"):
+                system_parts.append(text)
+            else:
+                texts.append((role, text))
+        elif kind == "function_call_output":
+            texts.append(("tool", _responses_content_text(item.get("output", ""), f"input[{i}].output")))
+        elif kind == "function_call":
+            texts.append(("assistant", str(item.get("arguments", ""))))
+        # Other items (reasoning, item_reference, ...) carry no text the fake counts.
+    system = "\n".join(system_parts) if system_parts else None
+    text = (system or "") + "".join(t for _, t in texts)
+    return _Parsed(model, system, _last_user(texts), text, max_tokens, stream=stream, body=body)
+
+
+_PARSERS: dict[str, Callable[[Any], _Parsed]] = {
+    ANTHROPIC_PATH: _parse_anthropic,
+    COUNT_TOKENS_PATH: _parse_count_tokens,
+    OPENAI_PATH: _parse_openai,
+    RESPONSES_PATH: _parse_responses,
+}

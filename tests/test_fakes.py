@@ -2,6 +2,7 @@
 
 These tests drive the fakes with the real `anthropic` SDK and a plain `httpx2` client, so a router test that
 passes against them exercises the same request building, response parsing and error mapping as production.
+The streamed and Responses API tests are what lets the real coding-agent CLIs (which only stream) use the fake.
 """
 
 from __future__ import annotations
@@ -10,19 +11,29 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import anthropic
 import anyio
 import httpx2
 import pytest
 
-from tests.fakes import FakeProvider, ProviderError, count_tokens
+from tests.fakes import FakeProvider, ProviderError, ToolUse, count_tokens
 
 pytestmark = pytest.mark.anyio
 
 
 def sdk(provider: FakeProvider) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(api_key="test-key", base_url=provider.base_url, max_retries=0)
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, parsed data) of each Server-Sent Event in a whole stream body."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
 
 
 async def test_anthropic_sdk_parses_message_and_usage() -> None:
@@ -266,3 +277,257 @@ def test_thread_mode_serves_other_threads_and_processes() -> None:
         assert time.monotonic() - started < 5
     assert provider.count == 2 and provider.api_keys == ["thread-key", None]
     provider.stop()  # idempotent
+
+
+async def test_anthropic_sdk_streams_text_and_usage() -> None:
+    async with FakeProvider.running() as provider:
+        client = sdk(provider)
+        system = "You are terse."
+        messages: Any = [{"role": "user", "content": "stream me a reply"}]
+        async with client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=100, system=system, messages=messages
+        ) as stream:
+            pieces = [piece async for piece in stream.text_stream]
+            message = await stream.get_final_message()
+
+        # The raw events, in the order the real API sends them (the SDK drops the ping).
+        raw = await client.messages.create(model="m", max_tokens=100, messages=messages, stream=True)
+        kinds = [event.type async for event in raw]
+
+        provider.answer = lambda prompt, system, model: "x" * 100
+        async with client.messages.stream(model="m", max_tokens=5, messages=messages) as stream:
+            cut = await stream.get_final_message()
+        await client.close()
+
+    answer = "echo: stream me a reply"
+    assert len(pieces) > 1 and "".join(pieces) == answer
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == answer  # type: ignore[union-attr]
+    assert (message.model, message.stop_reason, message.id[:4]) == ("claude-haiku-4-5", "end_turn", "msg_")
+    assert message.usage.input_tokens == count_tokens(system + "stream me a reply")
+    assert message.usage.output_tokens == count_tokens(answer)
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert set(kinds[2:-3]) == {"content_block_delta"} and len(kinds[2:-3]) > 1
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 5
+    assert cut.content[0].text == "x" * 20  # type: ignore[union-attr]
+
+    # Streamed requests are recorded and counted like any other.
+    assert [(r.stream, r.status, r.api) for r in provider.requests] == [(True, 200, "anthropic")] * 3
+    assert (provider.requests[0].system, provider.requests[0].prompt) == (system, "stream me a reply")
+    assert provider.count == 3 and provider.in_flight == 0 and provider.api_keys == ["test-key"] * 3
+
+
+async def test_anthropic_stream_of_a_tool_call_and_cached_usage() -> None:
+    long_system = "rules " * 1000
+    system: Any = [{"type": "text", "text": long_system, "cache_control": {"type": "ephemeral"}}]
+    messages: Any = [{"role": "user", "content": "weather?"}]
+    async with FakeProvider.running(prompt_cache=True) as provider:
+        client = sdk(provider)
+        async with client.messages.stream(model="m", max_tokens=100, system=system, messages=messages) as stream:
+            first = await stream.get_final_message()
+        provider.answer = lambda prompt, system, model: ToolUse("get_weather", {"city": "Paris", "days": [1, 2]})
+        async with client.messages.stream(model="m", max_tokens=100, system=system, messages=messages) as stream:
+            partial = [event.partial_json async for event in stream if event.type == "input_json"]
+            call = await stream.get_final_message()
+        await client.close()
+
+    cached = count_tokens(long_system)
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (cached, 0)
+    assert first.usage.input_tokens == count_tokens(long_system + "weather?") - cached
+    assert call.stop_reason == "tool_use" and [block.type for block in call.content] == ["tool_use"]
+    block = call.content[0]
+    assert block.type == "tool_use" and block.name == "get_weather" and block.id.startswith("toolu_")
+    assert block.input == {"city": "Paris", "days": [1, 2]}
+    assert len(partial) > 1  # the input arrives as several input_json_delta pieces
+    assert call.usage.output_tokens == count_tokens(json.dumps(block.input))
+
+
+async def test_errors_before_a_stream_are_json_with_their_status() -> None:
+    async with FakeProvider.running() as provider, httpx2.AsyncClient(trust_env=False) as http:
+        client = sdk(provider)
+        messages: Any = [{"role": "user", "content": "q"}]
+        provider.fail_next(1, status=529)
+        with pytest.raises(anthropic.OverloadedError) as caught:
+            async with client.messages.stream(model="m", max_tokens=10, messages=messages) as stream:
+                await stream.get_final_message()
+        assert caught.value.status_code == 529 and caught.value.type == "overloaded_error"
+
+        provider.fail_next(1, status=429, retry_after=3)
+        body = {"model": "m", "max_tokens": 10, "stream": True, "messages": messages}
+        response = await http.post(provider.base_url + "/v1/messages", json=body)
+        assert response.status_code == 429 and response.headers["content-type"] == "application/json"
+        assert response.headers["retry-after"] == "3" and response.json()["error"]["type"] == "rate_limit_error"
+
+        # Refused before any model work, streamed or not: a bad body (400) and a wrong key (401).
+        response = await http.post(provider.base_url + "/v1/messages", json={**body, "max_tokens": None})
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        provider.require_api_key = "right-key"
+        with pytest.raises(anthropic.AuthenticationError):
+            await client.messages.create(model="m", max_tokens=10, messages=messages, stream=True)
+        url = provider.openai_base_url + "/responses"
+        response = await http.post(url, json={"model": "gpt", "input": "q", "stream": True})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+        provider.require_api_key = None
+        provider.fail_next(1, status=500, message="boom")
+        response = await http.post(url, json={"model": "gpt", "input": "q", "stream": True})
+        assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+        assert response.json()["error"] == {"message": "boom", "type": "server_error", "param": None, "code": None}
+        await client.close()
+    assert provider.status_counts == {529: 1, 429: 1, 400: 1, 401: 2, 500: 1}
+    assert all(request.stream for request in provider.requests if request.status != 400)
+
+
+async def test_responses_api_plain_parses_every_input_shape() -> None:
+    async with FakeProvider.running() as provider, httpx2.AsyncClient(trust_env=False) as http:
+        url = provider.openai_base_url + "/responses"
+        headers = {"authorization": "Bearer sk-responses"}
+        response = await http.post(url, json={"model": "gpt-5.5", "input": "ping", "instructions": "Be brief."})
+        assert response.status_code == 200 and response.headers["x-request-id"].startswith("req_")
+        data = response.json()
+        assert data["id"].startswith("resp_") and data["object"] == "response" and data["status"] == "completed"
+        assert (data["model"], data["instructions"], data["incomplete_details"]) == ("gpt-5.5", "Be brief.", None)
+        (item,) = data["output"]
+        assert (item["type"], item["role"], item["status"]) == ("message", "assistant", "completed")
+        assert item["content"] == [{"type": "output_text", "text": "echo: ping", "annotations": [], "logprobs": []}]
+        input_tokens, output_tokens = count_tokens("Be brief." + "ping"), count_tokens("echo: ping")
+        assert data["usage"] == {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        }
+
+        # Typed message items with content parts, as Codex sends them: developer messages join the system prompt.
+        typed = [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Rules."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<env/>"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "the question"}]},
+        ]
+        body = {"model": "gpt-5.5", "instructions": "Base.", "input": typed, "max_output_tokens": 2}
+        data = (await http.post(url, json=body, headers=headers)).json()
+        assert data["output"][0]["content"][0]["text"] == "echo: th"  # cut to 2 tokens of 4 chars
+        assert (data["status"], data["incomplete_details"]) == ("incomplete", {"reason": "max_output_tokens"})
+        # The older bare {"role", "content"} shape.
+        bare = [{"role": "system", "content": "Sys."}, {"role": "user", "content": "bare"}]
+        data = (await http.post(url, json={"model": "m", "input": bare}, headers=headers)).json()
+        assert data["output"][0]["content"][0]["text"] == "echo: bare"
+
+        response = await http.post(url, json={"model": "m", "input": []}, headers=headers)
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    first, second, third, bad = provider.requests
+    assert (first.api, first.path, first.model, first.system, first.prompt) == (
+        "responses",
+        "/v1/responses",
+        "gpt-5.5",
+        "Be brief.",
+        "ping",
+    )
+    assert (second.system, second.prompt) == ("Base.\nRules.", "the question")
+    assert second.text == "Base.\nRules." + "<env/>" + "ok" + "the question"
+    assert (third.system, third.prompt) == ("Sys.", "bare")
+    assert provider.api_keys == [None, "sk-responses", "sk-responses", "sk-responses"]
+    assert bad.status == 400 and not any(request.stream for request in provider.requests)
+
+
+async def test_responses_api_streams_events_as_openai_does() -> None:
+    async with FakeProvider.running() as provider, httpx2.AsyncClient(trust_env=False) as http:
+        url = provider.openai_base_url + "/responses"
+        body = {"model": "gpt-5.5", "instructions": "Be brief.", "input": "stream please", "stream": True}
+        async with http.stream("POST", url, json=body, headers={"authorization": "Bearer sk-s"}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            text = "".join([chunk async for chunk in response.aiter_text()])
+        provider.answer = lambda prompt, system, model: "y" * 40
+        cut = await http.post(url, json={**body, "max_output_tokens": 3})
+
+    events = sse_events(text)
+    names = [name for name, _ in events]
+    assert names[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    deltas = [data["delta"] for name, data in events if name == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == "echo: stream please"
+    assert names[4 : 4 + len(deltas)] == ["response.output_text.delta"] * len(deltas)
+    assert names[4 + len(deltas) :] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert all(data["type"] == name for name, data in events)
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    created, done = events[0][1]["response"], events[-1][1]["response"]
+    assert (created["status"], created["output"], created["usage"]) == ("in_progress", [], None)
+    assert done["status"] == "completed" and done["output"][0]["content"][0]["text"] == "echo: stream please"
+    input_tokens, output_tokens = count_tokens("Be brief." + "stream please"), count_tokens("echo: stream please")
+    assert (done["usage"]["input_tokens"], done["usage"]["output_tokens"]) == (input_tokens, output_tokens)
+    assert done["usage"]["total_tokens"] == input_tokens + output_tokens
+    assert events[-4][1]["text"] == "echo: stream please"
+
+    cut_events = sse_events(cut.text)
+    assert cut_events[-1][0] == "response.incomplete"
+    assert cut_events[-1][1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [r.stream for r in provider.requests] == [True, True] and provider.api_keys == ["sk-s", None]
+    assert provider.requests[0].prompt == "stream please" and provider.status_counts == {200: 2}
+
+
+async def test_streams_wait_out_latency_and_count_in_flight() -> None:
+    async with FakeProvider.running(latency=0.2) as provider:
+        client = sdk(provider)
+
+        async def call(i: int) -> None:
+            messages: Any = [{"role": "user", "content": f"{i}"}]
+            async with client.messages.stream(model="m", max_tokens=10, messages=messages) as stream:
+                await stream.get_final_message()
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(call, i)
+        elapsed = time.monotonic() - started
+        await client.close()
+    assert 0.2 <= elapsed < 1.5
+    assert provider.max_in_flight == 5 and provider.in_flight == 0 and provider.status_counts == {200: 5}
+
+
+async def test_side_paths_the_clis_call() -> None:
+    async with FakeProvider.running(latency=5) as provider, httpx2.AsyncClient(trust_env=False) as http:
+        client = sdk(provider)
+        provider.fail_next(1, status=529)
+        # count_tokens answers at once and does not use up the failure scripted for the next model call.
+        counted = await client.messages.count_tokens(
+            model="m", system="Sys.", messages=[{"role": "user", "content": "count these words"}]
+        )
+        assert counted.input_tokens == count_tokens("Sys." + "count these words")
+        hello = await http.head(provider.base_url + "/api/hello")
+        assert hello.status_code == 200 and hello.content == b""
+        models = await http.get(provider.openai_base_url + "/models")
+        assert models.status_code == 200 and models.json() == {"object": "list", "data": [], "models": []}
+        missing = await http.get(provider.base_url + "/v1/nowhere")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+        wrong = await http.get(provider.openai_base_url + "/responses")
+        assert wrong.status_code == 405 and "error" in wrong.json()
+        provider.latency = 0
+        with pytest.raises(anthropic.OverloadedError):
+            await client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "q"}])
+        provider.require_api_key = "other"
+        with pytest.raises(anthropic.AuthenticationError):
+            await client.messages.count_tokens(model="m", messages=[{"role": "user", "content": "q"}])
+        await client.close()
+    paths = [(r.method, r.path, r.status, r.api) for r in provider.requests]
+    assert paths == [
+        ("POST", "/v1/messages/count_tokens", 200, None),
+        ("HEAD", "/api/hello", 200, None),
+        ("GET", "/v1/models", 200, None),
+        ("GET", "/v1/nowhere", 404, None),
+        ("GET", "/v1/responses", 405, "responses"),
+        ("POST", "/v1/messages", 529, "anthropic"),
+        ("POST", "/v1/messages/count_tokens", 401, None),
+    ]

@@ -134,7 +134,7 @@ def _layers_of(identity: Identity, unprivileged: Unprivileged) -> dict[str, str]
     doctor = [str(runtime.bin / "rlm-mcp"), "doctor", "--root", str(data), "--workspace", str(home / "ws")]
     done = identity.run(doctor, env={**env, "RLM_MCP_SANDBOX": "auto"}, cwd=home, timeout=DOCTOR_TIMEOUT_S)
     assert done.returncode == 0, f"doctor as {identity.name}:\n{done.stdout}\n{done.stderr}"
-    reported = {name: mark == "yes" for mark, name in DOCTOR_LINE.findall(done.stdout)}
+    reported = {name: mark == "yes" for mark, name in DOCTOR_LINE.findall(done.stdout.split("\nsub-call backends")[0])}
     probed = identity.run([runtime.python, "-c", PROBES], env=env, cwd=runtime.code, timeout=DOCTOR_TIMEOUT_S)
     assert probed.returncode == 0, f"probes as {identity.name}:\n{probed.stderr}"
     probes = json.loads(probed.stdout)

@@ -39,7 +39,12 @@ WINDOWS: dict[str, int] = {
 }
 
 
+# The Claude Code CLI's model aliases, priced (for estimates and budgets) as the models they stand for today.
+ALIASES: dict[str, str] = {"haiku": "claude-haiku-4-5", "sonnet": "claude-sonnet-4", "opus": "claude-opus-4-5"}
+
+
 def _longest_prefix(table: Mapping[str, object], model: str) -> str | None:
+    model = ALIASES.get(model, model)
     matches = [prefix for prefix in table if model.startswith(prefix)]
     return max(matches, key=len) if matches else None
 

@@ -19,6 +19,7 @@ import anyio
 
 from rlm_mcp.config import Settings
 from rlm_mcp.llm.budget import Budget
+from rlm_mcp.llm.logins import CliLogin, cli_login
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, Completion, SubCall, SubCallError
@@ -28,11 +29,15 @@ from rlm_mcp.trace import current_tracer
 log = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_S = 30.0
+REAP_PERIOD_S = 10.0
 NO_BACKEND = (
-    "no sub-LLM backend is available. Set ANTHROPIC_API_KEY (Anthropic API), or RLM_MCP_OPENAI_BASE_URL "
-    "(any OpenAI-compatible endpoint: Ollama, vLLM, LM Studio, OpenRouter; key in RLM_MCP_OPENAI_API_KEY), "
-    "or use a client that offers MCP sampling; RLM_MCP_BACKEND=auto|anthropic|openai|sampling picks one"
+    "no sub-LLM backend is available. Set ANTHROPIC_API_KEY (Anthropic API); or RLM_MCP_OPENAI_BASE_URL "
+    "(any OpenAI-compatible endpoint: Ollama, vLLM, LM Studio, OpenRouter; key in RLM_MCP_OPENAI_API_KEY); or log "
+    "in to Claude Code (`claude`, or `claude setup-token` and CLAUDE_CODE_OAUTH_TOKEN in the server's environment) "
+    "or to Codex (`codex login`); or use a client that offers MCP sampling. RLM_MCP_BACKEND="
+    "auto|anthropic|openai|claude-code|codex|sampling picks one"
 )
+CLI_BACKENDS = ("claude-code", "codex")
 
 
 def usage_since(now: SubCallUsage, earlier: SubCallUsage) -> SubCallUsage:
@@ -53,19 +58,13 @@ class Router:
         self.settings = settings
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         self._backends: dict[str, Backend] = {}
+        self._building = anyio.Lock()
 
-    def backend_for(self, client_session: Any | None) -> Backend:
+    async def backend_for(self, client_session: Any | None) -> Backend:
         """The backend for a call made while serving `client_session` (needed for sampling)."""
         mode = self.settings.backend
         if mode == "auto":
-            if os.environ.get("ANTHROPIC_API_KEY"):
-                mode = "anthropic"
-            elif self.settings.openai_base_url:
-                mode = "openai"
-            elif client_session is not None and client_offers_sampling(client_session):
-                mode = "sampling"
-            else:
-                raise SubCallError(NO_BACKEND, kind="no_backend")
+            mode = await self._auto_mode(client_session)
         if mode == "sampling":
             if client_session is None or not client_offers_sampling(client_session):
                 raise SubCallError(
@@ -73,37 +72,77 @@ class Router:
                     kind="no_backend",
                 )
             return SamplingBackend(client_session)
-        if mode not in self._backends:
-            self._backends[mode] = self._build(mode)
+        async with self._building:  # one build per backend, however many batches ask at once
+            if mode not in self._backends:
+                self._backends[mode] = await anyio.to_thread.run_sync(self._build, mode)
         return self._backends[mode]
 
+    async def _auto_mode(self, client_session: Any | None) -> str:
+        """An API key, then an OpenAI-compatible URL, then a logged-in Claude Code, then Codex, then sampling."""
+        if os.environ.get("ANTHROPIC_API_KEY"):
+            return "anthropic"
+        if self.settings.openai_base_url:
+            return "openai"
+        for name in CLI_BACKENDS:
+            if (await self.login(name)).logged_in:
+                return name
+        if client_session is not None and client_offers_sampling(client_session):
+            return "sampling"
+        raise SubCallError(NO_BACKEND, kind="no_backend")
+
+    async def login(self, name: str) -> CliLogin:
+        """Whether the `name` CLI is installed and logged in (asked once, in a thread)."""
+        command = self.settings.claude_command if name == "claude-code" else self.settings.codex_command
+        return await anyio.to_thread.run_sync(cli_login, name, command, dict(os.environ))
+
+    def limiter_for(self, backend: Backend) -> anyio.CapacityLimiter:
+        """A CLI backend has a cap of its own (each call is a process); the API backends share the server's."""
+        own = getattr(backend, "limiter", None)
+        return own if isinstance(own, anyio.CapacityLimiter) else self.limiter
+
     async def prepare(self) -> None:
-        """Build the configured API backend now, in a thread, so that a session's first batch does not wait
-        for it (importing the anthropic SDK alone takes about a second). Sampling needs a client session
-        and is built per call; a backend that cannot be built is left for the first call to report."""
-        mode = self.settings.backend
-        if mode == "auto":
-            mode = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "openai"
-        if mode == "sampling" or mode in self._backends:
-            return
-        try:
-            backend = await anyio.to_thread.run_sync(self._build, mode)
-        except SubCallError:
-            return
-        self._backends.setdefault(mode, backend)
+        """Build the configured backend now, in a thread, so that a session's first batch does not wait for
+        it (importing the anthropic SDK alone takes about a second; asking a CLI for its login a quarter).
+        Sampling needs a client session and is built per call; a backend that cannot be built is left for
+        the first call to report."""
+        with contextlib.suppress(SubCallError):
+            await self.backend_for(None)
+
+    async def maintain(self) -> None:
+        """Stop the CLI processes started ahead of need that no call took (see cli_process)."""
+        while True:
+            await anyio.sleep(REAP_PERIOD_S)
+            for backend in list(self._backends.values()):
+                reap = getattr(backend, "reap", None)
+                if reap is not None:
+                    reap()
 
     def _build(self, mode: str) -> Backend:
+        """Blocking (imports an SDK, or asks a CLI for its login): run in a thread."""
+        settings = self.settings
         if mode == "anthropic":
             if not os.environ.get("ANTHROPIC_API_KEY"):
                 raise SubCallError("RLM_MCP_BACKEND=anthropic needs ANTHROPIC_API_KEY", kind="no_backend")
             from rlm_mcp.llm.anthropic_backend import AnthropicBackend
 
-            return AnthropicBackend(self.settings.max_concurrency)
-        if not self.settings.openai_base_url:
+            return AnthropicBackend(settings.max_concurrency)
+        if mode in CLI_BACKENDS:
+            command = settings.claude_command if mode == "claude-code" else settings.codex_command
+            login = cli_login(mode, command, dict(os.environ))
+            if not login.logged_in or login.path is None:
+                raise SubCallError(f"the {mode} backend cannot be used: {login.detail}", kind="no_backend")
+            if mode == "claude-code":
+                from rlm_mcp.llm.claude_code_backend import ClaudeCodeBackend
+
+                return ClaudeCodeBackend(login.path, settings.cli_concurrency, login.subscription)
+            from rlm_mcp.llm.codex_backend import CodexBackend
+
+            return CodexBackend(login.path, settings.cli_concurrency, login.subscription)
+        if not settings.openai_base_url:
             raise SubCallError("RLM_MCP_BACKEND=openai needs RLM_MCP_OPENAI_BASE_URL", kind="no_backend")
         from rlm_mcp.llm.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(self.settings.openai_base_url, self.settings.openai_api_key, self.settings.max_concurrency)
+        return OpenAIBackend(settings.openai_base_url, settings.openai_api_key, settings.max_concurrency)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():
@@ -158,7 +197,7 @@ class SessionLLM:
         """
         finished = [0]
         results: list[dict[str, Any]] = [{} for _ in specs]
-        backend = self.router.backend_for(client_session)
+        backend = await self.router.backend_for(client_session)
         spent = self.budget.exhausted()
         if spent is not None:
             raise SubCallError(spent, kind="budget")
@@ -255,7 +294,9 @@ class SessionLLM:
         cost: float | None = None
         try:
             completion = await self._attempts(call, backend, attempts)
-            cost = cost_usd(price, completion.input_tokens, completion.output_tokens)
+            cost = completion.cost_usd
+            if cost is None:
+                cost = cost_usd(price, completion.input_tokens, completion.output_tokens)
         finally:
             used = completion.input_tokens + completion.output_tokens if completion else 0
             self.budget.settle(reservation, used, cost)
@@ -263,6 +304,8 @@ class SessionLLM:
             usage.input_tokens += completion.input_tokens
             usage.output_tokens += completion.output_tokens
             usage.cost_usd += cost or 0.0
+            if completion.subscription:
+                usage.subscription_usd += cost or 0.0
         answer = Answer(completion, backend.name, cost, cached=False)
         self._cache[key] = answer
         return answer
@@ -272,7 +315,7 @@ class SessionLLM:
         for attempt in range(settings.sub_retries + 1):
             attempts[0] = attempt + 1
             try:
-                async with self.router.limiter:
+                async with self.router.limiter_for(backend):
                     with anyio.fail_after(settings.sub_timeout_s + 5):
                         return await backend.complete(call, settings.sub_timeout_s)
             except TimeoutError:

@@ -16,10 +16,15 @@ class SubCall:
 
 @dataclass(frozen=True)
 class Completion:
+    """`cost_usd`: what the backend itself reported (CLIs do), else the router prices the tokens;
+    `subscription`: the call ran on a subscription login, so that cost is the API price of its tokens, not a charge."""
+
     text: str
     model: str
     input_tokens: int
     output_tokens: int
+    cost_usd: float | None = None
+    subscription: bool = False
 
 
 class SubCallError(Exception):
