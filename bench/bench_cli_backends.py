@@ -32,6 +32,8 @@ from rlm_mcp.llm.router import Router, SessionLLM
 from tests.claude_host import find_claude, find_npm_cli
 
 BATCH, BATCH_LATENCY = 32, 0.5
+CLAUDE = find_claude() or "claude"  # found before HOME is moved to the benchmark's own directory
+CODEX = find_npm_cli("codex", "RLM_MCP_TEST_CODEX") or "codex"
 
 
 def log(message: str) -> None:
@@ -67,8 +69,7 @@ async def batch(llm: SessionLLM, tag: str) -> float:
 
 def session(mode: str, workdir: Path, **overrides: object) -> SessionLLM:
     values = {"roots": [workdir], "workspace": workdir / "ws", "backend": mode, "max_sub_calls": 100_000}
-    values.update(confirm_batch_usd=None, claude_command=find_claude() or "claude", **overrides)
-    values["codex_command"] = find_npm_cli("codex", "RLM_MCP_TEST_CODEX") or "codex"
+    values.update(confirm_batch_usd=None, claude_command=CLAUDE, codex_command=CODEX, **overrides)
     return SessionLLM(Router(load_settings(values, environ={})))
 
 

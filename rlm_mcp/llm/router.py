@@ -264,6 +264,7 @@ class SessionLLM:
                     cost_usd=answer.cost_usd,
                     cached=answer.cached,
                     attempts=attempts[0],
+                    subscription=completion.subscription,  # cost_usd is then the API price, not a charge
                 )
             return answer
 
