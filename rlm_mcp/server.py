@@ -136,6 +136,7 @@ def build_server(settings: Settings) -> MCPServer:
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
         async with anyio.create_task_group() as group:
             sessions.spawn = tasks.spawn = group.start_soon  # cells run here: they outlive the calls that start them
+            group.start_soon(sessions.router.maintain)  # stops CLI processes started ahead of need, unused
             if settings.transport == "http":
                 group.start_soon(_evict_idle_sessions, sessions, settings.idle_timeout_s)
                 group.start_soon(sessions.router.prepare)

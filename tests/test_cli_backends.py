@@ -273,3 +273,40 @@ def test_doctor_says_which_backends_would_work(monkeypatch: pytest.MonkeyPatch, 
     assert "NO   anthropic    ANTHROPIC_API_KEY is not set" in lines
     assert "yes  claude-code" in lines and "oauth_token" in lines and "subscription" in lines
     assert "NO   codex        `rlm-mcp-no-codex` is not installed" in lines
+
+
+async def test_spare_processes_serve_the_next_call_and_are_stopped_when_unused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A stand-in `claude` that answers from its stdin: each call takes the spare the last one started."""
+    from rlm_mcp.llm import cli_process
+    from rlm_mcp.llm.claude_code_backend import ClaudeCodeBackend
+    from rlm_mcp.llm.types import SubCall
+
+    starts = tmp_path / "starts"
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo $$ >> {starts}\n"
+        "read -r prompt\n"
+        'printf \'{"type":"result","subtype":"success","is_error":false,"result":"got %s",'
+        '"usage":{"input_tokens":3,"output_tokens":2},"total_cost_usd":0.001,"modelUsage":{"m":{}}}\' "$prompt"\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    backend = ClaudeCodeBackend(str(fake), concurrency=2, subscription=True, environ={"PATH": os.environ["PATH"]})
+    try:
+        first = await backend.complete(SubCall("one\n", None, "m", 10), 10)
+        second = await backend.complete(SubCall("two\n", None, "m", 10), 10)
+        assert (first.text, second.text, second.subscription, second.cost_usd) == ("got one", "got two", True, 0.001)
+        pids = [int(pid) for pid in starts.read_text().split()]
+        assert len(pids) == 3  # the first call's process, the spare the second call took, and the next spare
+        spare = pids[-1]
+        assert _alive(spare)
+        monkeypatch.setattr(cli_process, "SPARE_TTL_S", 0.0)
+        backend.reap()
+        deadline = time.monotonic() + 5
+        while _alive(spare) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(spare)
+    finally:
+        await backend.aclose()
