@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlm_mcp.config import load_settings
-from rlm_mcp.repl.host import WorkerHost
-from rlm_mcp.sessions import session_worker_host
+from rlm_mcp.host.factory import session_worker_host
+from rlm_mcp.host.worker_host import WorkerHost
 
 
 def worker_host(tmp: Path, sandbox: str = "auto") -> WorkerHost:

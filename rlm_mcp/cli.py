@@ -133,7 +133,7 @@ def _sessions(settings: Settings, delete: str | None) -> int:
     import time
 
     from rlm_mcp.escaping import printable
-    from rlm_mcp.persistence import SessionStore
+    from rlm_mcp.session.store import SessionStore
 
     store = SessionStore(settings.workspace)
     if delete is not None:

@@ -17,12 +17,13 @@ from pathlib import Path
 import anyio
 
 from rlm_mcp.config import Settings
+from rlm_mcp.host.factory import session_worker_host
+from rlm_mcp.host.proctree import descendants
+from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.llm.logins import cli_login
-from rlm_mcp.repl.cgroups import cgroup_support, worker_cgroups
-from rlm_mcp.repl.host import WorkerStartError
-from rlm_mcp.repl.proctree import descendants
-from rlm_mcp.repl.sandbox import make_undumpable, summary
-from rlm_mcp.sessions import session_worker_host
+from rlm_mcp.sandbox.cgroups import cgroup_support, worker_cgroups
+from rlm_mcp.sandbox.policy import summary
+from rlm_mcp.sandbox.prctl import make_undumpable
 
 
 async def _report(settings: Settings) -> tuple[list[dict[str, object]], str | None, list[str]]:

@@ -25,11 +25,13 @@ from pydantic import BaseModel, Field
 from rlm_mcp import __version__
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
+from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
-from rlm_mcp.repl.host import WorkerStartError
-from rlm_mcp.repl.sandbox import make_undumpable, summary
-from rlm_mcp.sessions import Resolved, Session, SessionRegistry
+from rlm_mcp.sandbox.policy import summary
+from rlm_mcp.sandbox.prctl import make_undumpable
+from rlm_mcp.session.registry import Resolved, SessionRegistry
+from rlm_mcp.session.session import Session
 from rlm_mcp.tasks import Tasks, current_task
 from rlm_mcp.trace import read_tail_text
 

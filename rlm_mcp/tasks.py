@@ -31,7 +31,7 @@ from mcp_types import INVALID_PARAMS, CallToolRequestParams, RequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from rlm_mcp.running import Spawn
+from rlm_mcp.session.running import Spawn
 
 log = logging.getLogger(__name__)
 

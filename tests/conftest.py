@@ -12,8 +12,8 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from rlm_mcp.config import Settings, load_settings
-from rlm_mcp.repl.host import WORKER_MARKER
-from rlm_mcp.repl.proctree import descendants
+from rlm_mcp.host.proctree import descendants
+from rlm_mcp.host.worker_host import WORKER_MARKER
 from rlm_mcp.server import build_server
 
 

@@ -23,9 +23,9 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.config import SettingsError
-from rlm_mcp.persistence import SessionStore, SigningKeyError
-from rlm_mcp.repl.proctree import descendants
+from rlm_mcp.host.proctree import descendants
 from rlm_mcp.server import build_server
+from rlm_mcp.session.store import SessionStore, SigningKeyError
 from rlm_mcp.trace import Tracer
 from tests.conftest import load, make_settings, run, text_of, value_of
 from tests.fakes import FakeProvider

@@ -192,7 +192,7 @@ def test_a_sub_query_result_escapes_the_model_name() -> None:
 
 
 def test_sessions_listing_escapes_what_records_hold(tmp_path: Path) -> None:
-    from rlm_mcp.persistence import SessionStore
+    from rlm_mcp.session.store import SessionStore
 
     workspace = tmp_path / "workspace"
     hostile = "x\x1b[31mred\x1b]0;owned\x07\nforged line"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import rlm_mcp.repl.helpers as h
-import rlm_mcp.repl.mapped as m
-from rlm_mcp.repl.mapped import MappedText
+import rlm_mcp.worker.helpers as h
+import rlm_mcp.worker.mapped as m
+from rlm_mcp.worker.mapped import MappedText
 
 SAMPLE = (
     "Intro line with café\n"

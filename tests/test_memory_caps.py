@@ -19,8 +19,9 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.doctor import memory_line
-from rlm_mcp.repl import cgroups, guard, seccomp
-from rlm_mcp.repl.proctree import descendants
+from rlm_mcp.host.proctree import descendants
+from rlm_mcp.sandbox import cgroups
+from rlm_mcp.worker.lockdown import guard, seccomp
 from tests.conftest import make_settings, value_of
 from tests.test_sandbox import MISSING, error_of, needs, run_doctor, still_serving
 
@@ -394,7 +395,7 @@ def test_the_memory_line_for_each_situation(tmp_path: Path, data_dir: Path) -> N
 
 async def test_each_worker_goes_into_a_cgroup_of_its_own_where_one_is_delegated(tmp_path: Path, data_dir: Path) -> None:
     # Regular files stand in for a delegated cgroup v2 parent: nothing real is created (cgroup v1 here).
-    from rlm_mcp.sessions import session_worker_host
+    from rlm_mcp.host.factory import session_worker_host
 
     parent = tmp_path / "fake-cgroup"
     parent.mkdir()

@@ -123,7 +123,7 @@ async def test_mutations_and_deletions_are_snapshotted(client: Client) -> None:
 def test_saved_sessions_are_listed_and_deleted_from_the_command_line(tmp_path: Path, data_dir: Path) -> None:
     import subprocess
 
-    from rlm_mcp.persistence import SessionStore
+    from rlm_mcp.session.store import SessionStore
 
     workspace = tmp_path / "ws"
     store = SessionStore(workspace)

@@ -187,8 +187,8 @@ async def test_an_unsaved_variable_is_named_once(client: Client) -> None:
 async def test_missing_layers_are_told_to_the_model_in_its_terms_and_advice_goes_to_the_log(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from rlm_mcp.repl import bubblewrap
-    from rlm_mcp.repl.sandbox import model_note
+    from rlm_mcp.sandbox import bubblewrap
+    from rlm_mcp.sandbox.policy import model_note
 
     advice = f"bwrap not found; {bubblewrap.INSTALL_HINT}"
     monkeypatch.setattr(bubblewrap, "availability", lambda: (None, advice))

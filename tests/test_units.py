@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from rlm_mcp.contexts.reader import count_lines, decode, looks_binary
+from rlm_mcp import protocol
 from rlm_mcp.contexts.selection import glob_regex
-from rlm_mcp.repl import protocol
-from rlm_mcp.repl.shaping import elide
-from rlm_mcp.repl.variables import bounded_repr, changed_names, fingerprint
+from rlm_mcp.worker.reader import count_lines, decode, looks_binary
+from rlm_mcp.worker.shaping import elide
+from rlm_mcp.worker.variables import bounded_repr, changed_names, fingerprint
 
 
 def test_frames_reassemble_from_any_chunking() -> None:

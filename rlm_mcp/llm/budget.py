@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from rlm_mcp.llm.types import SubCallError
 
+# Dollars are summed as floats, and 0.1 + 0.1 + 0.1 > 0.3: a sum this close to the limit is at it, not past.
+COST_TOLERANCE_USD = 1e-9
+
 
 @dataclass
 class Reservation:
@@ -39,7 +42,7 @@ class Budget:
             return f"sub-call budget exhausted: {self.spent()} (limit {self.max_calls:,} calls, RLM_MCP_MAX_SUB_CALLS)"
         if self.max_tokens is not None and self.tokens + self._reserved_tokens >= self.max_tokens:
             return f"token budget exhausted: {self.spent()} (limit {self.max_tokens:,}, RLM_MCP_MAX_SUB_TOKENS)"
-        if self.max_cost is not None and self.cost + self._reserved_cost >= self.max_cost:
+        if self.max_cost is not None and self.cost + self._reserved_cost >= self.max_cost - COST_TOLERANCE_USD:
             return f"money budget exhausted: {self.spent()} (limit ${self.max_cost:.4f}, RLM_MCP_MAX_COST_USD)"
         return None
 
@@ -62,7 +65,7 @@ class Budget:
                     'RLM_MCP_PRICES (e.g. {"my-model": [0.5, 1.5]}) or unset RLM_MCP_MAX_COST_USD',
                     kind="budget",
                 )
-            if self.cost + self._reserved_cost + cost > self.max_cost:
+            if self.cost + self._reserved_cost + cost > self.max_cost + COST_TOLERANCE_USD:
                 raise SubCallError(
                     f"money budget exhausted: this call may cost up to ${cost:.4f}; {self.spent()} "
                     f"(limit ${self.max_cost:.4f}, RLM_MCP_MAX_COST_USD)",

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
+from rlm_mcp.host.proctree import kill_tree
 from rlm_mcp.llm.types import SubCallError
-from rlm_mcp.repl.proctree import kill_tree
 
 log = logging.getLogger(__name__)
 

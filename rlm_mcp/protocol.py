@@ -5,7 +5,7 @@ JSON rather than pickle because the worker runs untrusted code: whatever it send
 data and nothing else. Frames are capped both ways so a misbehaving peer cannot make the other side
 allocate without bound; a bad frame is a protocol violation and ends the connection.
 
-This module is imported by the worker, so it uses the standard library only.
+Shared by both sides of the boundary (tests/test_boundary.py).
 """
 
 from __future__ import annotations

@@ -8,45 +8,50 @@ context before answering, so the model is told exactly what survived.
 from __future__ import annotations
 
 import builtins
-import functools
-import hashlib
 import keyword
 import logging
 import math
-import re
-import secrets
-import shutil
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
-from rlm_mcp.contexts.selection import Caps, Selection, select_files, tree_summary
+from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
-from rlm_mcp.llm.pricing import CHARS_PER_TOKEN
+from rlm_mcp.host.factory import session_worker_host
+from rlm_mcp.host.worker_host import CallOutcome, WorkerStartError
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
-from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
-from rlm_mcp.persistence import SESSION_ID, SessionStore
-from rlm_mcp.repl import cgroups
-from rlm_mcp.repl.host import CallOutcome, WorkerHost, WorkerStartError
-from rlm_mcp.repl.sandbox import (
-    SYSTEM_READ_ONLY,
-    SandboxPolicy,
+from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
+from rlm_mcp.sandbox.policy import (
     model_note,
-    python_paths,
     summary,
-    worker_environment,
 )
-from rlm_mcp.running import RunningCell, Spawn
+from rlm_mcp.session.progress import CellProgress, ProgressReport
+from rlm_mcp.session.results import (
+    DISK_CHECK_S,
+    RUNNING_OUTPUT_CHARS,
+    SCRATCH_MAX_ENTRIES,
+    cell_usage,
+    error_kind,
+    failures_note,
+    load_result,
+    lost_result,
+    run_result,
+    running_threads,
+    skipped_text,
+    text_field,
+    valid_call,
+    valid_snapshot,
+)
+from rlm_mcp.session.running import RunningCell, Spawn
+from rlm_mcp.session.store import SessionStore
 from rlm_mcp.trace import Tracer
 
 log = logging.getLogger(__name__)
@@ -98,56 +103,6 @@ def check_context_name(name: str) -> None:
         raise UserError(f"name {name!r} starts with '_', which the REPL reserves; use e.g. {name.lstrip('_')!r}")
     if hasattr(builtins, name):
         raise UserError(f"name {name!r} would hide the Python builtin of that name; choose another")
-
-
-ProgressReport = Callable[[float, str], Awaitable[None]]
-
-
-class CellProgress:
-    """Progress of one running cell for the client: a heartbeat, and sub-calls done of each batch.
-
-    MCP wants the progress value to grow with every notification, so it counts notifications; the
-    message says what is happening. Batch updates are spaced at least MIN_GAP_S apart (except the last),
-    so a 500-prompt batch sends tens of notifications, not 500.
-    """
-
-    MIN_GAP_S = 0.2
-
-    def __init__(self, report: ProgressReport | None, interval_s: float) -> None:
-        self.report = report  # the call waiting for the cell now; a cell outliving its call gets the next one's
-        self.interval_s = interval_s
-        self.sent = 0
-        self.started = time.monotonic()
-        self.last = 0.0  # any notification: a heartbeat is only sent when nothing else was
-        self.last_batch = 0.0
-        self.sub_calls = 0
-        self.batch_done = 0
-        self.batch_total = 0
-
-    async def _send(self, message: str) -> None:
-        if self.report is None:
-            return
-        self.sent += 1
-        self.last = time.monotonic()
-        try:
-            await self.report(float(self.sent), message)
-        except Exception as exc:  # a client that went away must not fail the cell
-            log.debug("progress notification failed: %s", exc)
-
-    async def heartbeat(self) -> None:
-        while True:
-            await anyio.sleep(self.interval_s)
-            if time.monotonic() - self.last >= self.interval_s * 0.9:
-                await self._send(
-                    f"running for {time.monotonic() - self.started:.0f} s; {self.sub_calls} sub-calls done"
-                )
-
-    async def sub_call_done(self, done: int, total: int) -> None:
-        self.sub_calls += 1
-        self.batch_done, self.batch_total = done, total
-        if done == total or time.monotonic() - self.last_batch >= self.MIN_GAP_S:
-            self.last_batch = time.monotonic()
-            await self._send(f"sub-calls: {done} of {total} done in this batch")
 
 
 class Session:
@@ -216,7 +171,7 @@ class Session:
         contexts = [LoadedContext.from_record(item) for item in record.get("contexts") or []]
         self.contexts = {context.name: context for context in contexts if context is not None}
         snapshot = record.get("snapshot")
-        self.snapshot = _valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
+        self.snapshot = valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
         cells = record.get("cells")
         self.cells = cells if isinstance(cells, int) and cells >= 0 else 0
 
@@ -229,7 +184,7 @@ class Session:
         report = reply.get("snapshot")
         if not isinstance(report, dict):
             return
-        self.snapshot.update(_valid_snapshot(report.get("saved")))
+        self.snapshot.update(valid_snapshot(report.get("saved")))
         for name in [*report.get("removed", []), *report.get("unsaved", {})]:
             self.snapshot.pop(name, None)
         unsaved = report.get("unsaved") if isinstance(report.get("unsaved"), dict) else {}
@@ -282,7 +237,7 @@ class Session:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
             self.contexts[name] = wanted
             self._save_record()
-        return _load_result(name, source, reply, selection, notes)
+        return load_result(name, source, reply, selection, notes)
 
     async def _plan(self, context: LoadedContext) -> tuple[dict[str, Any], Selection | None]:
         """The worker request that loads `context` (setting its `source`), vetted against today's roots."""
@@ -321,7 +276,7 @@ class Session:
         selection = select_files(source, settings.roots, caps, exclude)
         shown = str(source.base / source.pattern) if source.pattern else str(source.base)
         if not selection.files:
-            skipped = _skipped_text(selection)
+            skipped = skipped_text(selection)
             what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} is empty"
             raise ContextError(what + (f" that can be loaded ({skipped})" if skipped else ""))
         request = {
@@ -515,32 +470,32 @@ class Session:
                 reply = outcome.reply or {}
                 cell.set(
                     outcome=outcome.fate if outcome.fate != "ok" else ("error" if reply.get("error") else "ok"),
-                    stdout=_text(reply.get("stdout")),
-                    stderr=_text(reply.get("stderr")) or outcome.stderr_tail,
-                    result=_text(reply.get("result")),
-                    error=_text(reply.get("error")) or outcome.cause or None,
+                    stdout=text_field(reply.get("stdout")),
+                    stderr=text_field(reply.get("stderr")) or outcome.stderr_tail,
+                    result=text_field(reply.get("result")),
+                    error=text_field(reply.get("error")) or outcome.cause or None,
                 )
             elapsed = time.perf_counter() - started
-            sub_calls = _cell_usage(usage_since(self.llm.usage, usage_before))
+            sub_calls = cell_usage(usage_since(self.llm.usage, usage_before))
             if sub_calls and sub_calls.failures:
-                notes.append(_failures_note(sub_calls.failures, self._cell_errors))
+                notes.append(failures_note(sub_calls.failures, self._cell_errors))
             if over_disk:
                 notes.append(over_disk)
             result = None
             if outcome.fate not in ("killed", "crashed"):
-                notes.extend(_running_threads(reply.get("threads")))
+                notes.extend(running_threads(reply.get("threads")))
                 if not over_disk:
                     notes.extend(await self._disk_notes())
                 try:
                     self._note_snapshot(reply, notes)
-                    result = _run_result(outcome, elapsed, notes)
+                    result = run_result(outcome, elapsed, notes)
                 except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                     log.warning("session %s: malformed reply from the worker (%s); replacing it", self.id, exc)
                     await self.host.kill()
                     outcome = CallOutcome("crashed", cause="the worker sent a malformed reply (protocol violation)")
             if result is None:
                 notes += await self._recover()
-                result = _lost_result(outcome, elapsed, notes, limit)
+                result = lost_result(outcome, elapsed, notes, limit)
                 result.state = "restored" if self.snapshot else "lost"
         result.sub_calls = sub_calls
         result.cell = number
@@ -600,11 +555,11 @@ class Session:
             self._save_record()
             return {"ok": True}
         calls = frame.get("calls")
-        if frame.get("op") != "llm" or not isinstance(calls, list) or not all(_valid_call(c) for c in calls):
+        if frame.get("op") != "llm" or not isinstance(calls, list) or not all(valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
         try:
             results = await self.llm.batch(calls, client_session, on_done, confirm=frame.get("confirm") is True)
-            self._cell_errors.update(_error_kind(str(item.get("error"))) for item in results if not item.get("ok"))
+            self._cell_errors.update(error_kind(str(item.get("error"))) for item in results if not item.get("ok"))
             return {"ok": True, "results": results}
         except SubCallError as exc:  # the batch could not start: one error for all of it
             self.llm.usage.failures += 1
@@ -798,372 +753,3 @@ class Session:
     async def close(self) -> None:
         """Stop the worker; the session's directory stays, so it can be resumed (see SessionStore)."""
         await self.host.close()
-
-
-def session_worker_host(settings: Settings, session_dir: Path) -> WorkerHost:
-    """A REPL worker host laid out in a session's directory and locked down as settings say.
-
-    The session's directory is the server's: its record, trace, the worker's log and captured output. The
-    worker may write only `scratch/` inside it (its working directory, HOME, TMPDIR and its snapshots), and
-    the server opens nothing by name there. The one recipe for sessions, `rlm-mcp doctor` and the
-    benchmarks, so all three run the same worker.
-    """
-    scratch = session_dir / "scratch"
-    return WorkerHost(
-        private_dir=session_dir,
-        scratch_dir=scratch,
-        env=worker_environment(scratch / "home"),
-        policy=sandbox_policy(settings, scratch),
-        cgroup_parent=None if settings.sandbox == "off" else worker_cgroup_parent(),
-    )
-
-
-@functools.cache
-def worker_cgroup_parent() -> str | None:
-    """Where workers' cgroups go, if this machine delegates cgroup v2 to us (once per process: preparing
-    may move the server into a leaf cgroup of its own); None on cgroup v1 or without delegation."""
-    support = cgroups.cgroup_support()
-    if not support.delegated:
-        log.debug("no cgroup per worker: %s", support.reason)
-        return None
-    try:
-        return support.prepare()
-    except OSError as exc:
-        log.warning("cgroup v2 is delegated but unusable (%s); RLIMIT_DATA and seccomp cap memory alone", exc)
-        return None
-
-
-def sandbox_policy(settings: Settings, scratch_dir: Path) -> SandboxPolicy:
-    """Reads: Python, system libraries, the roots. Writes: this session's scratch directory, nothing else."""
-    mib = 1024 * 1024
-    return SandboxPolicy(
-        mode=settings.sandbox,
-        read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots)),
-        read_write=(str(scratch_dir),),
-        memory_bytes=settings.memory_limit_mb * mib,
-        write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * mib,
-        cell_cpu_s=settings.max_timeout_s + settings.interrupt_grace_s + 30,
-        hidden=(str(settings.workspace),),
-    )
-
-
-LAST_STDIO_SESSION = "last-stdio-session"
-HANDLE = SESSION_ID
-UNUSED_SESSION_S = 45.0  # a session that no call has used is closed after this long
-NEW_SESSION_WINDOW_S = 60.0
-
-
-@dataclass
-class Resolved:
-    """The session a call belongs to. `minted`: its handle was made for this call (the client must be told
-    it); `created`: the session was made for this call, so it goes again if the call is refused."""
-
-    session: Session
-    minted: bool = False
-    created: bool = False
-
-
-class SessionRegistry:
-    """All live sessions of this server process; stdio uses one default session.
-
-    With `resume` set, the default session is the one the previous stdio server used, brought back from
-    the store (its contexts reloaded, its variables restored) on the first call that needs the worker.
-    Over HTTP a session costs a slot, a directory and later a worker, so a refused call leaves none behind
-    (`discard`), one never used is closed within a minute, and one client address may only start so many
-    sessions a minute.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.router = Router(settings)
-        self.store = SessionStore(settings.workspace)
-        self._sessions: dict[str, Session] = {}
-        self._started_by: dict[str, deque[float]] = defaultdict(deque)  # client address -> session start times
-        self._default_id = self._pick_default_id()
-        self.spawn: Spawn | None = None  # the server's task group's start_soon, set while the server runs
-
-    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
-        if self.spawn is None:
-            raise RuntimeError("the server is not running (no task group for cells)")
-        self.spawn(task)
-
-    def _pick_default_id(self) -> str:
-        pointer = self.settings.workspace / LAST_STDIO_SESSION
-        if self.settings.resume:
-            try:
-                previous = safefs.read_bounded(pointer, 256).decode("ascii", "replace").strip()
-            except OSError:
-                previous = ""
-            if HANDLE.fullmatch(previous):
-                return previous
-        session_id = secrets.token_hex(8)
-        safefs.write_atomic(pointer, session_id.encode())
-        return session_id
-
-    def default(self) -> Session:
-        return self.get(self._default_id)
-
-    async def prepare_stdio(self) -> None:
-        """Ready what stdio's first calls need while the host's model takes its first turns: the sub-call
-        backend and the one session's worker (a session resumed with --resume is reloaded then too)."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(self.router.prepare)
-            group.start_soon(self.default().prepare)
-
-    def resolve(
-        self,
-        handle: str | None,
-        transport_session: str | None,
-        client: str | None = None,
-        named: tuple[str, str] | None = None,
-    ) -> Resolved:
-        """The session a call belongs to.
-
-        stdio: the default session. HTTP: the MCP session of a pre-2026 client (its mcp-session-id), or the
-        handle a sessionless client passes back, or the session a client names in a header of its config
-        (`named`: its credentials and the name), so that a host that keeps no MCP session and drops the
-        handle still keeps its state; a call with none of these gets a new session and its handle.
-        A handle also reaches a saved session on any transport (resuming it). `client`: the caller's address,
-        for the cap on new sessions.
-        """
-        if handle is not None:
-            if not HANDLE.fullmatch(handle) or (handle not in self._sessions and not self.store.exists(handle)):
-                raise UserError(f"no session {handle!r}: omit `session` to start one, or pass a handle you were given")
-            return Resolved(self._touch(self.get(handle)))
-        if self.settings.transport == "stdio":
-            return Resolved(self._touch(self.default()))
-        if named is not None:
-            owner, name = named  # one client's names never reach another's sessions
-            session_id = "named" + hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:40]
-            if session_id in self._sessions or self.store.exists(session_id):
-                return Resolved(self._touch(self.get(session_id)))
-            return Resolved(self._new(session_id, client), created=True)
-        if transport_session is not None:
-            session_id = "mcp-" + re.sub(r"[^A-Za-z0-9]", "", transport_session)[:64]
-            if session_id in self._sessions:
-                return Resolved(self._touch(self._sessions[session_id]))
-            return Resolved(self._new(session_id, client), created=True)
-        return Resolved(self._new(secrets.token_hex(16), client), minted=True, created=True)
-
-    def _new(self, session_id: str, client: str | None) -> Session:
-        """A session for a client that has none yet, within that client's quota of new sessions."""
-        if client is not None:
-            started = self._started_by[client]
-            now = time.monotonic()
-            while started and started[0] < now - NEW_SESSION_WINDOW_S:
-                started.popleft()
-            cap = self.settings.max_new_sessions_per_minute
-            if len(started) >= cap:
-                raise UserError(
-                    f"this client started {cap} sessions in the last minute, the most allowed "
-                    "(--max-new-sessions-per-minute); pass the `session` handle you were given to reuse one"
-                )
-            started.append(now)
-        return self._touch(self.get(session_id))
-
-    async def discard(self, resolved: Resolved) -> None:
-        """Undo a session made for a call that was refused: no slot, no directory, no worker left behind."""
-        session = resolved.session
-        if not resolved.created or session.calls or session.busy or self._sessions.get(session.id) is not session:
-            return
-        del self._sessions[session.id]
-        await session.close()
-        if not self.store.exists(session.id):
-            shutil.rmtree(session.dir, ignore_errors=True)
-
-    def _touch(self, session: Session) -> Session:
-        session.last_used = time.monotonic()
-        return session
-
-    async def evict_idle(self) -> list[str]:
-        """Close sessions unused for idle_timeout_s, and within a minute those no call has used; records
-        stay, so a later call with the handle resumes them."""
-        now = time.monotonic()
-
-        def expired(session: Session) -> bool:
-            unused_for = now - session.last_used
-            limit = (
-                self.settings.idle_timeout_s if session.calls else min(UNUSED_SESSION_S, self.settings.idle_timeout_s)
-            )
-            return not session.busy and unused_for >= limit
-
-        idle = [session for session in self._sessions.values() if expired(session)]
-        for session in idle:
-            del self._sessions[session.id]
-            await session.close()
-        return [session.id for session in idle]
-
-    def get(self, session_id: str) -> Session:
-        """The live session with this id, or the stored one brought back, or a new one."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            if len(self._sessions) >= self.settings.max_sessions:
-                raise UserError(
-                    f"the server already holds its maximum of {self.settings.max_sessions} sessions; "
-                    "try again later (idle ones are closed after --idle-timeout-s) or raise --max-sessions"
-                )
-            record = self.store.load(session_id)
-            session = Session(session_id, self.settings, self.router, self.store, record, self._spawn)
-            self._sessions[session_id] = session
-        return session
-
-    async def close_all(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        with anyio.CancelScope(shield=True):
-            for session in sessions:
-                await session.close()
-            await self.router.aclose()
-
-
-# -- building results ------------------------------------------------------------------------------
-
-
-DIGEST = re.compile(r"[0-9a-f]{64}")
-DISK_CHECK_S = 1.0
-SCRATCH_MAX_ENTRIES = 100_000
-MAX_THREADS_NAMED = 10
-RUNNING_OUTPUT_CHARS = 1_000  # the tail of a running cell's output shown with `running`
-
-
-def _text(value: Any) -> str | None:
-    """A text field of a worker reply, for the trace: anything but a str is dropped, not serialised."""
-    return value if isinstance(value, str) else None
-
-
-REQUEST_IDS = re.compile(r"\b(?:req|msg|chatcmpl|resp)[_-][A-Za-z0-9]+|\b[0-9a-f]{16,}\b")
-
-
-def _error_kind(error: str) -> str:
-    """An error without the ids that make each copy unique (request ids), so identical ones are counted."""
-    return REQUEST_IDS.sub("...", error)
-
-
-def _failures_note(failures: int, errors: Counter[str]) -> str:
-    """One line however many failed: each distinct error once, with how often it came."""
-    why = "; ".join(
-        f"{count:,} x {printable(error, 200)}" if count > 1 else printable(error, 200)
-        for error, count in errors.most_common(3)
-    )
-    more = f"; and {len(errors) - 3:,} other errors" if len(errors) > 3 else ""
-    return (
-        f"{failures:,} sub-call(s) failed"
-        + (f" ({why}{more})" if why else "")
-        + "; llm_query_batched returns them as LLMError objects (test with isinstance(x, LLMError))"
-    )
-
-
-def _running_threads(names: Any) -> list[str]:
-    if not isinstance(names, list) or not names:
-        return []
-    shown = ", ".join(printable(str(name), 60) for name in names[:MAX_THREADS_NAMED])
-    more = f" and {len(names) - MAX_THREADS_NAMED:,} more" if len(names) > MAX_THREADS_NAMED else ""
-    return [
-        f"threads still running after this cell: {shown}{more} (they go on using CPU between cells; "
-        "they stop when the session closes)"
-    ]
-
-
-def _valid_snapshot(saved: Any) -> dict[str, str]:
-    """Variable name -> snapshot digest, from the worker or a record: identifiers and SHA-256 digests only."""
-    if not isinstance(saved, dict):
-        return {}
-    return {
-        name: digest
-        for name, digest in saved.items()
-        if isinstance(name, str) and name.isidentifier() and isinstance(digest, str) and DIGEST.fullmatch(digest)
-    }
-
-
-def _valid_call(call: Any) -> bool:
-    return (
-        isinstance(call, dict)
-        and isinstance(call.get("prompt"), str)
-        and all(isinstance(call.get(k), (str, type(None))) for k in ("system", "model"))
-        and isinstance(call.get("max_tokens"), (int, type(None)))
-    )
-
-
-def _cell_usage(usage: SubCallUsage) -> SubCallUsage | None:
-    return usage if usage.calls or usage.failures or usage.cache_hits else None
-
-
-def _skipped_text(selection: Selection) -> str:
-    return ", ".join(f"{reason}: {count:,}" for reason, count in selection.skipped.most_common())
-
-
-def _load_result(
-    name: str, source: str, reply: dict[str, Any], selection: Selection | None, notes: list[str]
-) -> LoadResult:
-    skipped: dict[str, int] = dict(selection.skipped) if selection else {}
-    examples: dict[str, list[str]] = dict(selection.examples) if selection else {}
-    for reason in ("binary", "unreadable", "too_large"):
-        paths = [str(path) for path in reply.get(reason) or []]
-        if paths:
-            skipped[reason] = skipped.get(reason, 0) + len(paths)
-            examples[reason] = [*examples.get(reason, []), *paths][:3]
-    notes.extend(printable(str(note), 500) for note in reply.get("notes") or [])  # they quote file contents
-    if selection is not None and selection.files:
-        notes.append(printable(tree_summary(selection.files)))
-    if reply["kind"] == "mapped":
-        notes.append(
-            "memory-mapped (MappedText), not read into memory: len(), slices (str), find/count/in and line iteration "
-            "work as on str; use grep()/chunk()/search() for the whole text, not str(...)"
-        )
-    if reply.get("replaced_chars"):
-        notes.append(
-            f"{reply['replaced_chars']:,} undecodable bytes were replaced with U+FFFD (the text is not valid UTF-8)"
-        )
-    return LoadResult(
-        name=name,
-        kind=reply["kind"],
-        source=source,
-        chars=reply["chars"],
-        lines=reply["lines"],
-        files=reply.get("files"),
-        bytes=reply.get("bytes") if selection is None else selection.total_bytes,
-        est_tokens=reply["chars"] // CHARS_PER_TOKEN,
-        preview=reply["preview"],
-        replaced_chars=reply.get("replaced_chars", 0),
-        skipped=skipped,
-        skipped_examples=examples,
-        notes=notes,
-    )
-
-
-def _run_result(outcome: CallOutcome, elapsed: float, notes: list[str]) -> RunResult:
-    reply = outcome.reply or {}
-    if not reply.get("ok"):
-        return RunResult(outcome="error", state="kept", error=str(reply.get("error")), elapsed_s=elapsed, notes=notes)
-    if outcome.fate == "interrupted":
-        notes.append(f"{outcome.cause}: the code was interrupted (KeyboardInterrupt); REPL state kept")
-    status = "interrupted" if outcome.fate == "interrupted" else ("error" if reply["error"] else "ok")
-    return RunResult(
-        outcome=status,
-        state="kept",
-        stdout=reply["stdout"],
-        stdout_chars=reply["stdout_chars"],
-        stderr=reply["stderr"],
-        stderr_chars=reply["stderr_chars"],
-        result=reply["result"],
-        error=reply["error"],
-        error_type=reply["error_type"],
-        changed=[VarInfo(**item) for item in reply["changed"]],
-        changed_total=reply["changed_total"],
-        restored=reply["restored"],
-        elapsed_s=elapsed,
-        notes=notes,
-    )
-
-
-def _lost_result(outcome: CallOutcome, elapsed: float, notes: list[str], limit: int) -> RunResult:
-    tail = outcome.stderr_tail[-limit:]
-    return RunResult(
-        outcome="killed" if outcome.fate == "killed" else "crashed",
-        state="lost",
-        stderr=tail,
-        stderr_chars=len(tail),
-        error=outcome.cause,
-        error_type="WorkerKilled" if outcome.fate == "killed" else "WorkerCrashed",
-        elapsed_s=elapsed,
-        notes=notes,
-    )

@@ -11,7 +11,6 @@ What is saved: every public name that pickles, except what the REPL provides (co
 come back by themselves. Modules are saved by name and re-imported; functions defined in cells are saved
 as their source and re-run. Anything else that does not pickle (generators, open files, locks, sockets,
 instances of classes defined in cells) is reported by name with the reason, never silently dropped.
-Standard library only.
 """
 
 from __future__ import annotations
@@ -19,11 +18,28 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import io
 import linecache
 import os
 import pickle
 import types
 from typing import Any
+
+# Where the worker's own classes lived before the package was laid out by trust boundary: snapshots written
+# then name them so (an LLMError in a list of answers, a grep result, a saved module or cell function).
+MOVED_MODULES = {
+    "rlm_mcp.repl.worker": "rlm_mcp.worker.repl",
+    "rlm_mcp.repl.helpers": "rlm_mcp.worker.helpers",
+    "rlm_mcp.repl.snapshot": "rlm_mcp.worker.snapshot",
+    "rlm_mcp.repl.mapped": "rlm_mcp.worker.mapped",
+    "rlm_mcp.repl.variables": "rlm_mcp.worker.variables",
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
 
 ALWAYS_RESAVE_BYTES = 1 << 20  # small mutable values are re-pickled every cell: mutation keeps id and len
 MUTABLE = (list, dict, set, bytearray)
@@ -101,7 +117,7 @@ class Snapshotter:
                 lost[name] = "its snapshot file was changed on disk; refused"
                 continue
             try:
-                namespace[name] = _revive(pickle.loads(data), namespace)
+                namespace[name] = _revive(_Unpickler(io.BytesIO(data)).load(), namespace)
             except Exception as exc:
                 lost[name] = f"could not be restored: {type(exc).__name__}: {str(exc)[:120]}"
                 continue

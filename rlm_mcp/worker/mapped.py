@@ -11,7 +11,6 @@ most one partial block scan. A character belongs to the block holding its first 
 for valid UTF-8; in bytes that are not (decoded to U+FFFD), a stray continuation byte is not counted as a
 character, so positions after it drift by one from `str(text)`.
 
-Standard library only: the worker imports this.
 """
 
 from __future__ import annotations

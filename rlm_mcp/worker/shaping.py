@@ -1,8 +1,7 @@
 """Bounding text that goes back to the root model.
 
 The root model pays for every character it is shown, so long text is cut to a head and a tail around a
-marker that states how much was left out and where the whole text can be read. Standard library only:
-the worker imports this.
+marker that states how much was left out and where the whole text can be read.
 """
 
 from __future__ import annotations

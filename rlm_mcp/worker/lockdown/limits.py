@@ -5,7 +5,7 @@ memory-mapped files, so it breaks threads (llm_query_batched) and huge mapped co
 limit caps only what code allocates. A capped allocation raises MemoryError and the worker lives on.
 A file written past the size limit fails with EFBIG (SIGXFSZ is ignored so it is an error, not a death).
 The worker is the OOM killer's first choice, dies with the server, and adopts any orphaned descendants so
-the host can find and kill them. Standard library only.
+the host can find and kill them.
 """
 
 from __future__ import annotations

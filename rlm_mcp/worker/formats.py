@@ -9,7 +9,7 @@ content sniffing cannot tell JSON Lines from a log:
 - `.pdf`, `.docx`: text (a list of pages for PDF), with the optional extra `rlm-mcp[docs]`;
 - any other file: `str`, or `MappedText` (memory-mapped, never decoded whole) from `mmap_bytes` up.
 
-Standard library only, except the optional document readers, imported on use.
+The optional document readers (the `docs` extra) are imported on use.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlm_mcp.contexts.reader import count_lines, decode
-from rlm_mcp.repl.mapped import MappedText
+from rlm_mcp.worker.mapped import MappedText
+from rlm_mcp.worker.reader import count_lines, decode
 
 DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 READ_CHUNK = 1 << 20

@@ -14,7 +14,6 @@ runs unchanged on the real context:
 Positions are characters, and answers on a `str` and on a MappedText of the same text are identical.
 A line ends at "\\n"; a line's text drops that "\\n" and one "\\r" before it.
 
-Standard library only: the worker imports this.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from rlm_mcp.repl.mapped import MappedText, bytes_pattern, count_chars
+from rlm_mcp.worker.mapped import MappedText, bytes_pattern, count_chars
 
 Text = str | MappedText
 Source = str | MappedText | Mapping[str, str | MappedText]

@@ -6,7 +6,7 @@ and nothing it does can lift that. Each ABI version adds rights, so the ruleset 
 this kernel knows: a right the kernel cannot handle would make the whole ruleset fail.
 
 Called by the worker while it is still single-threaded (Landlock applies to the calling thread and its
-future threads). Standard library only.
+future threads).
 """
 
 from __future__ import annotations

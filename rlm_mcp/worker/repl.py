@@ -1,12 +1,13 @@
 """The REPL worker: runs in its own process, one per session, and executes the root model's code.
 
 It talks to the host over the protocol pipe only (frames in, frames out, one reply per request) and knows
-nothing of MCP. Standard library only, plus the small stdlib-only modules of this package, so that it
-starts fast and so that what runs next to untrusted code is easy to audit.
+nothing of MCP. It imports only the standard library and the worker side (tests/test_boundary.py), so
+that it starts fast and so that what runs next to untrusted code is easy to audit.
 
-Started as `python -m rlm_mcp.repl.worker CAPTURE_DIR WORK_DIR POLICY_JSON`, with the protocol on its stdin
+Started by the host as `python -I -c BOOTSTRAP rlm-mcp-worker PACKAGE_PARENT STDOUT_FD STDERR_FD` (see
+host/worker_host.py), with the protocol on its stdin
 and stdout; it moves the protocol to private descriptors at once, points fds 0, 1 and 2 elsewhere, and
-locks itself down (repl/sandbox.py) before it reads the first request.
+locks itself down (worker/lockdown/) before it reads the first request.
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ import time
 import traceback
 from typing import Any
 
-from rlm_mcp.contexts.formats import FormatError, load_file
-from rlm_mcp.contexts.reader import count_lines, read_file_set
-from rlm_mcp.repl import guard, protocol, sandbox
-from rlm_mcp.repl.capture import OutputCapture
-from rlm_mcp.repl.helpers import HELPERS
-from rlm_mcp.repl.limits import set_cpu_backstop
-from rlm_mcp.repl.mapped import MappedText
-from rlm_mcp.repl.shaping import elide
-from rlm_mcp.repl.snapshot import Snapshotter
-from rlm_mcp.repl.variables import bounded_repr, changed_names, describe, fingerprint
+from rlm_mcp import protocol
+from rlm_mcp.sandbox.policy import SandboxPolicy
+from rlm_mcp.sandbox.prctl import make_undumpable
+from rlm_mcp.worker import lockdown
+from rlm_mcp.worker.capture import OutputCapture
+from rlm_mcp.worker.formats import FormatError, load_file
+from rlm_mcp.worker.helpers import HELPERS
+from rlm_mcp.worker.lockdown import guard
+from rlm_mcp.worker.lockdown.limits import set_cpu_backstop
+from rlm_mcp.worker.mapped import MappedText
+from rlm_mcp.worker.reader import count_lines, read_file_set
+from rlm_mcp.worker.shaping import elide
+from rlm_mcp.worker.snapshot import Snapshotter
+from rlm_mcp.worker.variables import bounded_repr, changed_names, describe, fingerprint
 
 TRACEBACK_LIMIT_CHARS = 8_000
 PREVIEW_CHARS = 200  # the preview is most of a load result: enough to see the format
@@ -134,7 +139,7 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
 
 class Repl:
     def __init__(
-        self, capture: OutputCapture, channel: HostChannel | None = None, policy: sandbox.SandboxPolicy | None = None
+        self, capture: OutputCapture, channel: HostChannel | None = None, policy: SandboxPolicy | None = None
     ) -> None:
         self.capture = capture
         self.policy = policy  # None: no sandbox
@@ -552,11 +557,11 @@ def main(argv: list[str]) -> int:
     if start is None or start.get("op") != "start":
         os.write(capture.stderr.fd, b"rlm-mcp worker: the host did not send its start frame\n")
         return 3
-    policy = sandbox.SandboxPolicy.from_dict(start["policy"])
+    policy = SandboxPolicy.from_dict(start["policy"])
     sys.path[1:1] = [str(path) for path in start.get("paths") or []]  # the operator's PYTHONPATH
     started = time.perf_counter()
-    report = sandbox.apply(policy)
-    sandbox.make_undumpable()
+    report = lockdown.apply(policy)
+    make_undumpable()
     lockdown_s = time.perf_counter() - started
     _settle_in(str(start["work_dir"]))
     repl = Repl(capture, HostChannel(proto_in, proto_out), policy if policy.mode != "off" else None)

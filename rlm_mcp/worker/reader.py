@@ -1,7 +1,7 @@
 """Turning files into text inside the worker.
 
 The worker, not the server, reads context files: the bytes then live only in the process that uses them,
-and the server stays small whatever the user loads. Standard library only: the worker imports this.
+and the server stays small whatever the user loads.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def read_file_set(root: str, relative_paths: list[str], max_file_bytes: int, max
     in all (the on-disk caps the server checked say nothing of what a member holds once decompressed)."""
     import os
 
-    from rlm_mcp.contexts.formats import FormatError, compression_of, read_decompressed
+    from rlm_mcp.worker.formats import FormatError, compression_of, read_decompressed
 
     result = FileSet()
     total = 0

@@ -7,7 +7,7 @@ inside it, a network namespace. The user namespace maps the worker's own uid and
 files keep their owners. Some distributions forbid unprivileged user namespaces (e.g. Ubuntu 24.04 by
 default); then this layer is reported missing and Landlock and seccomp still hold the network shut.
 
-Must run while the process is single-threaded. Standard library only.
+Must run while the process is single-threaded.
 """
 
 from __future__ import annotations

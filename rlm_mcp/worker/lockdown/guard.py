@@ -3,7 +3,7 @@
 The kernel enforces the sandbox (seccomp, Landlock, namespaces) and answers a refused call with a bare
 errno, which tells a model nothing about why or what to do instead. An audit hook stops the common Python
 routes to a process or a socket first, with a message that says; code that goes around Python (ctypes,
-raw system calls) still meets the kernel's refusal. Standard library only.
+raw system calls) still meets the kernel's refusal.
 
 Shared anonymous memory (refused by the seccomp filter because no rlimit counts it) needs more than the
 hook: its audit event, `mmap.__new__`, carries (fileno, length, access, offset) but not the flags, and

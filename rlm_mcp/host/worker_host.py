@@ -21,10 +21,10 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
-from rlm_mcp import safefs
-from rlm_mcp.repl import bubblewrap, cgroups, protocol
-from rlm_mcp.repl.proctree import descendants, kill_tree
-from rlm_mcp.repl.sandbox import SandboxPolicy, summary
+from rlm_mcp import protocol, safefs
+from rlm_mcp.host.proctree import descendants, kill_tree
+from rlm_mcp.sandbox import bubblewrap, cgroups
+from rlm_mcp.sandbox.policy import SandboxPolicy, summary
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 WORKER_MARKER = "rlm-mcp-worker"
 BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[2]); sys.dont_write_bytecode = True; "
-    "from rlm_mcp.repl.worker import main; sys.exit(main(sys.argv[2:]))"
+    "from rlm_mcp.worker.repl import main; sys.exit(main(sys.argv[2:]))"
 )
 
 Fate = Literal["ok", "interrupted", "killed", "crashed"]

@@ -19,7 +19,7 @@ import anyio
 from rlm_mcp.models import RunResult
 
 if TYPE_CHECKING:
-    from rlm_mcp.sessions import CellProgress
+    from rlm_mcp.session.progress import CellProgress
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 

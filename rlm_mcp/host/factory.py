@@ -1,0 +1,70 @@
+"""The one recipe for a REPL worker: laid out in a session's directory and locked down as settings say.
+
+Sessions, `rlm-mcp doctor`, the benchmarks and the tests build workers here, so all of them run the same
+worker, without the session stack.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from rlm_mcp.config import Settings
+from rlm_mcp.host.worker_host import WorkerHost
+from rlm_mcp.sandbox import cgroups
+from rlm_mcp.sandbox.policy import (
+    SYSTEM_READ_ONLY,
+    SandboxPolicy,
+    python_paths,
+    worker_environment,
+)
+
+log = logging.getLogger(__name__)
+
+
+def session_worker_host(settings: Settings, session_dir: Path) -> WorkerHost:
+    """A REPL worker host laid out in a session's directory and locked down as settings say.
+
+    The session's directory is the server's: its record, trace, the worker's log and captured output. The
+    worker may write only `scratch/` inside it (its working directory, HOME, TMPDIR and its snapshots), and
+    the server opens nothing by name there. The one recipe for sessions, `rlm-mcp doctor` and the
+    benchmarks, so all three run the same worker.
+    """
+    scratch = session_dir / "scratch"
+    return WorkerHost(
+        private_dir=session_dir,
+        scratch_dir=scratch,
+        env=worker_environment(scratch / "home"),
+        policy=sandbox_policy(settings, scratch),
+        cgroup_parent=None if settings.sandbox == "off" else worker_cgroup_parent(),
+    )
+
+
+@functools.cache
+def worker_cgroup_parent() -> str | None:
+    """Where workers' cgroups go, if this machine delegates cgroup v2 to us (once per process: preparing
+    may move the server into a leaf cgroup of its own); None on cgroup v1 or without delegation."""
+    support = cgroups.cgroup_support()
+    if not support.delegated:
+        log.debug("no cgroup per worker: %s", support.reason)
+        return None
+    try:
+        return support.prepare()
+    except OSError as exc:
+        log.warning("cgroup v2 is delegated but unusable (%s); RLIMIT_DATA and seccomp cap memory alone", exc)
+        return None
+
+
+def sandbox_policy(settings: Settings, scratch_dir: Path) -> SandboxPolicy:
+    """Reads: Python, system libraries, the roots. Writes: this session's scratch directory, nothing else."""
+    mib = 1024 * 1024
+    return SandboxPolicy(
+        mode=settings.sandbox,
+        read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots)),
+        read_write=(str(scratch_dir),),
+        memory_bytes=settings.memory_limit_mb * mib,
+        write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * mib,
+        cell_cpu_s=settings.max_timeout_s + settings.interrupt_grace_s + 30,
+        hidden=(str(settings.workspace),),
+    )

@@ -1,1 +1,0 @@
-"""The REPL: a worker subprocess per session and the host side that drives it."""

@@ -1,0 +1,173 @@
+"""The worker's lock-down: what the host asks for (a policy), what the worker manages (a report of layers).
+
+Model-written code runs next to the user's keys and files, and the context it reads may carry prompt
+injection. Each layer below works without root or Docker and is applied where the machine supports it;
+the worker then observes what actually holds (it does not trust a return code alone) and reports every
+layer with the reason for any gap, so `rlm-mcp doctor`, the logs and the model all see the same truth.
+
+Layers, in the order the worker applies them (namespaces before seccomp forbids unshare; Landlock and
+seccomp while single-threaded, so every later thread inherits them):
+  environment   allow-listed variables only, and the server's /proc entries closed (non-dumpable server)
+  limits        memory (RLIMIT_DATA), file size, open files, no core dumps, a CPU backstop per cell; the
+                OOM killer's first choice; dies with the server; adopts orphaned descendants
+  namespaces    private user, network and IPC namespaces: no network interface at all
+  capabilities  none held, none obtainable (no_new_privs)
+  filesystem    Landlock: read-only the Python installation, system libraries and the roots; read-write
+                the session's own directory; nothing else
+  network       seccomp refuses socket() of every family, Landlock refuses TCP bind/connect, and the
+                network namespace has no interface: any one of them closes it
+  processes     seccomp refuses fork, vfork, exec and non-thread clone
+
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rlm_mcp.sandbox.policy import LAYERS, SandboxPolicy
+from rlm_mcp.sandbox.prctl import drop_privileges
+from rlm_mcp.worker.lockdown import guard, landlock, limits, namespaces, seccomp
+
+
+@dataclass
+class Layer:
+    name: str
+    active: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    layers: list[Layer] = field(default_factory=list)
+
+    def add(self, name: str, active: bool, detail: str) -> None:
+        self.layers.append(Layer(name, active, detail))
+
+    def active(self, name: str) -> bool:
+        return any(layer.active for layer in self.layers if layer.name == name)
+
+
+def _process_status() -> dict[str, str]:
+    try:
+        with open("/proc/self/status") as handle:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _server_environ_readable() -> bool:
+    try:
+        with open(f"/proc/{os.getppid()}/environ", "rb") as handle:
+            handle.read(1)
+        return True
+    except OSError:
+        return False
+
+
+# -- applying the policy, in the worker -----------------------------------------------------------------------
+
+
+def apply(policy: SandboxPolicy) -> Report:
+    """Lock this process down as far as the policy and the machine allow; report what holds."""
+    report = Report()
+    if sys.platform != "linux":
+        off = policy.mode == "off"
+        problems = [] if off else limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
+        report.add("limits", not (problems or off), "; ".join(problems) or ("off" if off else "rlimits only"))
+        for name in LAYERS[2:]:
+            report.add(name, False, "needs Linux")
+        _report_environment(report)
+        return report
+    lifetime_problems = limits.tie_to_host()  # not a restriction: even with the sandbox off, no orphans
+    if policy.mode == "off":
+        drop_privileges()  # costs nothing and breaks nothing: the worker never needs privileges
+        for name in LAYERS[1:]:
+            report.add(name, False, "RLM_MCP_SANDBOX=off")
+        _report_environment(report)
+        return report
+
+    problems = limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
+    problems += lifetime_problems
+    mib = 1024 * 1024
+    report.add(
+        "limits",
+        not problems,
+        "; ".join(problems)
+        or f"memory {policy.memory_bytes // mib:,} MiB, file size {policy.write_bytes // mib:,} MiB, "
+        f"{policy.open_files} open files, no core dumps, CPU backstop; OOM killer's first choice",
+    )
+
+    try:
+        namespaces.isolate()
+        report.add("namespaces", True, "private user, network and IPC namespaces")
+    except OSError as exc:
+        report.add("namespaces", False, f"{exc.strerror or exc} (unprivileged user namespaces may be disabled)")
+
+    drop_privileges()
+    status = _process_status()
+    no_caps = status.get("CapEff", "").strip("0") == "" and status.get("NoNewPrivs", "0").strip() == "1"
+    report.add(
+        "capabilities",
+        no_caps,
+        "none held, none obtainable (no_new_privs)"
+        if no_caps
+        else f"CapEff {status.get('CapEff', '?')}, NoNewPrivs {status.get('NoNewPrivs', '?')}",
+    )
+
+    tcp_closed = False
+    try:
+        enforced = landlock.restrict(list(policy.read_only), list(policy.read_write))
+        tcp_closed = enforced.tcp
+        scoped = ", signals and abstract sockets kept inside" if enforced.scopes else ""
+        report.add(
+            "filesystem",
+            True,
+            f"Landlock ABI {enforced.abi}: read-only Python and the roots, read-write the session directory{scoped}",
+        )
+    except OSError as exc:
+        report.add("filesystem", False, str(exc.strerror or exc))
+
+    seccomp_problem = ""
+    try:
+        seccomp.install()
+    except OSError as exc:
+        seccomp_problem = str(exc.strerror or exc)
+
+    network_by = [
+        name
+        for name, holds in (
+            ("seccomp denies socket()", not seccomp_problem),
+            ("Landlock denies TCP", tcp_closed),
+            ("no interface in the network namespace", report.active("namespaces")),
+        )
+        if holds
+    ]
+    report.add("network", bool(network_by), "; ".join(network_by) or f"seccomp: {seccomp_problem}")
+    report.add(
+        "processes",
+        not seccomp_problem,
+        "seccomp denies fork, exec and non-thread clone (and shared anonymous memory)"
+        if not seccomp_problem
+        else f"seccomp: {seccomp_problem}",
+    )
+    guard.install(processes=not seccomp_problem, network=bool(network_by))
+    _report_environment(report)
+    return report
+
+
+def _report_environment(report: Report) -> None:
+    readable = _server_environ_readable()
+    report.add(
+        "environment",
+        not readable,
+        "allow-listed variables only; the server's /proc entries are closed"
+        if not readable
+        else "the server's /proc/<pid>/environ is readable (the server could not make itself non-dumpable)",
+    )
+    report.layers.sort(key=lambda layer: LAYERS.index(layer.name))
