@@ -29,7 +29,7 @@ from bench.report import print_report
 from rlm_mcp.config import load_settings
 from rlm_mcp.llm import logins
 from rlm_mcp.llm.router import Router, SessionLLM
-from tests.claude_host import find_claude, find_npm_cli
+from testkit.clis import find_claude, find_npm_cli
 
 BATCH, BATCH_LATENCY = 32, 0.5
 CLAUDE = find_claude() or "claude"  # found before HOME is moved to the benchmark's own directory

@@ -76,7 +76,7 @@ class ProviderProcess:
 def serve(answer: str) -> None:
     """Child side: serve until stdin closes, answering commands line by line."""
     sys.path.insert(0, str(REPO))
-    from tests.fakes import FakeProvider
+    from testkit.fakes import FakeProvider
 
     if answer.startswith("py:"):
         import importlib

@@ -27,8 +27,8 @@ from rlm_mcp.host.proctree import descendants
 from rlm_mcp.server import build_server
 from rlm_mcp.session.store import SessionStore, SigningKeyError
 from rlm_mcp.trace import Tracer
+from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run, text_of, value_of
-from tests.fakes import FakeProvider
 from tests.test_http import INIT, TOKEN, call, connect, post, start_server
 from tests.test_sandbox import needs
 from tests.test_stdio import console_script

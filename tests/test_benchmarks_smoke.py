@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.fakes import FakeProvider, ToolUse
+from testkit.fakes import FakeProvider, ToolUse
 
 REPO = Path(__file__).resolve().parents[1]
 

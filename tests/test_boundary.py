@@ -127,3 +127,13 @@ def test_the_packages_form_no_cycle() -> None:
         if node not in index:
             visit(node)
     assert cycles == []
+
+
+def test_the_benchmarks_do_not_import_the_tests() -> None:
+    """What both need (the fake provider, where the CLIs are) lives in testkit/."""
+    bench = PACKAGE.parent / "bench"
+    offending = {
+        path.name: sorted(name for name in imports(path, type_checking=True) if name.split(".")[0] == "tests")
+        for path in bench.glob("*.py")
+    }
+    assert {name: found for name, found in offending.items() if found} == {}

@@ -13,7 +13,7 @@ from mcp import Client, StdioServerParameters
 
 from rlm_mcp import __version__
 from rlm_mcp.server import build_server
-from tests.claude_host import MCPB_VERSION, find_npm_cli
+from testkit.clis import MCPB_VERSION, find_npm_cli
 from tests.conftest import make_settings
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"

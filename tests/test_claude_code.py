@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_host import CLAUDE_VERSION, ScriptedRoot, find_claude, run_claude, serving
+from testkit.clis import CLAUDE_VERSION, find_claude
+from tests.claude_host import ScriptedRoot, run_claude, serving
 from tests.test_stdio import console_script
 
 CLAUDE = find_claude()

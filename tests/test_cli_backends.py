@@ -20,9 +20,9 @@ from rlm_mcp.config import Settings
 from rlm_mcp.doctor import backend_lines
 from rlm_mcp.llm import logins
 from rlm_mcp.server import build_server
-from tests.claude_host import CLAUDE_VERSION, CODEX_VERSION, find_claude, find_npm_cli
+from testkit.clis import CLAUDE_VERSION, CODEX_VERSION, find_claude, find_npm_cli
+from testkit.fakes import FakeProvider
 from tests.conftest import make_settings, run, text_of, value_of
-from tests.fakes import FakeProvider
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import anyio
 import httpx2
 import pytest
 
-from tests.fakes import FakeProvider, ProviderError, ToolUse, count_tokens
+from testkit.fakes import FakeProvider, ProviderError, ToolUse, count_tokens
 
 pytestmark = pytest.mark.anyio
 

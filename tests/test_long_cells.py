@@ -21,8 +21,8 @@ from pydantic import TypeAdapter
 
 from rlm_mcp.server import build_server
 from rlm_mcp.tasks import TASKS_EXTENSION
+from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run, text_of
-from tests.fakes import FakeProvider
 from tests.test_http import call, connect
 from tests.test_stdio import console_script
 

@@ -15,8 +15,8 @@ from mcp import Client
 
 from rlm_mcp.llm.http import ShardedTransport
 from rlm_mcp.server import build_server
+from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run, text_of, value_of
-from tests.fakes import FakeProvider
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.server import build_server
+from testkit.fakes import FakeProvider, count_tokens
 from tests.conftest import load, make_settings, run, text_of
-from tests.fakes import FakeProvider, count_tokens
 
 pytestmark = pytest.mark.anyio
 

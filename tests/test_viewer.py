@@ -15,8 +15,8 @@ from mcp import Client
 
 from rlm_mcp.server import build_server
 from rlm_mcp.viewer import SCRIPT, write_html
+from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run
-from tests.fakes import FakeProvider
 from tests.test_stdio import console_script
 
 pytestmark = pytest.mark.anyio

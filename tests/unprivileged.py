@@ -34,7 +34,18 @@ SECURITY_TESTS = ("tests/test_sandbox.py", "tests/test_memory_caps.py", "tests/t
 # Created by .ci/run; `nobody` stands in where it does not exist.
 DEDICATED_USER = "rlm-mcp-test"
 # What of the checkout the tests may need: what the sdist ships (pyproject.toml), and the pytest settings.
-CHECKOUT_PARTS = ("rlm_mcp", "tests", "bench", "docs", "README.md", "server.json", "pyproject.toml")
+CHECKOUT_PARTS = (
+    "rlm_mcp",
+    "tests",
+    "testkit",
+    "bench",
+    "docs",
+    "bundle",
+    "plugin",
+    "README.md",
+    "server.json",
+    "pyproject.toml",
+)
 # The distributions to copy, with everything they require; rlm-mcp itself is copied from the checkout.
 ROOT_REQUIREMENTS = ("rlm-mcp[test,sandbox]", "pytest", "anyio")
 CACHE_PREFIX = "rlm-mcp-unprivileged-"
