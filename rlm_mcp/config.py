@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rlm_mcp.units import MiB
+
 ENV_PREFIX = "RLM_MCP_"
-MiB = 1024 * 1024
 
 
 def default_workspace() -> Path:

@@ -15,8 +15,10 @@ import os
 import struct
 from typing import Any, BinaryIO
 
+from rlm_mcp.units import MiB
+
 HEADER = struct.Struct(">I")
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_FRAME_BYTES = 64 * MiB
 
 
 class ProtocolError(Exception):

@@ -18,6 +18,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from rlm_mcp.units import MiB
+
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
@@ -86,7 +88,7 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
             raise UnsafeFileError(f"{path} holds {info.st_size:,} bytes, more than the {max_bytes:,} expected")
         chunks, left = [], max_bytes + 1
         while left > 0:
-            chunk = os.read(descriptor, min(left, 1 << 20))
+            chunk = os.read(descriptor, min(left, MiB))
             if not chunk:
                 break
             chunks.append(chunk)

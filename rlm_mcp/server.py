@@ -34,10 +34,11 @@ from rlm_mcp.session.registry import Resolved, SessionRegistry
 from rlm_mcp.session.session import Session
 from rlm_mcp.tasks import Tasks, current_task
 from rlm_mcp.trace import read_tail_text
+from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
-TRACE_RESOURCE_MAX_BYTES = 32 * 1024 * 1024  # the resource gives the trace's last whole lines within this
+TRACE_RESOURCE_MAX_BYTES = 32 * MiB  # the resource gives the trace's last whole lines within this
 
 INSTRUCTIONS = """\
 Use rlm-mcp instead of reading files yourself when an input is too big to read whole (a file over ~100 KB, \

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_mcp import safefs
+from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ SCHEMA_VERSION = 1
 TEXT_LIMIT = 4_000
 # Past this size a trace keeps recording every event, but without its texts (code, output, prompts, answers),
 # so a session of a million sub-calls cannot fill the disk with its own record.
-FULL_TEXT_BYTES = 256 * 1024 * 1024
+FULL_TEXT_BYTES = 256 * MiB
 TEXT_FIELDS = ("code", "stdout", "stderr", "result", "prompt", "system", "answer", "arguments")
 
 _parent: contextvars.ContextVar[tuple[Tracer, int, int] | None] = contextvars.ContextVar("rlm_trace", default=None)

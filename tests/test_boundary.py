@@ -1,10 +1,10 @@
 """The trust boundary, as the tree draws it: what runs in the locked-down worker imports nothing else.
 
-The worker side is `rlm_mcp/worker/` plus the few stdlib-only modules both sides share (the protocol, the
-sandbox policy and the process controls). It may import only the standard library and itself: the worker
-runs model-written code, and everything it imports is within that code's reach. The server side never
-imports the worker's internals: it talks to the worker through the protocol alone. And the packages form
-no cycle, so each can be read from the bottom up.
+The worker side is `rlm_mcp/worker/` plus the few stdlib-only modules both sides share (the package face,
+the protocol, the units, the sandbox policy and the process controls). It may import only the standard
+library and itself: the worker runs model-written code, and everything it imports is within that code's
+reach. The server side never imports the worker's internals: it talks to the worker through the protocol
+alone. And the packages form no cycle, so each can be read from the bottom up.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rlm_mcp"
-SHARED = {"rlm_mcp", "rlm_mcp.protocol", "rlm_mcp.sandbox.policy", "rlm_mcp.sandbox.prctl"}  # rlm_mcp: its face
+SHARED = {"rlm_mcp", "rlm_mcp.protocol", "rlm_mcp.sandbox.policy", "rlm_mcp.sandbox.prctl", "rlm_mcp.units"}
 # Parsers of the optional `docs` extra: they read untrusted PDF and DOCX files, which is why they run in here.
 WORKER_THIRD_PARTY = {"pypdf", "docx"}
 

@@ -19,6 +19,7 @@ from rlm_mcp.sandbox.policy import (
     python_paths,
     worker_environment,
 )
+from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,12 @@ def worker_cgroup_parent() -> str | None:
 
 def sandbox_policy(settings: Settings, scratch_dir: Path) -> SandboxPolicy:
     """Reads: Python, system libraries, the roots. Writes: this session's scratch directory, nothing else."""
-    mib = 1024 * 1024
     return SandboxPolicy(
         mode=settings.sandbox,
         read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots)),
         read_write=(str(scratch_dir),),
-        memory_bytes=settings.memory_limit_mb * mib,
-        write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * mib,
+        memory_bytes=settings.memory_limit_mb * MiB,
+        write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * MiB,
         cell_cpu_s=settings.max_timeout_s + settings.interrupt_grace_s + 30,
         hidden=(str(settings.workspace),),
     )

@@ -26,11 +26,12 @@ import anyio.abc
 
 from rlm_mcp.host.proctree import kill_tree
 from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
 SPARE_TTL_S = 30.0
-MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+MAX_OUTPUT_BYTES = 16 * MiB
 STDERR_SHOWN = 500
 
 

@@ -41,6 +41,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rlm_mcp.units import MiB
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
 SERVER_LEAF = "rlm-mcp-server"
@@ -50,7 +52,7 @@ DEFAULT_PIDS_MAX = 512  # threads count as pids; llm_query_batched and thread po
 # memory.max sits this far above RLIMIT_DATA, which stays the cap code usually meets (a MemoryError the
 # worker survives); the cgroup counts resident pages the rlimit does not (interpreter, page tables, page
 # cache, shmem), and hitting memory.max means the OOM killer, not an exception.
-MEMORY_HEADROOM_BYTES = 512 * 1024 * 1024
+MEMORY_HEADROOM_BYTES = 512 * MiB
 REMOVE_TIMEOUT_S = 2.0
 
 _names = itertools.count(1)
@@ -217,7 +219,7 @@ def worker_cgroups(pids: Iterable[int], root: str = CGROUP_ROOT, proc: str = "/p
         cgroup = os.path.join(root, path.lstrip("/"))
         limits = {name: _read(os.path.join(cgroup, name)).strip() or "?" for name in ("memory.max", "pids.max")}
         memory = limits["memory.max"]
-        memory = f"{int(memory) // (1024 * 1024):,} MiB" if memory.isdigit() else memory
+        memory = f"{int(memory) // MiB:,} MiB" if memory.isdigit() else memory
         described = f"{cgroup} (memory.max {memory}, pids.max {limits['pids.max']})"
         if described not in found:
             found.append(described)

@@ -25,12 +25,11 @@ from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
 from rlm_mcp.host.factory import session_worker_host
-from rlm_mcp.host.worker_host import CallOutcome, WorkerStartError
+from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.sandbox.policy import (
-    model_note,
     summary,
 )
 from rlm_mcp.session.progress import CellProgress, ProgressReport
@@ -52,7 +51,9 @@ from rlm_mcp.session.results import (
 )
 from rlm_mcp.session.running import RunningCell, Spawn
 from rlm_mcp.session.store import SessionStore
+from rlm_mcp.session.supervisor import WorkerSupervisor
 from rlm_mcp.trace import Tracer
+from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +127,20 @@ class Session:
         self.host = session_worker_host(settings, self.dir)
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
-        self.snapshot: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
+        digests: dict[str, str] = {}
         self._told_unsaved: set[str] = set()  # unsaved names the model was told of: each is said once
         self._cell_errors: Counter[str] = Counter()  # why the running cell's sub-calls failed, each counted
-        self._resuming = record is not None
         if record is not None:
-            self._take_record(record)
+            digests = self._take_record(record)
+        self.worker = WorkerSupervisor(
+            session_id, self.host, settings, self.contexts, self._plan, self._save_record, resuming=record is not None
+        )
+        self.worker.snapshot_digests = digests
         self._lock = anyio.Lock()
         self.last_used = time.monotonic()
         self.calls = 0  # tool calls that passed validation: a session none has used is closed soon
         self.spawn = spawn
         self._cell: RunningCell | None = None  # a cell started by run_code: running, or done and not yet taken
-        self._early_notes: list[str] = []  # from a worker started before any call (prepare), for the first one
 
     @property
     def busy(self) -> bool:
@@ -166,27 +169,30 @@ class Session:
             return RunResult(outcome="error", state="kept", cell=cell.number, error=str(cell.failure), elapsed_s=0.0)
         return cell.result
 
-    def _take_record(self, record: dict[str, Any]) -> None:
-        """What an authentic record says, taken as data: anything of the wrong shape is left out."""
+    def _take_record(self, record: dict[str, Any]) -> dict[str, str]:
+        """What an authentic record says, taken as data: anything of the wrong shape is left out. Returns
+        the snapshot digests it holds."""
         contexts = [LoadedContext.from_record(item) for item in record.get("contexts") or []]
-        self.contexts = {context.name: context for context in contexts if context is not None}
-        snapshot = record.get("snapshot")
-        self.snapshot = valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
+        self.contexts.update({context.name: context for context in contexts if context is not None})
         cells = record.get("cells")
         self.cells = cells if isinstance(cells, int) and cells >= 0 else 0
+        snapshot = record.get("snapshot")
+        return valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
 
     def _save_record(self) -> None:
         contexts = [context.as_record() for context in self.contexts.values()]
-        self.store.save(self.id, {"contexts": contexts, "snapshot": self.snapshot, "cells": self.cells})
+        digests = self.worker.snapshot_digests
+        self.store.save(self.id, {"contexts": contexts, "snapshot": digests, "cells": self.cells})
 
     def _note_snapshot(self, reply: dict[str, Any], notes: list[str]) -> None:
         """Take in what the worker saved after a cell; name what it could not save."""
         report = reply.get("snapshot")
         if not isinstance(report, dict):
             return
-        self.snapshot.update(valid_snapshot(report.get("saved")))
+        digests = self.worker.snapshot_digests
+        digests.update(valid_snapshot(report.get("saved")))
         for name in [*report.get("removed", []), *report.get("unsaved", {})]:
-            self.snapshot.pop(name, None)
+            digests.pop(name, None)
         unsaved = report.get("unsaved") if isinstance(report.get("unsaved"), dict) else {}
         news = {str(name): why for name, why in unsaved.items() if str(name) not in self._told_unsaved}
         self._told_unsaved = (self._told_unsaved | set(news)) & {str(name) for name in unsaved}  # once a name
@@ -222,16 +228,13 @@ class Session:
         source = wanted.source
 
         async with self._lock:
-            notes = await self._ensure_worker()
-            outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self._grace)
+            outcome, notes = await self.worker.call(request, timeout=self.settings.max_timeout_s)
             reply = outcome.reply or {}
             if outcome.fate != "ok" or not reply.get("ok"):
-                if outcome.fate in ("killed", "crashed"):
-                    notes += await self._recover()
                 why = outcome.cause or reply.get("error", "unknown error")
                 raise ContextError(f"loading {source} into {name!r} failed: {why}. " + " ".join(notes))
             if reply["kind"] == "files" and not reply["files"]:
-                await self.host.call({"op": "unload", "name": name}, timeout=10, grace=self._grace)
+                await self.worker.call({"op": "unload", "name": name}, timeout=10)
                 raise ContextError(f"{source} holds no text files (binary: {len(reply['binary'])})")
             if name in self.contexts:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
@@ -268,7 +271,7 @@ class Session:
                 "kind": "file",
                 "path": str(source.path),
                 "size": source.size,
-                "mmap_bytes": settings.mmap_threshold_mb * 1024 * 1024,
+                "mmap_bytes": settings.mmap_threshold_mb * MiB,
                 "max_bytes": settings.max_file_bytes,
             }
             return request, str(source.path), None
@@ -455,7 +458,6 @@ class Session:
         limit: int,
     ) -> RunResult:
         async with self._lock:
-            notes = await self._ensure_worker()
             self.cells = number
             started = time.perf_counter()
             request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": limit}
@@ -466,7 +468,7 @@ class Session:
                 return await self._serve_worker_request(frame, client_session, progress.sub_call_done)
 
             with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
-                outcome, over_disk = await self._call_watching_disk(request, timeout, serve)
+                outcome, notes, over_disk = await self._call_watching_disk(request, timeout, serve)
                 reply = outcome.reply or {}
                 cell.set(
                     outcome=outcome.fate if outcome.fate != "ok" else ("error" if reply.get("error") else "ok"),
@@ -493,10 +495,10 @@ class Session:
                     log.warning("session %s: malformed reply from the worker (%s); replacing it", self.id, exc)
                     await self.host.kill()
                     outcome = CallOutcome("crashed", cause="the worker sent a malformed reply (protocol violation)")
-            if result is None:
-                notes += await self._recover()
+                    notes += await self.worker.recover()
+            if result is None:  # the worker died of this cell: the supervisor has recovered what it could
                 result = lost_result(outcome, elapsed, notes, limit)
-                result.state = "restored" if self.snapshot else "lost"
+                result.state = "restored" if self.worker.snapshot_digests else "lost"
         result.sub_calls = sub_calls
         result.cell = number
         return result
@@ -504,10 +506,10 @@ class Session:
     async def _scratch_over_cap(self) -> str:
         """Why the scratch directory is over its caps, or "" if it is not (walked in a thread: it may be big)."""
         used, entries = await anyio.to_thread.run_sync(self.host.scratch_usage, SCRATCH_MAX_ENTRIES)
-        cap = self.settings.disk_limit_mb << 20
+        cap = self.settings.disk_limit_mb * MiB
         if used > cap:
             return (
-                f"the working directory holds {used / 2**20:,.0f} MiB, over this session's cap of "
+                f"the working directory holds {used / MiB:,.0f} MiB, over this session's cap of "
                 f"{self.settings.disk_limit_mb:,} MiB (RLM_MCP_DISK_LIMIT_MB); delete files with os.remove"
             )
         if entries > SCRATCH_MAX_ENTRIES:
@@ -520,9 +522,10 @@ class Session:
 
     async def _call_watching_disk(
         self, request: dict[str, Any], timeout: float, serve: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-    ) -> tuple[CallOutcome, str]:
+    ) -> tuple[CallOutcome, list[str], str]:
         """Run a cell, checking the scratch directory every DISK_CHECK_S; one over its cap is stopped
-        (interrupted, then killed after the grace period). Returns the outcome and why it was stopped."""
+        (interrupted, then killed after the grace period). Returns the outcome, the supervisor's notes and
+        why it was stopped."""
         stopped: list[str] = []
 
         async def watch() -> None:
@@ -536,13 +539,8 @@ class Session:
                     await self.host.kill()
                     return
 
-        outcome: CallOutcome | None = None
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch)
-            outcome = await self.host.call(request, timeout=timeout, grace=self._grace, on_request=serve)
-            group.cancel_scope.cancel()
-        assert outcome is not None
-        return outcome, "".join(stopped)
+        outcome, notes = await self.worker.call(request, timeout=timeout, on_request=serve, watch=watch)
+        return outcome, notes, "".join(stopped)
 
     async def _serve_worker_request(
         self,
@@ -597,16 +595,13 @@ class Session:
         if context is not None:
             await self._wait_until_idle(self.settings.wait_s)
             async with self._lock:
-                await self._ensure_worker()
-                outcome = await self.host.call(
-                    {"op": "eval_text", "expr": context}, timeout=self.settings.timeout_s, grace=self._grace
-                )
+                request = {"op": "eval_text", "expr": context}
+                outcome, notes = await self.worker.call(request, timeout=self.settings.timeout_s)
                 reply = outcome.reply or {}
-                if outcome.fate in ("killed", "crashed"):
-                    await self._recover()
                 if not reply.get("ok"):
                     why = reply.get("error") or outcome.cause
-                    raise UserError(f"the context expression {context!r} failed: {why}")
+                    said = f" ({'; '.join(notes)})" if notes else ""
+                    raise UserError(f"the context expression {context!r} failed: {why}{said}")
             prompt = f"<context>\n{reply['text']}\n</context>\n\n{prompt}"
         try:
             backend = await self.llm.router.backend_for(client_session)
@@ -643,8 +638,7 @@ class Session:
         variables: Any = None  # not while a cell runs: the worker is busy
         if cell is None or cell.done:
             async with self._lock:
-                await self._ensure_worker()
-                outcome = await self.host.call({"op": "variables"}, timeout=10, grace=self._grace)
+                outcome, _ = await self.worker.call({"op": "variables"}, timeout=10)
             variables = (outcome.reply or {}).get("variables", [])
         return {
             "session": self.id,
@@ -666,7 +660,7 @@ class Session:
         if self.host.sandbox and self.host.alive:
             return list(self.host.sandbox)
         async with self._lock:
-            await self._ensure_worker()
+            await self.worker.ensure_keeping_notes()
             return list(self.host.sandbox)
 
     @property
@@ -674,81 +668,9 @@ class Session:
         return self.settings.interrupt_grace_s
 
     async def prepare(self) -> None:
-        """Start the worker before the first call needs it (the server does this for stdio's one session);
-        what its start would have told the model is kept for that first call."""
+        """Start the worker before the first call needs it (the server does this for stdio's one session)."""
         async with self._lock:
-            if self.host.alive:
-                return
-            try:
-                self._early_notes = await self._ensure_worker()
-            except WorkerStartError as exc:  # the first call starts it again and reports why it cannot
-                log.warning("could not start the REPL worker in advance: %s", exc)
-
-    async def _ensure_worker(self) -> list[str]:
-        if self.host.alive:
-            notes, self._early_notes = self._early_notes, []
-            return notes
-        if self.host.starts == 0 and not self._resuming:
-            await self._start_worker()
-            if any(not layer["active"] for layer in self.host.sandbox):
-                log.warning("%s (`rlm-mcp doctor` says more)", summary(self.host.sandbox))  # for the operator
-            told = model_note(self.host.sandbox)  # for the model: what its code can do that it should not
-            return [told] if told else []
-        if self._resuming:
-            self._resuming = False
-            return [f"resumed session {self.id}", *await self._recover()]
-        return ["the worker had stopped since the last call", *await self._recover()]
-
-    async def _start_worker(self) -> None:
-        await self.host.start()
-        snapshots = str(self.host.scratch_dir / "snapshot")
-        persist = {"op": "persist", "dir": snapshots, "max_bytes": self.settings.snapshot_max_mb << 20}
-        await self.host.call(persist, timeout=10, grace=self._grace)
-
-    async def _recover(self) -> list[str]:
-        """Start a fresh worker, reload every context, and restore the variables' last snapshot."""
-        await self._start_worker()
-        reloaded, failed = [], []
-        for loaded in list(self.contexts.values()):
-            try:
-                request, _ = await self._plan(loaded)
-            except UserError as exc:
-                failed.append(f"{loaded.name} ({exc})")
-                del self.contexts[loaded.name]
-                continue
-            outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self._grace)
-            if outcome.fate == "ok" and (outcome.reply or {}).get("ok"):
-                reloaded.append(loaded.name)
-            else:
-                failed.append(loaded.name)
-                del self.contexts[loaded.name]
-        notes = ["started a fresh worker"]
-        if reloaded:
-            notes.append("contexts reloaded: " + ", ".join(reloaded))
-        if failed:
-            notes.append("contexts that could not be reloaded (load them again): " + ", ".join(failed))
-        notes += await self._restore_variables()
-        self._save_record()
-        return notes
-
-    async def _restore_variables(self) -> list[str]:
-        if not self.snapshot:
-            return ["no variables were saved; those defined since the last snapshot are lost"]
-        request = {"op": "restore", "digests": self.snapshot}
-        outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self._grace)
-        reply = outcome.reply or {}
-        if outcome.fate != "ok" or not reply.get("ok"):
-            self.snapshot = {}
-            return [f"variables could not be restored ({outcome.cause or reply.get('error')}); they are lost"]
-        notes = []
-        if reply["restored"]:
-            notes.append("variables restored from the last successful cell: " + ", ".join(reply["restored"]))
-        lost = reply.get("lost") or {}
-        if lost:
-            notes.append("variables lost: " + "; ".join(f"{name} ({why})" for name, why in lost.items()))
-            for name in lost:
-                self.snapshot.pop(name, None)
-        return notes
+            await self.worker.prepare()
 
     async def close(self) -> None:
         """Stop the worker; the session's directory stays, so it can be resumed (see SessionStore)."""

@@ -26,11 +26,12 @@ from typing import Any
 
 from rlm_mcp import safefs
 from rlm_mcp.config import SettingsError
+from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
 RECORD = "session.json"
-RECORD_MAX_BYTES = 128 * 1024 * 1024  # inline contexts live in records: at most a few of the 1 M characters each
+RECORD_MAX_BYTES = 128 * MiB  # inline contexts live in records: at most a few of the 1 M characters each
 KEY_BYTES = 32
 SESSION_ID = re.compile(r"(?:mcp-)?[A-Za-z0-9]{8,64}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
@@ -24,10 +24,6 @@ from rlm_mcp.units import MiB
 log = logging.getLogger(__name__)
 
 LOST_FATES = ("killed", "crashed")
-
-
-class Reloadable(Protocol):
-    name: str
 
 
 class WorkerSupervisor:
@@ -90,6 +86,10 @@ class WorkerSupervisor:
             self._early_notes = await self.ensure()
         except WorkerStartError as exc:  # the first call starts it again and reports why it cannot
             log.warning("could not start the REPL worker in advance: %s", exc)
+
+    async def ensure_keeping_notes(self) -> None:
+        """Make sure a worker is alive, keeping what its start or recovery says for the next call."""
+        self._early_notes += await self.ensure()
 
     async def ensure(self) -> list[str]:
         if self.host.alive:

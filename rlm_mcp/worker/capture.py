@@ -16,8 +16,10 @@ import os
 import sys
 from dataclasses import dataclass
 
+from rlm_mcp.units import MiB
+
 # Beyond this many bytes only the head and tail of an output are read back into the REPL.
-READ_BACK_MAX_BYTES = 64 * 1024 * 1024
+READ_BACK_MAX_BYTES = 64 * MiB
 
 
 @dataclass

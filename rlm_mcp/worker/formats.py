@@ -24,11 +24,12 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm_mcp.units import MiB
 from rlm_mcp.worker.mapped import MappedText
 from rlm_mcp.worker.reader import count_lines, decode
 
 DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-READ_CHUNK = 1 << 20
+READ_CHUNK = MiB
 DOCS_EXTRA = "pip install 'rlm-mcp[docs]'"
 
 

@@ -23,9 +23,11 @@ from array import array
 from collections.abc import Iterator
 from typing import Any
 
+from rlm_mcp.units import MiB
+
 BLOCK = 256 * 1024
 CONTINUATION = bytes(range(0x80, 0xC0))
-LINE_CHUNK = 16 * 1024 * 1024
+LINE_CHUNK = 16 * MiB
 
 
 def count_chars(data: bytes) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 from rlm_mcp import protocol
 from rlm_mcp.sandbox.policy import SandboxPolicy
 from rlm_mcp.sandbox.prctl import make_undumpable
+from rlm_mcp.units import MiB
 from rlm_mcp.worker import lockdown
 from rlm_mcp.worker.capture import OutputCapture
 from rlm_mcp.worker.formats import FormatError, load_file
@@ -337,20 +338,19 @@ class Repl:
         """Why the kernel said no, when it was the sandbox: a bare errno does not tell the model."""
         if self.policy is None:
             return ""
-        mib = 1024 * 1024
         if isinstance(exc, MemoryError):
             return (
-                f"rlm-mcp sandbox: the worker's memory is capped at {self.policy.memory_bytes // mib:,} MiB "
+                f"rlm-mcp sandbox: the worker's memory is capped at {self.policy.memory_bytes // MiB:,} MiB "
                 "(RLM_MCP_MEMORY_LIMIT_MB); work in chunks\n"
             )
         if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
             return (
-                f"rlm-mcp sandbox: files are capped at {self.policy.write_bytes // mib:,} MiB "
+                f"rlm-mcp sandbox: files are capped at {self.policy.write_bytes // MiB:,} MiB "
                 "(RLM_MCP_WRITE_LIMIT_MB)\n"
             )
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM and "rlm-mcp sandbox" not in str(exc):
             return (
-                f"rlm-mcp sandbox: the worker's memory is capped at {self.policy.memory_bytes // mib:,} MiB "
+                f"rlm-mcp sandbox: the worker's memory is capped at {self.policy.memory_bytes // MiB:,} MiB "
                 "(RLM_MCP_MEMORY_LIMIT_MB), and shared anonymous memory (mmap.mmap(-1, n) without "
                 "flags=mmap.MAP_PRIVATE, memfd_create, SysV shm) is disabled because it escapes the cap; use a "
                 "bytearray, mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE), or mmap a file in the working directory\n"

@@ -25,6 +25,8 @@ import pickle
 import types
 from typing import Any
 
+from rlm_mcp.units import MiB
+
 # Where the worker's own classes lived before the package was laid out by trust boundary: snapshots written
 # then name them so (an LLMError in a list of answers, a grep result, a saved module or cell function).
 MOVED_MODULES = {
@@ -41,7 +43,7 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(MOVED_MODULES.get(module, module), name)
 
 
-ALWAYS_RESAVE_BYTES = 1 << 20  # small mutable values are re-pickled every cell: mutation keeps id and len
+ALWAYS_RESAVE_BYTES = MiB  # small mutable values are re-pickled every cell: mutation keeps id and len
 MUTABLE = (list, dict, set, bytearray)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from rlm_mcp.sandbox.policy import LAYERS, SandboxPolicy
 from rlm_mcp.sandbox.prctl import drop_privileges
+from rlm_mcp.units import MiB
 from rlm_mcp.worker.lockdown import guard, landlock, limits, namespaces, seccomp
 
 
@@ -94,12 +95,11 @@ def apply(policy: SandboxPolicy) -> Report:
 
     problems = limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
     problems += lifetime_problems
-    mib = 1024 * 1024
     report.add(
         "limits",
         not problems,
         "; ".join(problems)
-        or f"memory {policy.memory_bytes // mib:,} MiB, file size {policy.write_bytes // mib:,} MiB, "
+        or f"memory {policy.memory_bytes // MiB:,} MiB, file size {policy.write_bytes // MiB:,} MiB, "
         f"{policy.open_files} open files, no core dumps, CPU backstop; OOM killer's first choice",
     )
 

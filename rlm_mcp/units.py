@@ -1,0 +1,3 @@
+"""Sizes, spelled one way on both sides of the boundary."""
+
+MiB = 1024 * 1024
