@@ -26,7 +26,7 @@ from rlm_mcp import __version__
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
-from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
+from rlm_mcp.models import RunResult
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.sandbox.prctl import make_undumpable
@@ -202,8 +202,8 @@ def build_server(settings: Settings) -> MCPServer:
         name: Annotated[str, Field(description="Variable to bind")] = "context",
         exclude: Annotated[list[str] | None, Field(description="Globs to leave out of a directory")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
-    ) -> LoadResult:
-        return await serve(  # type: ignore[return-value]
+    ) -> CallToolResult:
+        return await serve(
             ctx,
             session,
             lambda target: target.load_context(name=name, path=path, text=text, exclude=exclude),
@@ -221,9 +221,9 @@ def build_server(settings: Settings) -> MCPServer:
         interrupt: Annotated[bool, Field(description="Stop the running cell")] = False,
         max_output_chars: Annotated[int | None, Field(description="Fewer output characters than the default")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
-    ) -> RunResult:
+    ) -> CallToolResult:
         task = current_task()  # a call the client follows as an MCP task has no wait_s: it polls instead
-        return await serve(  # type: ignore[return-value]
+        return await serve(
             ctx,
             session,
             lambda target: target.run_code(
@@ -251,8 +251,8 @@ def build_server(settings: Settings) -> MCPServer:
         model: Annotated[str | None, Field(description="Sub-model; default: the server's")] = None,
         max_tokens: Annotated[int | None, Field(description="Longest answer, in tokens")] = None,
         session: Annotated[str | None, SESSION_FIELD] = None,
-    ) -> SubQueryResult:
-        return await serve(  # type: ignore[return-value]
+    ) -> CallToolResult:
+        return await serve(
             ctx,
             session,
             lambda target: target.sub_query(prompt, context, model, max_tokens, client_session=_client_session(ctx)),

@@ -116,13 +116,18 @@ class WorkerHost:
         env: dict[str, str],
         policy: SandboxPolicy,
         cgroup_parent: str | None = None,
+        program: str = BOOTSTRAP,
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
-        """`cgroup_parent`: a delegated cgroup v2 under which each worker gets its own (repl/cgroups.py)."""
+        """`cgroup_parent`: a delegated cgroup v2 under which each worker gets its own (sandbox/cgroups.py).
+        `program`: the Python source the worker runs (the unit tests give stand-ins that misbehave)."""
         self.private_dir = private_dir
         self.scratch_dir = scratch_dir
         self.env = env
         self.policy = policy
         self.cgroup_parent = cgroup_parent
+        self.program = program
+        self.start_timeout_s = start_timeout_s
         self._cgroup: cgroups.WorkerCgroup | None = None
         self._captures: list[int] = []  # the server's descriptors on the worker's stdout and stderr files
         self.sandbox: list[dict[str, Any]] = []  # the last worker's report of its layers
@@ -152,7 +157,7 @@ class WorkerHost:
         log_fd = safefs.create_fresh(log_path, readable=False)
         self._captures = [safefs.create_fresh(self.private_dir / f"{name}.capture") for name in ("stdout", "stderr")]
         extra_paths = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
-        worker = [sys.executable, "-I", "-c", BOOTSTRAP, WORKER_MARKER, PACKAGE_PARENT, *map(str, self._captures)]
+        worker = [sys.executable, "-I", "-c", self.program, WORKER_MARKER, PACKAGE_PARENT, *map(str, self._captures)]
         bwrap, bwrap_detail = bubblewrap.availability() if self.policy.mode != "off" else (None, "RLM_MCP_SANDBOX=off")
         self._wrapped = bwrap is not None
         passed = list(self._captures)
@@ -181,12 +186,13 @@ class WorkerHost:
             # The policy names the session's directories: it goes over the pipe, not on the command line.
             policy = self.policy.as_dict()
             await self._send({"op": "start", "policy": policy, "paths": extra_paths, "work_dir": str(self.work_dir)})
-            with anyio.fail_after(START_TIMEOUT_S):
+            with anyio.fail_after(self.start_timeout_s):
                 hello = await self._next_frame()
         except (TimeoutError, _WorkerGone, protocol.ProtocolError) as exc:
             await self.kill()
             printed = safefs.read_tail(log_path, STDERR_TAIL_CHARS).decode("utf-8", "replace")
-            raise WorkerStartError(f"the REPL worker failed to start ({exc}): {printed.strip()}") from None
+            why = str(exc) or f"no ready message within {self.start_timeout_s:g} s"
+            raise WorkerStartError(f"the REPL worker failed to start ({why}): {printed.strip()}") from None
         if hello.get("op") != "ready":
             await self.kill()
             raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-CHARS_PER_TOKEN = 4  # rough figure for English and code; errs low on dense scripts, hence the margin below
+from rlm_mcp.units import CHARS_PER_TOKEN
+
 MESSAGE_OVERHEAD_TOKENS = 16
 
 # Matched by longest prefix, so dated snapshots ("claude-haiku-4-5-20251001") find their family.

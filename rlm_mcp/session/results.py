@@ -9,8 +9,8 @@ from typing import Any
 from rlm_mcp.contexts.selection import Selection, tree_summary
 from rlm_mcp.escaping import printable
 from rlm_mcp.host.worker_host import CallOutcome
-from rlm_mcp.llm.pricing import CHARS_PER_TOKEN
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, VarInfo
+from rlm_mcp.units import CHARS_PER_TOKEN
 
 # -- building results ------------------------------------------------------------------------------
 

@@ -7,21 +7,18 @@ context before answering, so the model is told exactly what survived.
 
 from __future__ import annotations
 
-import builtins
-import keyword
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from rlm_mcp.config import Settings
-from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
-from rlm_mcp.contexts.selection import Caps, Selection, select_files
+from rlm_mcp.contexts.paths import ContextError
+from rlm_mcp.contexts.selection import Selection
 from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
 from rlm_mcp.host.factory import session_worker_host
@@ -32,6 +29,7 @@ from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.sandbox.policy import (
     summary,
 )
+from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load
 from rlm_mcp.session.progress import CellProgress, ProgressReport
 from rlm_mcp.session.results import (
     DISK_CHECK_S,
@@ -44,7 +42,6 @@ from rlm_mcp.session.results import (
     lost_result,
     run_result,
     running_threads,
-    skipped_text,
     text_field,
     valid_call,
     valid_snapshot,
@@ -56,54 +53,6 @@ from rlm_mcp.trace import Tracer
 from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedContext:
-    """A loaded context, remembered by the arguments that loaded it: a reload (after a worker death, or on
-    resume from a record) plans the load again, so it is checked against the roots of the day."""
-
-    name: str
-    path: str | None
-    text: str | None
-    exclude: tuple[str, ...]
-    source: str
-
-    def as_record(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "text": self.text, "exclude": list(self.exclude),
-                "source": self.source}  # fmt: skip
-
-    @classmethod
-    def from_record(cls, item: Any) -> LoadedContext | None:
-        """None for anything but the shape as_record writes (records of older versions, or damaged ones)."""
-        if not isinstance(item, dict):
-            return None
-        name, path, text, source = (item.get(key) for key in ("name", "path", "text", "source"))
-        exclude = item.get("exclude") or []
-        well_formed = (
-            isinstance(name, str)
-            and isinstance(source, str)
-            and (isinstance(path, str), isinstance(text, str)) in ((True, False), (False, True))
-            and (path is None or text is None)
-            and isinstance(exclude, list)
-            and all(isinstance(pattern, str) for pattern in exclude)
-        )
-        if not well_formed:
-            return None
-        try:
-            check_context_name(name)
-        except UserError:
-            return None
-        return cls(name, path, text, tuple(exclude), source)
-
-
-def check_context_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise UserError(f"name {name!r} is not a Python identifier; use letters, digits and _ (e.g. 'logs')")
-    if name.startswith("_"):
-        raise UserError(f"name {name!r} starts with '_', which the REPL reserves; use e.g. {name.lstrip('_')!r}")
-    if hasattr(builtins, name):
-        raise UserError(f"name {name!r} would hide the Python builtin of that name; choose another")
 
 
 class Session:
@@ -243,55 +192,7 @@ class Session:
         return load_result(name, source, reply, selection, notes)
 
     async def _plan(self, context: LoadedContext) -> tuple[dict[str, Any], Selection | None]:
-        """The worker request that loads `context` (setting its `source`), vetted against today's roots."""
-        if context.text is not None:
-            if len(context.text) > self.settings.inline_text_max_chars:
-                raise UserError(
-                    f"`text` has {len(context.text):,} characters, over the {self.settings.inline_text_max_chars:,} "
-                    "limit for inline input; write it to a file under a root and load it by `path`"
-                )
-            context.source = "inline text"
-            return {"op": "load", "name": context.name, "kind": "text", "text": context.text}, None
-        assert context.path is not None
-        request, context.source, selection = await anyio.to_thread.run_sync(
-            self._plan_path_load, context.name, context.path, context.exclude
-        )
-        return request, selection
-
-    def _plan_path_load(
-        self, name: str, path: str, exclude: tuple[str, ...]
-    ) -> tuple[dict[str, Any], str, Selection | None]:
-        """Resolve and vet the path, and for a tree pick the files; blocking, so it runs in a thread."""
-        settings = self.settings
-        source = resolve_source(path, settings.roots)
-        if isinstance(source, FileSource):
-            request = {
-                "op": "load",
-                "name": name,
-                "kind": "file",
-                "path": str(source.path),
-                "size": source.size,
-                "mmap_bytes": settings.mmap_threshold_mb * MiB,
-                "max_bytes": settings.max_file_bytes,
-            }
-            return request, str(source.path), None
-        caps = Caps(settings.dir_max_files, settings.dir_max_bytes, settings.dir_max_file_bytes)
-        selection = select_files(source, settings.roots, caps, exclude)
-        shown = str(source.base / source.pattern) if source.pattern else str(source.base)
-        if not selection.files:
-            skipped = skipped_text(selection)
-            what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} is empty"
-            raise ContextError(what + (f" that can be loaded ({skipped})" if skipped else ""))
-        request = {
-            "op": "load",
-            "name": name,
-            "kind": "files",
-            "root": str(source.base),
-            "files": selection.files,
-            "max_file_bytes": settings.dir_max_file_bytes,
-            "max_total_bytes": settings.dir_max_bytes,
-        }
-        return request, shown, selection
+        return await plan_load(context, self.settings)
 
     # -- run_code ---------------------------------------------------------------------------------
 

@@ -27,13 +27,12 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from rlm_mcp.units import MiB
+from rlm_mcp.units import CHARS_PER_TOKEN, MiB
 from rlm_mcp.worker.mapped import MappedText, bytes_pattern, count_chars
 
 Text = str | MappedText
 Source = str | MappedText | Mapping[str, str | MappedText]
 
-CHARS_PER_TOKEN = 4
 PIECE_BYTES = 8 * MiB  # how much of a MappedText is decoded at a time
 COUNT_BYTES = 16 * MiB  # how much of a MappedText is copied at a time to count newlines
 LINE_CAP = 2000  # grep shows at most this many characters of one line

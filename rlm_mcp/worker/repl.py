@@ -165,7 +165,6 @@ class Repl:
             "eval_text": self.eval_text,
             "load": self.load,
             "unload": self.unload,
-            "ping": self.ping,
             "persist": self.persist,
             "variables": self.variables,
             "restore": self.restore,
@@ -177,9 +176,6 @@ class Repl:
             return handler(request)
         except Exception as exc:  # a bug in the worker, not in user code: report it, keep serving
             return {"ok": False, "error": f"worker error in {op}: {type(exc).__name__}: {exc}"}
-
-    def ping(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "pid": os.getpid()}
 
     def _own_names(self) -> list[str]:
         """The public names code defined (contexts and helpers left out), sorted."""
@@ -236,7 +232,6 @@ class Repl:
 
         before = fingerprint(self.namespace)
         self.capture.begin()
-        started = time.perf_counter()
         value: Any = None
         error: str | None = None
         error_type: str | None = None
@@ -254,7 +249,6 @@ class Repl:
         except BaseException as exc:  # SystemExit and KeyboardInterrupt end the cell, not the REPL
             error_type = type(exc).__name__
             error = elide(self._format_error(exc) + self._sandbox_hint(exc), TRACEBACK_LIMIT_CHARS)
-        elapsed = time.perf_counter() - started
         self.capture.finish()
 
         result_repr = None
@@ -292,7 +286,6 @@ class Repl:
             "changed": changed,
             "changed_total": len(names),
             "restored": restored,
-            "elapsed_s": elapsed,
         }
 
     @staticmethod
