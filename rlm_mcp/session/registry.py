@@ -28,6 +28,7 @@ LAST_STDIO_SESSION = "last-stdio-session"
 HANDLE = SESSION_ID
 UNUSED_SESSION_S = 45.0  # a session that no call has used is closed after this long
 NEW_SESSION_WINDOW_S = 60.0
+PREPARE_AFTER_S = 1.0  # a host lists the tools within this; its model's first tool call comes later
 
 
 @dataclass
@@ -82,7 +83,9 @@ class SessionRegistry:
 
     async def prepare_stdio(self) -> None:
         """Ready what stdio's first calls need while the host's model takes its first turns: the sub-call
-        backend and the one session's worker (a session resumed with --resume is reloaded then too)."""
+        backend and the one session's worker (a session resumed with --resume is reloaded then too). Begun
+        PREPARE_AFTER_S after start, so that it does not slow the handshake and the first tools/list."""
+        await anyio.sleep(PREPARE_AFTER_S)
         async with anyio.create_task_group() as group:
             group.start_soon(self.router.prepare)
             group.start_soon(self.default().prepare)
