@@ -212,6 +212,23 @@ async def test_the_login_never_reaches_the_repl(
         assert await value_of(client, probe) == "([], False, False)"
 
 
+@needs_claude
+async def test_repl_code_cannot_put_an_option_on_the_clis_command_line(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path
+) -> None:
+    """The model name and the system prompt come from REPL code: a name is checked and passed as one
+    `--model=NAME` argument, and the system prompt goes in a file, never on the command line."""
+    claude_logged_in(monkeypatch)
+    async with Client(build_server(settings_for(tmp_path, data_dir, backend="claude-code"))) as client:
+        refused = await run(client, "llm_query('x', model='--dangerously-skip-permissions')")
+        assert "is not a model name" in text_of(refused), text_of(refused)
+        long_system = "Answer in French. " + "x" * 200_000  # over one command-line argument's limit (128 KiB)
+        answered = await value_of(client, f"llm_query('bonjour', system={long_system!r})")
+        assert answered == "'ans:bonjour'"
+    model_calls = [request for request in provider.requests if request.api == "anthropic"]
+    assert len(model_calls) == 1 and "Answer in French." in (model_calls[0].system or "")
+
+
 @needs_codex
 async def test_auto_falls_to_codex_when_claude_code_is_not_logged_in(
     provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path

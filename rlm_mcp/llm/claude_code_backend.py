@@ -11,15 +11,18 @@ would cost on the API, not a charge, and results say so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
 
-from rlm_mcp.llm.cli_process import CliPool, child_environment, short
+from rlm_mcp import safefs
+from rlm_mcp.llm.cli_process import CliPool, child_environment, cli_model, short
 from rlm_mcp.llm.http import status_error
 from rlm_mcp.llm.types import Completion, SubCall, SubCallError
 
@@ -53,11 +56,17 @@ class ClaudeCodeBackend:
             "",
             "--disable-slash-commands",
             "--no-session-persistence",
-            "--model",
-            call.model,
-            "--system-prompt",
-            call.system or DEFAULT_SYSTEM,
+            cli_model(call.model),
+            f"--system-prompt-file={self._system_file(call.system or DEFAULT_SYSTEM)}",
         ]
+
+    def _system_file(self, text: str) -> str:
+        """The system prompt in a file of our private directory, named by its digest: REPL code chooses it,
+        so it stays off the command line (which every local process can read, and which is bounded)."""
+        path = Path(self._workdir.name) / f"system-{hashlib.sha256(text.encode()).hexdigest()[:32]}.txt"
+        if not path.exists():
+            safefs.write_atomic(path, text.encode("utf-8"))
+        return str(path)
 
     async def complete(self, call: SubCall, timeout_s: float) -> Completion:
         env = child_environment(self._environ)

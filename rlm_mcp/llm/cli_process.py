@@ -15,6 +15,7 @@ read up to MAX_OUTPUT_BYTES.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import time
 from collections import defaultdict, deque
@@ -136,6 +137,20 @@ class CliPool:
                 kill_tree(spare.process.pid)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await spare.process.aclose()
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]{0,127}")
+
+
+def cli_model(model: str) -> str:
+    """A model name as a CLI argument: REPL code chooses it (llm_query(model=...)), so nothing but a name
+    goes on the command line, and it is passed as `--model=NAME`, one argument that cannot become an option."""
+    if not MODEL_NAME.fullmatch(model):
+        raise SubCallError(
+            f"{model[:80]!r} is not a model name (letters, digits and ._:/@-, starting with a letter or digit)",
+            kind="provider",
+        )
+    return f"--model={model}"
 
 
 def child_environment(environ: Mapping[str, str], drop: Sequence[str] = ()) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from rlm_mcp.llm.cli_process import CliPool, child_environment, short
+from rlm_mcp.llm.cli_process import CliPool, child_environment, cli_model, short
 from rlm_mcp.llm.types import Completion, SubCall, SubCallError
 
 DEFAULT_MODEL = "codex-default"  # no -m: the model the user's Codex is configured for
@@ -59,7 +59,7 @@ class CodexBackend:
         for override in QUIET:
             argv += ["--config", override]
         if call.model != DEFAULT_MODEL:
-            argv += ["--model", call.model]
+            argv.append(cli_model(call.model))
         return [*argv, "-"]
 
     async def complete(self, call: SubCall, timeout_s: float) -> Completion:

@@ -48,6 +48,12 @@ def cli_login(name: str, command: str, environ: Mapping[str, str]) -> CliLogin:
     return found
 
 
+def known(name: str, command: str) -> CliLogin | None:
+    """The answer already asked for, without asking: every batch in `auto` mode checks, most only this."""
+    with _lock:
+        return _cache.get((name, command))
+
+
 def forget() -> None:
     """Ask again next time (tests change what is installed and logged in)."""
     with _lock:

@@ -19,7 +19,7 @@ import anyio
 
 from rlm_mcp.config import Settings
 from rlm_mcp.llm.budget import Budget
-from rlm_mcp.llm.logins import CliLogin, cli_login
+from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, Completion, SubCall, SubCallError
@@ -72,6 +72,8 @@ class Router:
                     kind="no_backend",
                 )
             return SamplingBackend(client_session)
+        if mode in self._backends:
+            return self._backends[mode]
         async with self._building:  # one build per backend, however many batches ask at once
             if mode not in self._backends:
                 self._backends[mode] = await anyio.to_thread.run_sync(self._build, mode)
@@ -92,8 +94,11 @@ class Router:
 
     async def login(self, name: str) -> CliLogin:
         """Whether the `name` CLI is installed and logged in (asked once, in a thread)."""
-        command = self.settings.claude_command if name == "claude-code" else self.settings.codex_command
-        return await anyio.to_thread.run_sync(cli_login, name, command, dict(os.environ))
+        command = self._cli_command(name)
+        return known(name, command) or await anyio.to_thread.run_sync(cli_login, name, command, dict(os.environ))
+
+    def _cli_command(self, name: str) -> str:
+        return self.settings.claude_command if name == "claude-code" else self.settings.codex_command
 
     def limiter_for(self, backend: Backend) -> anyio.CapacityLimiter:
         """A CLI backend has a cap of its own (each call is a process); the API backends share the server's."""
@@ -127,8 +132,7 @@ class Router:
 
             return AnthropicBackend(settings.max_concurrency)
         if mode in CLI_BACKENDS:
-            command = settings.claude_command if mode == "claude-code" else settings.codex_command
-            login = cli_login(mode, command, dict(os.environ))
+            login = cli_login(mode, self._cli_command(mode), dict(os.environ))
             if not login.logged_in or login.path is None:
                 raise SubCallError(f"the {mode} backend cannot be used: {login.detail}", kind="no_backend")
             if mode == "claude-code":

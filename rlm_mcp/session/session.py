@@ -26,9 +26,7 @@ from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
-from rlm_mcp.sandbox.policy import (
-    summary,
-)
+from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load
 from rlm_mcp.session.progress import CellProgress, ProgressReport
 from rlm_mcp.session.results import (
@@ -331,7 +329,7 @@ class Session:
         if not cell.stopping:
             cell.stopping = True
             self.host.interrupt()
-            if await cell.wait(self._grace + 1):
+            if await cell.wait(self.worker.grace + 1):
                 return
             await self.host.kill()
         await cell.wait(self.settings.max_timeout_s)
@@ -436,7 +434,7 @@ class Session:
                 if why:
                     stopped.append("stopped: " + why)
                     self.host.interrupt()
-                    await anyio.sleep(self._grace)
+                    await anyio.sleep(self.worker.grace)
                     await self.host.kill()
                     return
 
@@ -563,10 +561,6 @@ class Session:
         async with self._lock:
             await self.worker.ensure_keeping_notes()
             return list(self.host.sandbox)
-
-    @property
-    def _grace(self) -> float:
-        return self.settings.interrupt_grace_s
 
     async def prepare(self) -> None:
         """Start the worker before the first call needs it (the server does this for stdio's one session)."""
