@@ -179,6 +179,23 @@ class Settings(BaseModel):
         description="A batch of sub-calls estimated to cost more than this, in US dollars, runs only with "
         "confirm=True. Default: 1.",
     )
+    max_depth: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Levels of recursion: 1, the client's model alone (rlm_query is then a plain sub-call); "
+        "2, plus one level of child RLMs; each more adds one.",
+    )
+    max_children: int = Field(default=4, gt=0, description="Most child RLMs of one session running at once.")
+    child_max_iterations: int = Field(
+        default=12, gt=0, description="Most turns of a child RLM's root model, and of `rlm-mcp ask`'s."
+    )
+    child_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest a child RLM or `rlm-mcp ask` runs, in seconds (a child also ends with its parent's cell).",
+    )
+    root_model: str | None = Field(default=None, description="Root model of `rlm-mcp ask`. Default: the sub-model.")
     prices: dict[str, tuple[float, float]] | None = Field(
         default=None,
         description='Extra or overriding model prices as JSON, USD per million tokens: {"model": [input, output]}.',

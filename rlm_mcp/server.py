@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from rlm_mcp import __version__
 from rlm_mcp.config import Settings
+from rlm_mcp.engine.children import serve_children
 from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.models import RunResult
@@ -132,7 +133,7 @@ def build_server(settings: Settings) -> MCPServer:
             )
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
-    sessions = SessionRegistry(settings)
+    sessions = SessionRegistry(settings, children=serve_children)
     tasks = Tasks()
 
     @asynccontextmanager

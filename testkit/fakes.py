@@ -60,9 +60,10 @@ __all__ = [
     "default_answer",
 ]
 
-AnswerFn = Callable[[str, str | None, str], Any]
+AnswerFn = Callable[..., Any]
 """``answer(prompt, system, model)``: the fake model, returning a str (or a `ToolUse`, to call a tool). May be a
-coroutine function (e.g. to wait on an event)."""
+coroutine function (e.g. to wait on an event). One that also takes a keyword ``request`` gets the request's
+parsed JSON body, so a scripted root model can follow its whole conversation."""
 
 ANTHROPIC_PATH = "/v1/messages"
 OPENAI_PATH = "/v1/chat/completions"
@@ -147,10 +148,12 @@ class ProviderError(Exception):
 
 @dataclass
 class ToolUse:
-    """Return this from an answer function to make the fake model call a tool (Anthropic Messages only)."""
+    """Return this from an answer function to make the fake model call a tool (Anthropic Messages, or a function
+    call in chat completions), saying `text` first if given."""
 
     name: str
     input: dict[str, Any]
+    text: str = ""
 
 
 @dataclass
@@ -285,6 +288,7 @@ class FakeProvider:
         cache_min_tokens: prefixes shorter than this are not cached, as with the real API.
         """
         self.answer: AnswerFn = answer
+        self._wants_request = "request" in inspect.signature(answer).parameters
         self.latency = latency
         self.jitter = jitter
         self.require_api_key = require_api_key
@@ -692,16 +696,17 @@ class FakeProvider:
         if rule is not None:
             return self._error(api, rule.error())
         try:
-            result = self.answer(parsed.prompt, parsed.system, parsed.model)
+            extra = {"request": parsed.body} if self._wants_request else {}
+            result = self.answer(parsed.prompt, parsed.system, parsed.model, **extra)
             text = await result if inspect.isawaitable(result) else result
         except ProviderError as exc:
             return self._error(api, exc)
         except Exception as exc:
             return self._error(api, ProviderError(500, f"the fake model raised {type(exc).__name__}: {exc}"))
         if isinstance(text, ToolUse):
-            if api != "anthropic":
-                return self._error(api, ProviderError(400, "the fake speaks tool use in the Anthropic format only"))
-            return self._tool_use(parsed, text)
+            if api == "responses":
+                return self._error(api, ProviderError(400, "the fake speaks tool use in Messages and chat completions"))
+            return self._tool_use(parsed, text) if api == "anthropic" else self._tool_call(parsed, text)
         return self._success(api, parsed, str(text))
 
     def _side_call(
@@ -748,12 +753,39 @@ class FakeProvider:
             "type": "message",
             "role": "assistant",
             "model": parsed.model,
-            "content": [{"type": "tool_use", "id": f"toolu_fake{n:020d}", "name": use.name, "input": use.input}],
+            "content": [{"type": "text", "text": use.text}] * bool(use.text)
+            + [{"type": "tool_use", "id": f"toolu_fake{n:020d}", "name": use.name, "input": use.input}],
             "stop_reason": "tool_use",
             "stop_sequence": None,
             "usage": {"input_tokens": count_tokens(parsed.text), "output_tokens": count_tokens(json.dumps(use.input))},
         }
         return 200, payload, {"request-id": f"req_fake{n:020d}"}
+
+    def _tool_call(self, parsed: _Parsed, use: ToolUse) -> tuple[int, Any, dict[str, str]]:
+        """A chat completion that asks the client to call a function (finish_reason "tool_calls")."""
+        n = self._next_id()
+        arguments = json.dumps(use.input)
+        call = {"id": f"call_fake{n:020d}", "type": "function", "function": {"name": use.name, "arguments": arguments}}
+        input_tokens, output_tokens = count_tokens(parsed.text), count_tokens(arguments)
+        payload = {
+            "id": f"chatcmpl-fake{n:020d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": parsed.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": use.text or None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": input_tokens,
+                "completion_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens,
+            },
+        }
+        return 200, payload, {"x-request-id": f"req_fake{n:020d}"}
 
     def _next_id(self) -> int:
         with self._lock:
@@ -1095,7 +1127,9 @@ def _parse_openai(body: Any) -> _Parsed:
             texts.append((role, text))
     system = "\n".join(system_parts) if system_parts else None
     text = (system or "") + "".join(t for _, t in texts)
-    return _Parsed(model, system, _last_user(texts), text, max_tokens, body=body)
+    # A tool result answers the assistant's call the way a user message would: it is what the model reacts to.
+    prompt = _last_user([("user" if role == "tool" else role, t) for role, t in texts])
+    return _Parsed(model, system, prompt, text, max_tokens, body=body)
 
 
 def _responses_content_text(content: Any, where: str) -> str:

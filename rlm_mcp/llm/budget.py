@@ -19,6 +19,16 @@ COST_TOLERANCE_USD = 1e-9
 class Reservation:
     tokens: int
     cost: float
+    calls: int = 1
+
+
+@dataclass(frozen=True)
+class Share:
+    """Part of a budget's remainder, handed to a child RLM as its whole budget (None: no limit)."""
+
+    calls: int
+    tokens: int | None
+    cost: float | None
 
 
 @dataclass
@@ -76,8 +86,27 @@ class Budget:
         self._reserved_cost += cost or 0.0
         return Reservation(tokens, cost or 0.0)
 
-    def settle(self, reservation: Reservation, tokens: int, cost: float | None) -> None:
-        """Replace a reservation by what the call really used (nothing, if it failed)."""
+    def share(self, parts: int) -> Share | None:
+        """One of `parts` equal shares of what is left, or None when a share would hold no call at all."""
+        calls = (self.max_calls - self.calls) // parts
+        if calls < 1 or self.exhausted() is not None:
+            return None
+        tokens = None if self.max_tokens is None else (self.max_tokens - self.tokens - self._reserved_tokens) // parts
+        cost = None if self.max_cost is None else (self.max_cost - self.cost - self._reserved_cost) / parts
+        return Share(calls, tokens, cost)
+
+    def hold(self, share: Share) -> Reservation:
+        """Reserve a child's whole share before it starts, so siblings cannot together overspend."""
+        self.calls += share.calls
+        self._reserved_tokens += share.tokens or 0
+        self._reserved_cost += share.cost or 0.0
+        return Reservation(share.tokens or 0, share.cost or 0.0, share.calls)
+
+    def settle(self, reservation: Reservation, tokens: int, cost: float | None, calls: int | None = None) -> None:
+        """Replace a reservation by what was really used (nothing, if a call failed); `calls` for a child's
+        share (a single call counts as one, answered or not)."""
+        if calls is not None:
+            self.calls -= reservation.calls - calls
         self._reserved_tokens -= reservation.tokens
         self._reserved_cost -= reservation.cost
         self.tokens += tokens

@@ -8,12 +8,13 @@ usage). A batch is fanned out as tasks; each item succeeds or fails on its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -22,7 +23,7 @@ from rlm_mcp.llm.budget import Budget
 from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
-from rlm_mcp.llm.types import Backend, Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
 from rlm_mcp.models import SubCallUsage
 from rlm_mcp.trace import current_tracer
 
@@ -38,6 +39,7 @@ NO_BACKEND = (
     "auto|anthropic|openai|claude-code|codex|sampling picks one"
 )
 CLI_BACKENDS = ("claude-code", "codex")
+Used = TypeVar("Used", Completion, ChatReply)
 
 
 def usage_since(now: SubCallUsage, earlier: SubCallUsage) -> SubCallUsage:
@@ -158,11 +160,12 @@ class Router:
 class SessionLLM:
     """A session's sub-calls: its budget, its cache of answers, and its running usage."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, budget: Budget | None = None) -> None:
+        """`budget`: a child RLM's share of its parent's; by default the server's per-session limits."""
         self.router = router
         settings = router.settings
         self.settings = settings
-        self.budget = Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
+        self.budget = budget or Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
         self.usage = SubCallUsage()  # running totals for the session
         self.usage_by_model: dict[str, SubCallUsage] = {}
         self._cache: dict[tuple[str, str, str | None, str, int], Answer] = {}
@@ -280,49 +283,104 @@ class SessionLLM:
             self._model_usage(call.model).cache_hits += 1
             return Answer(cached.completion, cached.backend, 0.0, cached=True)
 
-        estimated_input = estimate_tokens(call.system, call.prompt)
-        window = window_of(call.model, self.settings.sub_window_tokens)
-        if estimated_input + call.max_tokens > window:
-            raise SubCallError(
-                f"the prompt is about {estimated_input:,} tokens; with max_tokens {call.max_tokens:,} it exceeds "
-                f"the {window:,}-token window of {call.model}. Split the text (e.g. into chunks) and query each part",
-                kind="window",
-            )
-        price = price_of(call.model, self.settings.prices)
-        reservation = self.budget.reserve(
-            estimated_input + call.max_tokens, cost_usd(price, estimated_input, call.max_tokens)
+        completion, cost = await self._accounted(
+            call.model,
+            estimate_tokens(call.system, call.prompt),
+            call.max_tokens,
+            lambda: backend.complete(call, self.settings.sub_timeout_s),
+            backend,
+            attempts,
         )
-        self.usage.calls += 1
-        by_model = self._model_usage(call.model)
-        by_model.calls += 1
-        completion: Completion | None = None
-        cost: float | None = None
-        try:
-            completion = await self._attempts(call, backend, attempts)
-            cost = completion.cost_usd
-            if cost is None:
-                cost = cost_usd(price, completion.input_tokens, completion.output_tokens)
-        finally:
-            used = completion.input_tokens + completion.output_tokens if completion else 0
-            self.budget.settle(reservation, used, cost)
-        for usage in (self.usage, by_model):
-            usage.input_tokens += completion.input_tokens
-            usage.output_tokens += completion.output_tokens
-            usage.cost_usd += cost or 0.0
-            if completion.subscription:
-                usage.subscription_usd += cost or 0.0
         answer = Answer(completion, backend.name, cost, cached=False)
         self._cache[key] = answer
         return answer
 
-    async def _attempts(self, call: SubCall, backend: Backend, attempts: list[int]) -> Completion:
+    async def chat(self, request: ChatRequest, backend: ChatBackend) -> ChatReply:
+        """One turn of a root model (a child RLM's, or `ask`'s): budgeted, retried and traced like a sub-call."""
+        tracer = current_tracer()
+        recording = (
+            tracer.event("root_call", request.model, model=request.model, backend=backend.name) if tracer else None
+        )
+        with recording or contextlib.nullcontext() as event:
+            attempts = [0]
+            estimate = estimate_tokens(request.system, *(_turn_text(turn) for turn in request.turns))
+            try:
+                reply, cost = await self._accounted(
+                    request.model,
+                    estimate,
+                    request.max_tokens,
+                    lambda: backend.chat(request, self.settings.sub_timeout_s),
+                    backend,
+                    attempts,
+                )
+            except SubCallError as exc:
+                self.usage.failures += 1
+                self._model_usage(request.model).failures += 1
+                if event is not None:
+                    event.set(error=str(exc), kind=exc.kind, attempts=attempts[0])
+                raise
+            if event is not None:
+                event.set(
+                    answer=reply.text,
+                    tool_calls=[call.name for call in reply.calls],
+                    input_tokens=reply.input_tokens,
+                    output_tokens=reply.output_tokens,
+                    cost_usd=cost,
+                    attempts=attempts[0],
+                )
+            return reply
+
+    async def _accounted(
+        self,
+        model: str,
+        estimated_input: int,
+        max_tokens: int,
+        send: Callable[[], Awaitable[Used]],
+        backend: Backend,
+        attempts: list[int],
+    ) -> tuple[Used, float | None]:
+        """Send a call within the window and the budget, retrying, and count what it used. Returns the reply
+        and its cost (None when the model has no known price)."""
+        window = window_of(model, self.settings.sub_window_tokens)
+        if estimated_input + max_tokens > window:
+            raise SubCallError(
+                f"the prompt is about {estimated_input:,} tokens; with max_tokens {max_tokens:,} it exceeds "
+                f"the {window:,}-token window of {model}. Split the text (e.g. into chunks) and query each part",
+                kind="window",
+            )
+        price = price_of(model, self.settings.prices)
+        reservation = self.budget.reserve(estimated_input + max_tokens, cost_usd(price, estimated_input, max_tokens))
+        self.usage.calls += 1
+        by_model = self._model_usage(model)
+        by_model.calls += 1
+        reply: Used | None = None
+        cost: float | None = None
+        try:
+            reply = await self._attempts(send, model, backend, attempts)
+            cost = reply.cost_usd
+            if cost is None:
+                cost = cost_usd(price, reply.input_tokens, reply.output_tokens)
+        finally:
+            used = reply.input_tokens + reply.output_tokens if reply else 0
+            self.budget.settle(reservation, used, cost)
+        for usage in (self.usage, by_model):
+            usage.input_tokens += reply.input_tokens
+            usage.output_tokens += reply.output_tokens
+            usage.cost_usd += cost or 0.0
+            if reply.subscription:
+                usage.subscription_usd += cost or 0.0
+        return reply, cost
+
+    async def _attempts(
+        self, send: Callable[[], Awaitable[Used]], model: str, backend: Backend, attempts: list[int]
+    ) -> Used:
         settings = self.settings
         for attempt in range(settings.sub_retries + 1):
             attempts[0] = attempt + 1
             try:
                 async with self.router.limiter_for(backend):
                     with anyio.fail_after(settings.sub_timeout_s + 5):
-                        return await backend.complete(call, settings.sub_timeout_s)
+                        return await send()
             except TimeoutError:
                 error = SubCallError(f"no answer within {settings.sub_timeout_s:g} s", kind="timeout", retryable=True)
             except SubCallError as exc:
@@ -332,6 +390,12 @@ class SessionLLM:
                     raise SubCallError(f"{error} (after {attempt + 1} attempts)", kind=error.kind) from None
                 raise error
             delay = min(MAX_RETRY_DELAY_S, settings.retry_base_s * 2**attempt) * random.uniform(0.5, 1.5)
-            log.info("sub-call to %s failed (%s); retry %d in %.2f s", call.model, error, attempt + 1, delay)
+            log.info("sub-call to %s failed (%s); retry %d in %.2f s", model, error, attempt + 1, delay)
             await anyio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _turn_text(turn: Turn) -> str:
+    """What a turn puts in the model's input, for the window check and the budget's estimate."""
+    parts = [turn.text, *(json.dumps(call.arguments) for call in turn.calls), *(r.text for r in turn.results)]
+    return "".join(parts)

@@ -42,3 +42,72 @@ class Backend(Protocol):
     default_model: str | None
 
     async def complete(self, call: SubCall, timeout_s: float) -> Completion: ...
+
+
+# -- tool use, for the root model of a child RLM and of `rlm-mcp ask` (see rlm_mcp/engine) -------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool offered to a root model: its name, what it does, and a JSON schema of its arguments."""
+
+    name: str
+    description: str
+    schema: dict[str, object]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, object]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    text: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation with tools, in no provider's format: a user's text, the assistant's
+    text and tool calls, or the results of those calls (which the next turn answers)."""
+
+    role: str  # "user", "assistant" or "tool"
+    text: str = ""
+    calls: tuple[ToolCall, ...] = ()
+    results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    system: str
+    turns: tuple[Turn, ...]
+    tools: tuple[Tool, ...]
+    model: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """What the model said: text, the tools it wants called (none: it has answered), and its usage."""
+
+    text: str
+    calls: tuple[ToolCall, ...]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = None
+    subscription: bool = False
+
+
+class ChatBackend(Backend, Protocol):
+    """A backend that can drive a root model: a conversation with tools."""
+
+    async def chat(self, request: ChatRequest, timeout_s: float) -> ChatReply: ...
+
+
+def can_chat(backend: Backend) -> bool:
+    return callable(getattr(backend, "chat", None))

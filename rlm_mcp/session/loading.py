@@ -33,6 +33,7 @@ class LoadedContext:
     text: str | None
     exclude: tuple[str, ...]
     source: str
+    value: dict[str, Any] | list[Any] | None = None  # a child RLM's context passed as data (never recorded)
 
     def as_record(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "text": self.text, "exclude": list(self.exclude),
@@ -73,6 +74,9 @@ def check_context_name(name: str) -> None:
 
 async def plan_load(context: LoadedContext, settings: Settings) -> tuple[dict[str, Any], Selection | None]:
     """The worker request that loads `context` (setting its `source`), vetted against today's roots."""
+    if context.value is not None:
+        context.source = "its parent's value"
+        return {"op": "load", "name": context.name, "kind": "value", "value": context.value}, None
     if context.text is not None:
         if len(context.text) > settings.inline_text_max_chars:
             raise UserError(

@@ -19,7 +19,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router
 from rlm_mcp.session.running import Spawn
-from rlm_mcp.session.session import Session
+from rlm_mcp.session.session import ChildServer, Session
 from rlm_mcp.session.store import SESSION_ID, SessionStore
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,10 @@ class SessionRegistry:
     sessions a minute.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, children: ChildServer | None = None) -> None:
+        """`children` serves the sessions' rlm_query (see rlm_mcp/engine/children.py)."""
         self.settings = settings
+        self.children = children
         self.router = Router(settings)
         self.store = SessionStore(settings.workspace)
         self._sessions: dict[str, Session] = {}
@@ -183,7 +185,9 @@ class SessionRegistry:
                     "try again later (idle ones are closed after --idle-timeout-s) or raise --max-sessions"
                 )
             record = self.store.load(session_id)
-            session = Session(session_id, self.settings, self.router, self.store, record, self._spawn)
+            session = Session(
+                session_id, self.settings, self.router, self.store, record, self._spawn, children=self.children
+            )
             self._sessions[session_id] = session
         return session
 

@@ -52,6 +52,11 @@ from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
+# Serves the rlm_query frames of a session's cell: (session, frame, client session, the cell's deadline on the
+# monotonic clock) -> the reply. Given by whoever builds sessions (rlm_mcp/engine sits above this package).
+ChildServer = Callable[["Session", dict[str, Any], Any, float], Awaitable[dict[str, Any]]]
+MAX_CHILD_RECORDS = 200
+
 
 class Session:
     def __init__(
@@ -62,15 +67,30 @@ class Session:
         store: SessionStore,
         record: dict[str, Any] | None = None,
         spawn: Spawn | None = None,
+        *,
+        children: ChildServer | None = None,
+        depth: int = 1,
+        llm: SessionLLM | None = None,
+        tracer: Tracer | None = None,
+        ephemeral: bool = False,
     ) -> None:
         """`record`: what the store kept of this session before a server restart, to resume it; `spawn`
-        starts a task owned by the server, in which cells run so that they outlive the calls that start them."""
+        starts a task owned by the server, in which cells run so that they outlive the calls that start them;
+        `children` serves rlm_query. A child RLM's session has a `depth` past 1 (the server's, not the REPL's:
+        it bounds the recursion), its share of its parent's budget in `llm`, its parent's `tracer` (so its
+        events nest under the parent's cell), and is `ephemeral`: no record, never resumed."""
         self.id = session_id
         self.settings = settings
-        self.llm = SessionLLM(router)
+        self.llm = llm or SessionLLM(router)
         self.store = store
         self.dir = store.directory(session_id)
-        self.tracer = Tracer(self.dir / "trace.jsonl")
+        self.tracer = tracer or Tracer(self.dir / "trace.jsonl")
+        self.children = children
+        self.depth = depth
+        self.ephemeral = ephemeral
+        self.child_limiter = anyio.CapacityLimiter(settings.max_children)  # per parent: a waiting parent holds none
+        self.child_records: list[dict[str, Any]] = []  # what each child RLM did, for the usage resource
+        self.cell_notes: list[str] = []  # said once in the running cell's result (e.g. by rlm_query at the cap)
         self.host = session_worker_host(settings, self.dir)
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
@@ -127,6 +147,8 @@ class Session:
         return valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
 
     def _save_record(self) -> None:
+        if self.ephemeral:
+            return
         contexts = [context.as_record() for context in self.contexts.values()]
         digests = self.worker.snapshot_digests
         self.store.save(self.id, {"contexts": contexts, "snapshot": digests, "cells": self.cells})
@@ -154,23 +176,36 @@ class Session:
     # -- load_context -----------------------------------------------------------------------------
 
     async def load_context(
-        self, *, name: str, path: str | None, text: str | None, exclude: list[str] | None = None
+        self,
+        *,
+        name: str,
+        path: str | None,
+        text: str | None,
+        exclude: list[str] | None = None,
+        value: dict[str, Any] | list[Any] | None = None,
     ) -> LoadResult:
+        """`value`: a dict or list a parent RLM passed to its child (not offered to clients)."""
         arguments = {"name": name, "path": path, "text": text, "exclude": exclude}
         with self.tracer.event("tool", "load_context", arguments=arguments) as event:
-            result = await self._load_context(name=name, path=path, text=text, exclude=exclude)
+            result = await self._load_context(name=name, path=path, text=text, exclude=exclude, value=value)
             event.set(outcome="ok", kind=result.kind, chars=result.chars, source=result.source)
             self.calls += 1
             return result
 
     async def _load_context(
-        self, *, name: str, path: str | None, text: str | None, exclude: list[str] | None
+        self,
+        *,
+        name: str,
+        path: str | None,
+        text: str | None,
+        exclude: list[str] | None,
+        value: dict[str, Any] | list[Any] | None = None,
     ) -> LoadResult:
         check_context_name(name)
         await self._wait_until_idle(self.settings.wait_s)
-        if (path is None) == (text is None):
+        if [path, text, value].count(None) != 2:
             raise UserError("give exactly one of `path` (a file, directory or glob) or `text` (small inline input)")
-        wanted = LoadedContext(name, path, text, tuple(exclude or ()), "")
+        wanted = LoadedContext(name, path, text, tuple(exclude or ()), "", value)
         request, selection = await self._plan(wanted)
         source = wanted.source
 
@@ -362,9 +397,11 @@ class Session:
             request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": limit}
             usage_before = self.llm.usage.model_copy()
             self._cell_errors = Counter()
+            self.cell_notes = []
+            deadline = time.monotonic() + timeout
 
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
-                return await self._serve_worker_request(frame, client_session, progress.sub_call_done)
+                return await self._serve_worker_request(frame, client_session, progress.sub_call_done, deadline)
 
             with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
                 outcome, notes, over_disk = await self._call_watching_disk(request, timeout, serve)
@@ -382,6 +419,7 @@ class Session:
                 notes.append(failures_note(sub_calls.failures, self._cell_errors))
             if over_disk:
                 notes.append(over_disk)
+            notes.extend(self.cell_notes)
             result = None
             if outcome.fate not in ("killed", "crashed"):
                 notes.extend(running_threads(reply.get("threads")))
@@ -446,11 +484,16 @@ class Session:
         frame: dict[str, Any],
         client_session: Any | None,
         on_done: Callable[[int, int], Awaitable[None]] | None = None,
+        deadline: float = math.inf,
     ) -> dict[str, Any]:
         if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
             self.contexts.pop(str(frame.get("name")), None)
             self._save_record()
             return {"ok": True}
+        if frame.get("op") == "rlm":
+            if self.children is None:
+                return {"ok": False, "error": "child RLMs are not available in this server", "kind": "host"}
+            return await self.children(self, frame, client_session, deadline)
         calls = frame.get("calls")
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
@@ -492,16 +535,7 @@ class Session:
         if max_tokens is not None and max_tokens <= 0:
             raise UserError("`max_tokens` must be a positive number of tokens")
         if context is not None:
-            await self._wait_until_idle(self.settings.wait_s)
-            async with self._lock:
-                request = {"op": "eval_text", "expr": context}
-                outcome, notes = await self.worker.call(request, timeout=self.settings.timeout_s)
-                reply = outcome.reply or {}
-                if not reply.get("ok"):
-                    why = reply.get("error") or outcome.cause
-                    said = f" ({'; '.join(notes)})" if notes else ""
-                    raise UserError(f"the context expression {context!r} failed: {why}{said}")
-            prompt = f"<context>\n{reply['text']}\n</context>\n\n{prompt}"
+            prompt = f"<context>\n{await self.text_of(context)}\n</context>\n\n{prompt}"
         try:
             backend = await self.llm.router.backend_for(client_session)
             call = self.llm.make_call(backend, prompt, None, model, max_tokens)
@@ -520,6 +554,19 @@ class Session:
             session_usage=self.llm.usage.model_copy(),
         )
 
+    async def text_of(self, expression: str) -> str:
+        """An expression of the REPL's (e.g. `chunks[3]`, `answer`) evaluated there, as text."""
+        await self._wait_until_idle(self.settings.wait_s)
+        async with self._lock:
+            request = {"op": "eval_text", "expr": expression}
+            outcome, notes = await self.worker.call(request, timeout=self.settings.timeout_s)
+            reply = outcome.reply or {}
+            if not reply.get("ok") or not isinstance(reply.get("text"), str):
+                why = reply.get("error") or outcome.cause
+                said = f" ({'; '.join(notes)})" if notes else ""
+                raise UserError(f"the context expression {expression!r} failed: {why}{said}")
+            return str(reply["text"])
+
     # -- worker lifecycle -------------------------------------------------------------------------
 
     def usage(self) -> dict[str, Any]:
@@ -528,6 +575,7 @@ class Session:
             "session": self.id,
             "total": self.llm.usage.model_dump(),
             "by_model": {model: usage.model_dump() for model, usage in self.llm.usage_by_model.items()},
+            "children": self.child_records,
         }
 
     async def info(self) -> dict[str, Any]:
@@ -566,6 +614,11 @@ class Session:
         """Start the worker before the first call needs it (the server does this for stdio's one session)."""
         async with self._lock:
             await self.worker.prepare()
+
+    def note_child(self, record: dict[str, Any]) -> None:
+        """Keep what a child RLM did (its own children nested in it), the latest MAX_CHILD_RECORDS."""
+        self.child_records.append(record)
+        del self.child_records[:-MAX_CHILD_RECORDS]
 
     async def close(self) -> None:
         """Stop the worker; the session's directory stays, so it can be resumed (see SessionStore)."""

@@ -17,6 +17,7 @@ import builtins
 import difflib
 import errno
 import faulthandler
+import json
 import linecache
 import os
 import signal
@@ -135,7 +136,119 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
             raise answer
         return answer
 
-    return {"llm_query": llm_query, "llm_query_batched": llm_query_batched, "LLMError": LLMError}
+    def rlm_query_batched(
+        prompts: list[str],
+        contexts: list[Any] | None = None,
+        *,
+        model: str | None = None,
+        max_iterations: int | None = None,
+        timeout_s: float | None = None,
+    ) -> list[RLMAnswer | RLMError]:
+        """Run a child RLM per prompt, a few at a time: each gets its own REPL holding its context as
+        `context` and a sub-model as its root, which runs code there and answers. Results are in input order;
+        a failed item is an RLMError instance. At the server's depth cap each becomes a plain sub-call."""
+        if isinstance(prompts, str):
+            raise TypeError("rlm_query_batched takes a list of prompts; for one prompt use rlm_query")
+        if contexts is not None and len(contexts) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(contexts)} contexts: give one context per prompt")
+        children = [
+            {
+                "prompt": _check_prompt(p, f"prompts[{i}]"),
+                "context": _child_context(None if contexts is None else contexts[i], i),
+                "model": model,
+                "max_iterations": max_iterations,
+                "timeout_s": timeout_s,
+            }
+            for i, p in enumerate(prompts)
+        ]
+        if not children:
+            return []
+        reply = channel.request({"op": "rlm", "children": children})
+        if "results" not in reply:
+            raise RLMError(str(reply.get("error", "child RLMs failed")), str(reply.get("kind", "host")))
+        return [_child_answer(item) for item in reply["results"]]
+
+    def rlm_query(
+        prompt: str,
+        context: Any = None,
+        *,
+        model: str | None = None,
+        max_iterations: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RLMAnswer:
+        """Run one child RLM on `context` (a str, a loaded text, a dict or list) and return its answer, a str
+        whose .partial is True if it stopped at a cap before answering; raises RLMError if it failed."""
+        contexts = None if context is None else [context]
+        (answer,) = rlm_query_batched(
+            [_check_prompt(prompt, "prompt")], contexts, model=model, max_iterations=max_iterations, timeout_s=timeout_s
+        )
+        if isinstance(answer, RLMError):
+            raise answer
+        return answer
+
+    return {
+        "llm_query": llm_query,
+        "llm_query_batched": llm_query_batched,
+        "LLMError": LLMError,
+        "rlm_query": rlm_query,
+        "rlm_query_batched": rlm_query_batched,
+        "RLMError": RLMError,
+    }
+
+
+class RLMError(LLMError):
+    """A child RLM that failed (its root model could not be reached, its budget could not be reserved, ...)."""
+
+
+class RLMAnswer(str):
+    """A child RLM's answer. `partial`: it stopped at a cap (`stopped` says which) and this is its best
+    answer so far; `stopped` is also "answered", "answer variable" or "plain sub-call" (at the depth cap)."""
+
+    partial: bool
+    stopped: str
+    iterations: int
+
+    def __new__(cls, text: str, partial: bool = False, stopped: str = "answered", iterations: int = 0) -> RLMAnswer:
+        answer = super().__new__(cls, text)
+        answer.partial, answer.stopped, answer.iterations = partial, stopped, iterations
+        return answer
+
+    def __reduce__(self) -> Any:  # pickled with its attributes, for snapshots
+        return (RLMAnswer, (str(self), self.partial, self.stopped, self.iterations))
+
+
+def _child_context(value: Any, index: int) -> dict[str, Any] | None:
+    """How a context travels to a child: a mapped file by its path (mapped again there, not copied), a str
+    as text, a dict or list as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, MappedText):
+        return {"kind": "path", "path": value.path}
+    if isinstance(value, str):
+        return {"kind": "text", "text": str(value)}
+    if isinstance(value, (dict, list, tuple)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"contexts[{index}] holds a value that is not plain data ({exc}); give str, dict or list of str"
+            ) from None
+        return {"kind": "value", "value": value}
+    raise TypeError(
+        f"contexts[{index}] is a {type(value).__name__}; a child's context is a str, a loaded text, a dict or a "
+        "list (convert with str())"
+    )
+
+
+def _child_answer(item: dict[str, Any]) -> RLMAnswer | RLMError:
+    if not item.get("ok"):
+        return RLMError(str(item.get("error", "child RLM failed")), str(item.get("kind", "error")))
+    return RLMAnswer(
+        str(item.get("text", "")),
+        partial=bool(item.get("partial")),
+        stopped=str(item.get("stopped", "answered")),
+        iterations=int(item.get("iterations") or 0),
+    )
 
 
 class Repl:
@@ -416,6 +529,16 @@ class Repl:
                 with_replacements=file_set.with_replacements[:20],
                 chars=sum(len(text) for text in texts),
                 lines=sum(count_lines(text) for text in texts),
+            )
+        elif kind == "value":  # a child RLM's context: a dict or list its parent passed
+            value = request["value"]
+            texts = list(value.values()) if isinstance(value, dict) else list(value)
+            stats.update(
+                kind="json",
+                files=len(value) if isinstance(value, dict) else None,
+                replaced_chars=0,
+                chars=sum(len(text) for text in texts if isinstance(text, str)),
+                lines=sum(count_lines(text) for text in texts if isinstance(text, str)),
             )
         else:
             return {"ok": False, "error": f"unknown context kind {kind!r}"}

@@ -1,0 +1,51 @@
+"""What a root model driven by the server is told: the system prompt and the two tools.
+
+Read by the root model on every turn, so short and exact; the same words an MCP client's model gets from
+the server's instructions and tool descriptions, in the few lines a loop-driven root needs.
+"""
+
+from __future__ import annotations
+
+from rlm_mcp.llm.types import Tool
+
+RUN_CODE = Tool(
+    "run_code",
+    "Run Python in your persistent REPL (variables persist). Returns stdout, the last expression's value, "
+    "errors and changed variables; long output is cut (the whole of it is in _out).",
+    {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+)
+SUB_QUERY = Tool(
+    "sub_query",
+    "Ask a sub-model one question; `context` is a REPL expression (e.g. chunks[3]) whose text goes with it.",
+    {
+        "type": "object",
+        "properties": {"prompt": {"type": "string"}, "context": {"type": "string"}},
+        "required": ["prompt"],
+    },
+)
+TOOLS = (RUN_CODE, SUB_QUERY)
+ANSWER_VARIABLE = "answer"
+
+SYSTEM = """\
+You answer a question about an input too large to read at once. It is not in this conversation: it is loaded \
+in a persistent Python REPL as {contexts}. Use run_code to look at it (len, slices, peek(x), grep(x, pattern), \
+chunk(x, size)) and, inside code, llm_query(prompt) or llm_query_batched(prompts) to ask a sub-model about \
+pieces (a few thousand tokens each); keep results in variables and print only what you need.{recursion}
+Finish by replying with the answer and no tool call, or by setting `answer = ...` in the REPL (its text is \
+returned as it is). You have at most {iterations} turns; be brief."""
+
+RECURSION = (
+    " rlm_query(prompt, context) runs a child RLM like you on a piece and returns its answer "
+    "(rlm_query_batched(prompts, contexts) for several); use it only for pieces that need code of their own."
+)
+
+LAST_TURN = (
+    "You have used every turn you had. Reply now, without tools, with your best answer from what you found; "
+    "say what is uncertain."
+)
+
+
+def system_prompt(contexts: dict[str, str], iterations: int, can_recurse: bool) -> str:
+    """`contexts`: each loaded variable's name and a short description (type and size)."""
+    listed = "; ".join(f"`{name}` ({what})" for name, what in contexts.items()) or "nothing yet"
+    return SYSTEM.format(contexts=listed, recursion=RECURSION if can_recurse else "", iterations=iterations)
