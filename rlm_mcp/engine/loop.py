@@ -86,8 +86,8 @@ class RootLoop:
 
     def _partial(self, outcome: RootOutcome, best: str, why: str, error: str | None) -> RootOutcome:
         outcome.answer, outcome.stopped = best, why
-        if why == "failed" or (not best and error):
-            outcome.stopped, outcome.error = "failed", error
+        if why == "failed":
+            outcome.error = error
         return outcome
 
     async def _turn(self, system: str, *, tools: bool, usage: SubCallUsage) -> Any:
