@@ -22,7 +22,10 @@ DESCRIPTION = (
     "every flag can also be set with the environment variable named in its help. "
     "`rlm-mcp doctor [flags]` prints which sandbox layers this machine provides; `rlm-mcp sessions` lists the "
     "saved sessions (`--delete ID` removes one); `rlm-mcp trace FILE.jsonl -o trace.html` renders a session's "
-    "trace as one self-contained HTML page."
+    "trace as one self-contained HTML page; `rlm-mcp ask PATH... QUESTION [--model M] [--json] "
+    "[--trace-html FILE]` runs the whole RLM with a configured root model and prints the answer (exit 0: "
+    "answered, 1: failed, 2: bad input, 3: stopped at a cap with a partial answer); `rlm-mcp eval` measures it "
+    "on the long-context tasks (see `rlm-mcp eval --help`)."
 )
 
 
@@ -37,11 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-mcp", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"rlm-mcp {__version__}")
     parser.add_argument(
-        "command", nargs="?", choices=["serve", "doctor", "sessions", "trace"], default="serve", help=argparse.SUPPRESS
+        "command",
+        nargs="?",
+        choices=["serve", "doctor", "sessions", "trace", "ask", "eval"],
+        default="serve",
+        help=argparse.SUPPRESS,
     )
-    parser.add_argument("trace_file", nargs="?", metavar="FILE.jsonl", help="with `trace`: the trace to render")
+    parser.add_argument(
+        "arguments", nargs="*", metavar="ARG", help="with `trace`: the trace; with `ask`: the paths, then the question"
+    )
     parser.add_argument("-o", "--output", metavar="FILE.html", help="with `trace`: where to write the page")
     parser.add_argument("--delete", metavar="ID", help="with `sessions`: delete the saved session ID")
+    parser.add_argument("--model", metavar="MODEL", help="with `ask`: the root model (as --root-model)")
+    parser.add_argument("--json", action="store_true", help="with `ask`: print the answer and its usage as JSON")
+    parser.add_argument("--trace-html", metavar="FILE", type=Path, help="with `ask`: write the run's trace page")
     for field, info in Settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         help_text = f"{info.description} [env {env_name(field)}; default: {_default_text(field)}]"
@@ -63,9 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "eval":
+        from rlm_mcp.evaluation import main as evaluate
+
+        return evaluate(list(argv if argv is not None else sys.argv[1:])[1:])
     if args.command == "trace":
-        return _trace(args.trace_file, args.output)
+        return _trace(args.arguments[0] if args.arguments else None, args.output)
+    if args.command != "ask" and args.arguments:
+        print(f"rlm-mcp {args.command}: unexpected arguments {' '.join(args.arguments)}", file=sys.stderr)
+        return 2
     overrides = {field: getattr(args, field) for field in Settings.model_fields}
+    if args.model:
+        overrides["root_model"] = args.model
     try:
         settings = load_settings(overrides)
     except SettingsError as exc:
@@ -85,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "ask":
+        return _ask(settings, args.arguments, args.json, args.trace_html)
     if args.command == "sessions":
         return _sessions(settings, args.delete)
     if args.command == "doctor":
@@ -102,6 +125,42 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)
     build_server(settings).run("stdio")
     return 0
+
+
+def _ask(settings: Settings, arguments: list[str], as_json: bool, trace_html: Path | None) -> int:
+    """Print the answer (stdout) and what it cost (stderr), or the whole result as JSON."""
+    import json
+
+    import anyio
+
+    from rlm_mcp.engine.ask import AskError, ask
+    from rlm_mcp.escaping import printable
+    from rlm_mcp.render import usage_line
+
+    if len(arguments) < 2:
+        print("rlm-mcp ask: give one or more paths, then the question: rlm-mcp ask logs/ 'why?'", file=sys.stderr)
+        return 2
+    *paths, question = arguments
+    try:
+        result = anyio.run(ask, settings, paths, question, trace_html)
+    except AskError as exc:
+        print(f"rlm-mcp ask: {exc}", file=sys.stderr)
+        return 2
+    code = 1 if result.stopped == "failed" else (3 if result.partial else 0)
+    if as_json:
+        print(json.dumps(result.as_json(), ensure_ascii=False))
+        return code
+    if result.answer:
+        print(result.answer)
+    how = "answered" if result.stopped in ("answered", "answer variable") else f"stopped ({result.stopped})"
+    print(
+        f"[{how} in {result.iterations} turns, {result.elapsed_s:.1f} s; root {printable(result.model)}: "
+        f"{usage_line(result.root)}; sub-calls: {usage_line(result.sub)}]",
+        file=sys.stderr,
+    )
+    if result.error:
+        print(f"rlm-mcp ask: {result.error}", file=sys.stderr)
+    return code
 
 
 def _trace(trace_file: str | None, output: str | None) -> int:

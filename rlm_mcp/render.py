@@ -55,7 +55,7 @@ def render_run(result: RunResult) -> str:
             + " (store your results under other names)"
         )
     if result.sub_calls:
-        parts.append("Sub-calls: " + _usage(result.sub_calls))
+        parts.append("Sub-calls: " + usage_line(result.sub_calls))
     parts.extend(_notes(result.notes))
     if not parts:
         parts.append("(no output)")
@@ -116,7 +116,7 @@ def _money(cost: float | None) -> str:
     return "cost unknown" if cost is None else f"${cost:.4f}"
 
 
-def _usage(usage: SubCallUsage) -> str:
+def usage_line(usage: SubCallUsage) -> str:
     text = (
         f"{usage.calls:,} calls, {usage.failures:,} failed, {usage.input_tokens:,} in / "
         f"{usage.output_tokens:,} out tokens, {_money(usage.cost_usd)}"
@@ -131,5 +131,5 @@ def render_sub_query(result: SubQueryResult) -> str:
     return (
         f"{result.answer}\n[{printable(result.model, NAME_LIMIT)} via {printable(origin, NAME_LIMIT)}: "
         f"{result.input_tokens:,} in / {result.output_tokens:,} out tokens, {_money(result.cost_usd)}; "
-        f"session so far: {_usage(result.session_usage)}]"
+        f"session so far: {usage_line(result.session_usage)}]"
     )

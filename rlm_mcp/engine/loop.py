@@ -97,7 +97,7 @@ class RootLoop:
         request = ChatRequest(system, tuple(self.turns), TOOLS if tools else (), self.model, ROOT_MAX_TOKENS)
         try:
             with anyio.fail_after(remaining):
-                reply = await self.session.llm.chat(request, self.backend)
+                reply, cost = await self.session.llm.chat(request, self.backend)
         except TimeoutError:
             raise _Stop("time") from None
         except SubCallError as exc:
@@ -107,6 +107,7 @@ class RootLoop:
         usage.calls += 1
         usage.input_tokens += reply.input_tokens
         usage.output_tokens += reply.output_tokens
+        usage.cost_usd += cost or 0.0
         return reply
 
     async def _call_tool(self, call: ToolCall) -> ToolResult:

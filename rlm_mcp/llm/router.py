@@ -295,8 +295,9 @@ class SessionLLM:
         self._cache[key] = answer
         return answer
 
-    async def chat(self, request: ChatRequest, backend: ChatBackend) -> ChatReply:
-        """One turn of a root model (a child RLM's, or `ask`'s): budgeted, retried and traced like a sub-call."""
+    async def chat(self, request: ChatRequest, backend: ChatBackend) -> tuple[ChatReply, float | None]:
+        """One turn of a root model (a child RLM's, or `ask`'s): budgeted, retried and traced like a sub-call.
+        Returns the reply and its cost (None when the model has no known price)."""
         tracer = current_tracer()
         recording = (
             tracer.event("root_call", request.model, model=request.model, backend=backend.name) if tracer else None
@@ -328,7 +329,7 @@ class SessionLLM:
                     cost_usd=cost,
                     attempts=attempts[0],
                 )
-            return reply
+            return reply, cost
 
     async def _accounted(
         self,
