@@ -43,14 +43,14 @@ TRACE_RESOURCE_MAX_BYTES = 32 * MiB  # the resource gives the trace's last whole
 
 INSTRUCTIONS = """\
 Use rlm-mcp instead of reading files yourself when an input is too big to read whole (a file over ~100 KB, \
-a directory of many files, gigabytes of logs) or a question needs all of it read. The input stays in a \
+many files, gigabytes of logs) or a question needs all of it read. The input stays in a \
 persistent Python REPL, out of your context (Recursive Language Model method):
 1. load_context(path=...) binds a file, directory or glob to a variable (default `context`); you see its size \
 and a preview only.
 2. run_code runs Python there; variables persist. Inspect first: len(), peek, grep, chunk, split, search \
-(rlm_help() lists them). Print only what you need: long output is cut (all of it in `_out`).
+(see rlm_help()). Print only what you need: long output is cut (all of it in `_out`).
 3. Delegate reading in code: llm_query(prompt) -> str; llm_query_batched(prompts) -> list, concurrent (failures \
-are LLMError objects). sub_query asks about a REPL expression.
+are LLMError objects); rlm_query(prompt, piece) -> str runs a child RLM with its own REPL.
 4. Keep partial results in variables and combine them in code; show yourself only the answer."""
 SANDBOXED = "\nSandboxed: no network or subprocesses, writes only in the working directory (resource rlm://sandbox)."
 UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."

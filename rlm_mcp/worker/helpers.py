@@ -570,6 +570,8 @@ LLM_REFERENCE = (
     "llm_query(prompt, *, system=None, model=None, max_tokens=None): a sub-model's answer; raises LLMError\n"
     "llm_query_batched(prompts, ...): answers in order, run concurrently; a failed one is an LLMError instance;\n"
     "  a batch over the server's cost threshold asks for confirm=True\n"
+    "rlm_query(prompt, context=None, *, model=None, max_iterations=None): a child RLM's answer (own REPL);\n"
+    "  .partial if it stopped at a cap; rlm_query_batched(prompts, contexts): in order, failures as RLMError\n"
 )
 CONVENTIONS = (
     "contexts(): the loaded contexts; unload(name) frees one; show_vars(): your own variables, type and size\n"
