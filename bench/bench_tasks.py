@@ -1,7 +1,7 @@
 """The RLM literature's long-context tasks, end to end through the real MCP client, with a fake sub-model.
 
 Why: the point of an RLM server is that a root model answers questions about inputs far larger than its
-window while seeing little of them. Each task (bench/tasks.py) is generated deterministically, loaded with
+window while seeing little of them. Each task (rlm_mcp/evaluation/tasks.py) is generated deterministically, loaded with
 `load_context`, and solved by the fixed cells a competent root model would send; the sub-model is a fake on
 loopback (bench/provider_process.py) that answers from the chunk it receives. Reported per task: whether the
 answer is right, the tool calls, the characters the root model received against the size of the context,
@@ -26,9 +26,9 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import tasks
 from bench.provider_process import ProviderProcess
 from bench.report import print_report
+from rlm_mcp.evaluation import tasks
 
 MB = 1_000_000
 
@@ -105,7 +105,7 @@ async def main(mode: str) -> None:
         ],
     }[mode]
     rows = []
-    with tempfile.TemporaryDirectory() as name, ProviderProcess("py:bench.tasks:answer") as provider:
+    with tempfile.TemporaryDirectory() as name, ProviderProcess("py:rlm_mcp.evaluation.tasks:answer") as provider:
         root = Path(name)
         for label, make, size in plans:
             task = make(root, size, seed=size)

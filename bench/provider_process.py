@@ -8,7 +8,7 @@ Protocol (one line each way): ``latency SECONDS`` -> ``ok``; ``stats`` -> a JSON
 ``max_in_flight`` (reset by ``reset``). Closing stdin stops the provider.
 
 The fake model is either a fixed answer or, given as `py:module:function`, a function
-`answer(prompt, system, model) -> str` (e.g. `py:bench.tasks:answer`, which reads the chunk it is given).
+`answer(prompt, system, model) -> str` (e.g. `py:rlm_mcp.evaluation.tasks:answer`, which reads the chunk it is given).
 
 Run directly: python bench/provider_process.py [ANSWER] (prints the base URL, then reads commands).
 """

@@ -74,11 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "eval":
-        from rlm_mcp.evaluation import main as evaluate
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["eval"]:  # its own flags (rlm-mcp eval --help)
+        from rlm_mcp.evaluation.run import main as evaluate
 
-        return evaluate(list(argv if argv is not None else sys.argv[1:])[1:])
+        return evaluate(arguments[1:])
+    args = build_parser().parse_args(arguments)
     if args.command == "trace":
         return _trace(args.arguments[0] if args.arguments else None, args.output)
     if args.command != "ask" and args.arguments:

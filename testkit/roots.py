@@ -22,8 +22,15 @@ def code(source: str) -> ToolUse:
 
 
 class ScriptedRoot:
-    def __init__(self, scripts: dict[str, Sequence[Step]], sub_answer: AnswerFn = default_answer) -> None:
+    def __init__(
+        self,
+        scripts: dict[str, Sequence[Step]],
+        sub_answer: AnswerFn = default_answer,
+        recursive: dict[str, Sequence[Step]] | None = None,
+    ) -> None:
+        """`recursive`: scripts that take precedence when the root is told it may call rlm_query."""
         self.scripts = scripts
+        self.recursive = recursive or {}
         self.sub_answer = sub_answer
         self.conversations: list[list[Any]] = []  # every root request's messages, in arrival order
 
@@ -33,7 +40,8 @@ class ScriptedRoot:
         messages = request["messages"]
         self.conversations.append(messages)
         question = next(_text(m["content"]) for m in messages if m["role"] == "user")
-        script = next((steps for key, steps in self.scripts.items() if key in question), None)
+        chosen = [*self.recursive.items()] if system and "rlm_query(" in system else []
+        script = next((steps for key, steps in [*chosen, *self.scripts.items()] if key in question), None)
         if script is None:
             return f"no script for {question[:80]!r}"
         turn = sum(1 for m in messages if m["role"] == "assistant")

@@ -1,5 +1,8 @@
 """Long-context tasks of the RLM literature, generated deterministically, with the code a root model would send.
 
+Used by `rlm-mcp eval` (a real or scripted root model answers; `check` scores its answer) and by
+bench/bench_tasks.py (the fixed strategies sent through the MCP client).
+
 Each task has three parts:
 - `make(directory, size, seed)`: writes the input file(s) and returns the question and the right answer;
 - `STRATEGY`: the cells a competent root model sends through `run_code` (fixed here, so the benchmark
@@ -54,6 +57,18 @@ class Task:
     question: str
     expected: Any
     strategy: list[str]
+    recursive_strategy: list[str] | None = None  # cells that hand pieces to child RLMs (rlm_query)
+
+    def check(self, answer: str) -> bool:
+        """Whether a free-text answer is right: the code, the three counts, or exactly the pairs."""
+        if isinstance(self.expected, str):
+            return self.expected in answer
+        if isinstance(self.expected, dict):
+            found = {label: re.search(rf"{label}\W{{0,4}}(\d+)", answer, re.IGNORECASE) for label in self.expected}
+            return all(match is not None and int(match.group(1)) == self.expected[label]
+                       for label, match in found.items())  # fmt: skip
+        pairs = {tuple(sorted((int(a), int(b)))) for a, b in re.findall(r"\((\d+),\s*(\d+)\)", answer)}
+        return pairs == {tuple(pair) for pair in self.expected}
 
 
 # -- S-NIAH -------------------------------------------------------------------------------------------------
@@ -63,6 +78,15 @@ NIAH_STRATEGY = [
     # Hand the sub-model a window around each hit rather than the whole text, as a careful root would.
     "windows = [peek(context, max(0, h['start'] - 300), 600) for h in hits]\n"
     "replies = llm_query_batched([f'TASK niah. What is the secret code?\\n{w}' for w in windows])\n"
+    "answer = next((r for r in replies if isinstance(r, str) and r.strip().isdigit()), 'not found')\nanswer",
+]
+
+
+# At depth 2: the input cut into a few large pieces, each searched by a child RLM with the strategy above.
+NIAH_CHILD_QUESTION = "Find the secret code in this piece; answer with its digits only, or 'not found'."
+NIAH_RECURSIVE_STRATEGY = [
+    "pieces = chunk(context, min(8_000_000, len(context) // 2 + 1))\n"
+    f"replies = rlm_query_batched([{NIAH_CHILD_QUESTION!r}] * len(pieces), pieces)\n"
     "answer = next((r for r in replies if isinstance(r, str) and r.strip().isdigit()), 'not found')\nanswer",
 ]
 
@@ -86,7 +110,7 @@ def make_niah(directory: Path, chars: int, seed: int, depth: float = 0.6) -> Tas
                 piece = piece[:cut] + needle + piece[cut:]
             handle.write(piece)
             written += len(piece)
-    return Task("S-NIAH", path, "What is the secret code?", code, NIAH_STRATEGY)
+    return Task("S-NIAH", path, "What is the secret code?", code, NIAH_STRATEGY, NIAH_RECURSIVE_STRATEGY)
 
 
 def answer_niah(prompt: str) -> str:
