@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 # The test files that must also pass as an unprivileged user; those absent from the checkout are left out.
-SECURITY_TESTS = ("tests/test_sandbox.py", "tests/test_memory_caps.py", "tests/test_attacks.py")
+SECURITY_TESTS = (
+    "tests/test_sandbox.py",
+    "tests/test_memory_caps.py",
+    "tests/test_attacks.py",
+    "tests/test_child_rlm.py",  # the depth cap and budget shares hold for any user
+)
 # Created by .ci/run; `nobody` stands in where it does not exist.
 DEDICATED_USER = "rlm-mcp-test"
 # What of the checkout the tests may need: what the sdist ships (pyproject.toml), and the pytest settings.
