@@ -12,6 +12,11 @@ Schema version 1 (`"v": 1` on every line); fields by `type`:
 - "cell": code, stdout, stderr (heads, shortened), result, outcome, state
 - "sub_call": model, backend, prompt, system, answer (shortened to 4,000 characters each), input_tokens,
   output_tokens, cost_usd (null when the model's price is unknown), cached, attempts, latency_s
+- "rlm": a child RLM (under the cell whose rlm_query started it) or an `rlm-mcp ask` run: prompt, level
+  (its recursion depth, the client's model being 1), outcome (how it stopped), answer, iterations; its
+  session's tool calls, cells and sub-calls are its children
+- "root_call": one turn of a root model driven by the server: model, backend, answer, tool_calls (names),
+  input_tokens, output_tokens, cost_usd, attempts
 Once the file passes 256 MiB, events keep coming but without their texts, and `texts_dropped` lists which.
 Consumers must ignore fields they do not know; a change that removes or renames a field bumps `v`.
 """
