@@ -151,8 +151,8 @@ def _ask(settings: Settings, arguments: list[str], as_json: bool, trace_html: Pa
     if as_json:
         print(json.dumps(result.as_json(), ensure_ascii=False))
         return code
-    if result.answer:
-        print(result.answer)
+    if result.answer:  # the model's words, which a loaded file may steer: no escape reaches the terminal raw
+        print("\n".join(printable(line) for line in result.answer.split("\n")))
     how = "answered" if result.stopped in ("answered", "answer variable") else f"stopped ({result.stopped})"
     print(
         f"[{how} in {result.iterations} turns, {result.elapsed_s:.1f} s; root {printable(result.model)}: "
