@@ -25,7 +25,8 @@ DESCRIPTION = (
     "trace as one self-contained HTML page; `rlm-mcp ask PATH... QUESTION [--model M] [--json] "
     "[--trace-html FILE]` runs the whole RLM with a configured root model and prints the answer (exit 0: "
     "answered, 1: failed, 2: bad input, 3: stopped at a cap with a partial answer); `rlm-mcp eval` measures it "
-    "on the long-context tasks (see `rlm-mcp eval --help`)."
+    "on the long-context tasks (see `rlm-mcp eval --help`); `rlm-mcp handbook list|show|edit|delete|export|import|"
+    "distill|findings|wipe` reads and edits the workspace's memory (see `rlm-mcp handbook --help`)."
 )
 
 
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rlm_mcp.evaluation.run import main as evaluate
 
         return evaluate(arguments[1:])
+    if arguments[:1] == ["handbook"]:  # its own subcommands (rlm-mcp handbook --help)
+        from rlm_mcp.handbook_command import main as handbook
+
+        return handbook(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == "trace":
         return _trace(args.arguments[0] if args.arguments else None, args.output)

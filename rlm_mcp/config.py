@@ -196,6 +196,25 @@ class Settings(BaseModel):
         description="Longest a child RLM or `rlm-mcp ask` runs, in seconds (a child also ends with its parent's cell).",
     )
     root_model: str | None = Field(default=None, description="Root model of `rlm-mcp ask`. Default: the sub-model.")
+    memory: Literal["on", "off"] = Field(
+        default="on",
+        description="The workspace's memory (behavior handbook, findings per input, sub-call answer cache): "
+        "on, or off (none of it read or written).",
+    )
+    distill: Literal["on-close", "manual", "off"] = Field(
+        default="on-close",
+        description="When a sub-model distils a session's trace into behaviors and findings: on-close (and on "
+        "demand), manual (distill() in the REPL, `rlm-mcp handbook distill`), or off.",
+    )
+    behavior_sub_calls: bool = Field(
+        default=False,
+        description="Add the handbook's relevant behaviors to every sub-call's system prompt (per call: "
+        "llm_query(..., behaviors=True)).",
+    )
+    cache_days: float = Field(
+        default=7.0, ge=0, description="Sub-call answers are reused across sessions for this many days (0: never)."
+    )
+    cache_max_mb: int = Field(default=64, ge=1, description="Most MiB of sub-call answers kept across sessions.")
     prices: dict[str, tuple[float, float]] | None = Field(
         default=None,
         description='Extra or overriding model prices as JSON, USD per million tokens: {"model": [input, output]}.',

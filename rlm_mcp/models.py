@@ -45,6 +45,8 @@ class LoadResult(Compact):
     skipped: dict[str, int] = Field(default_factory=dict)
     skipped_examples: dict[str, list[str]] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    behaviors: list[str] = Field(default_factory=list)  # the handbook's, for this kind of input
+    findings: list[str] = Field(default_factory=list)  # earlier sessions' findings about this very content
 
 
 class SubCallUsage(Compact):

@@ -284,6 +284,16 @@ def build_server(settings: Settings) -> MCPServer:
             return json.dumps({"mode": settings.sandbox, "error": str(exc)})
         return json.dumps({"mode": settings.sandbox, "summary": summary(layers), "layers": layers})
 
+    @server.resource(
+        "rlm://handbook",
+        name="handbook",
+        description="This workspace's behavior handbook (distilled from earlier sessions, with use counts) and "
+        "the sizes of its findings and sub-call answer cache.",
+        mime_type="application/json",
+    )
+    async def handbook_listing() -> str:
+        return json.dumps(await sessions.memory.listing())
+
     def current() -> Session:
         """Static resources get no request context: over HTTP, a client names its session in the URI."""
         if settings.transport == "http":

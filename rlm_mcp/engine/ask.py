@@ -21,6 +21,7 @@ from rlm_mcp.engine.loop import RootLoop, RootOutcome
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router
 from rlm_mcp.llm.types import SubCallError, can_chat
+from rlm_mcp.memory.service import Memory
 from rlm_mcp.models import SubCallUsage
 from rlm_mcp.session.session import Session
 from rlm_mcp.session.store import SessionStore
@@ -81,7 +82,8 @@ async def ask(settings: Settings, paths: list[str], question: str, trace_html: P
     if not question.strip():
         raise AskError("the question is empty: rlm-mcp ask PATH... 'what to find out'")
     settings = with_roots_for(settings, paths)
-    router = Router(settings)
+    memory = Memory(settings)
+    router = Router(settings, memory)
     store = SessionStore(settings.workspace)
     session_id = secrets.token_hex(12)
     started = time.monotonic()
@@ -134,6 +136,7 @@ async def ask(settings: Settings, paths: list[str], question: str, trace_html: P
     finally:
         with anyio.CancelScope(shield=True):
             await router.aclose()
+            memory.close()
             await anyio.to_thread.run_sync(store.delete, session_id)
 
 

@@ -24,6 +24,8 @@ from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
+from rlm_mcp.memory.answers import StoredAnswer, key_of
+from rlm_mcp.memory.service import Memory
 from rlm_mcp.models import SubCallUsage
 from rlm_mcp.trace import current_tracer
 
@@ -56,8 +58,10 @@ class Answer:
 
 
 class Router:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, memory: Memory | None = None) -> None:
+        """`memory`: the workspace's memory, whose answer cache serves sub-calls across sessions."""
         self.settings = settings
+        self.memory = memory
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         self._backends: dict[str, Backend] = {}
         self._building = anyio.Lock()
@@ -283,6 +287,18 @@ class SessionLLM:
             self._model_usage(call.model).cache_hits += 1
             return Answer(cached.completion, cached.backend, 0.0, cached=True)
 
+        memory = self.router.memory
+        stored_key = key_of(*key) if memory is not None and backend.name != "sampling" else None
+        if memory is not None and stored_key is not None:
+            stored = await memory.stored_answer(stored_key)
+            if stored is not None:  # an earlier session paid for this very call
+                self.usage.cache_hits += 1
+                self._model_usage(call.model).cache_hits += 1
+                completion = Completion(stored.text, stored.model, stored.input_tokens, stored.output_tokens)
+                answer = Answer(completion, backend.name, 0.0, cached=True)
+                self._cache[key] = answer
+                return answer
+
         completion, cost = await self._accounted(
             call.model,
             estimate_tokens(call.system, call.prompt),
@@ -293,6 +309,9 @@ class SessionLLM:
         )
         answer = Answer(completion, backend.name, cost, cached=False)
         self._cache[key] = answer
+        if memory is not None and stored_key is not None:
+            kept = StoredAnswer(completion.text, completion.model, completion.input_tokens, completion.output_tokens)
+            await memory.keep_answer(stored_key, kept)
         return answer
 
     async def chat(self, request: ChatRequest, backend: ChatBackend) -> tuple[ChatReply, float | None]:

@@ -18,6 +18,7 @@ from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router
+from rlm_mcp.memory.service import Memory
 from rlm_mcp.session.running import Spawn
 from rlm_mcp.session.session import ChildServer, Session
 from rlm_mcp.session.store import SESSION_ID, SessionStore
@@ -55,7 +56,8 @@ class SessionRegistry:
         """`children` serves the sessions' rlm_query (see rlm_mcp/engine/children.py)."""
         self.settings = settings
         self.children = children
-        self.router = Router(settings)
+        self.memory = Memory(settings)
+        self.router = Router(settings, self.memory)
         self.store = SessionStore(settings.workspace)
         self._sessions: dict[str, Session] = {}
         self._started_by: dict[str, deque[float]] = defaultdict(deque)  # client address -> session start times
@@ -197,3 +199,4 @@ class SessionRegistry:
             for session in sessions:
                 await session.close()
             await self.router.aclose()
+            self.memory.close()

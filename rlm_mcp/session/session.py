@@ -25,8 +25,10 @@ from rlm_mcp.host.factory import session_worker_host
 from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.memory.inputs import InputRef
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.sandbox.policy import summary
+from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load, serve_memory
 from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load
 from rlm_mcp.session.progress import CellProgress, ProgressReport
 from rlm_mcp.session.results import (
@@ -82,6 +84,8 @@ class Session:
         self.id = session_id
         self.settings = settings
         self.llm = llm or SessionLLM(router)
+        self.memory = router.memory
+        self.inputs: dict[str, InputRef] = {}  # what each context holds, as the memory knows inputs
         self.store = store
         self.dir = store.directory(session_id)
         self.tracer = tracer or Tracer(self.dir / "trace.jsonl")
@@ -222,7 +226,10 @@ class Session:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
             self.contexts[name] = wanted
             self._save_record()
-        return load_result(name, source, reply, selection, notes)
+        result = load_result(name, source, reply, selection, notes)
+        self.inputs[name] = input_for(request, result, selection)
+        await offer_on_load(self, result, self.inputs[name])
+        return result
 
     async def _plan(self, context: LoadedContext) -> tuple[dict[str, Any], Selection | None]:
         return await plan_load(context, self.settings)
@@ -488,8 +495,11 @@ class Session:
     ) -> dict[str, Any]:
         if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
             self.contexts.pop(str(frame.get("name")), None)
+            self.inputs.pop(str(frame.get("name")), None)
             self._save_record()
             return {"ok": True}
+        if frame.get("op") == "memory":
+            return await serve_memory(self, frame, client_session)
         if frame.get("op") == "rlm":
             if self.children is None:
                 return {"ok": False, "error": "child RLMs are not available in this server", "kind": "host"}
@@ -497,6 +507,8 @@ class Session:
         calls = frame.get("calls")
         if frame.get("op") != "llm" or not isinstance(calls, list) or not all(valid_call(c) for c in calls):
             return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
+        if frame.get("behaviors") is True or self.settings.behavior_sub_calls:
+            calls = await conditioned(self, calls)
         try:
             results = await self.llm.batch(calls, client_session, on_done, confirm=frame.get("confirm") is True)
             self._cell_errors.update(error_kind(str(item.get("error"))) for item in results if not item.get("ok"))
@@ -621,5 +633,7 @@ class Session:
         del self.child_records[:-MAX_CHILD_RECORDS]
 
     async def close(self) -> None:
-        """Stop the worker; the session's directory stays, so it can be resumed (see SessionStore)."""
+        """Stop the worker, then distil the session's work if distillation is on-close; the session's
+        directory stays, so it can be resumed (see SessionStore)."""
         await self.host.close()
+        await distill_on_close(self)

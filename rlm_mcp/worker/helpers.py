@@ -568,10 +568,11 @@ def count_tokens(x: Source) -> int:
 
 LLM_REFERENCE = (
     "llm_query(prompt, *, system=None, model=None, max_tokens=None): a sub-model's answer; raises LLMError\n"
-    "llm_query_batched(prompts, ...): answers in order, run concurrently; a failed one is an LLMError instance;\n"
-    "  a batch over the server's cost threshold asks for confirm=True\n"
+    "llm_query_batched(prompts, ...): answers in order, concurrent; failures as LLMError; costly ones: confirm=True\n"
     "rlm_query(prompt, context=None, *, model=None, max_iterations=None): a child RLM's answer (own REPL);\n"
     "  .partial if it stopped at a cap; rlm_query_batched(prompts, contexts): in order, failures as RLMError\n"
+    "memory: behaviors(query): earlier sessions' tips (llm_query(..., behaviors=True) sends them); remember(fact,\n"
+    "  about=None), recall(about=None): facts about a loaded input; distill(): learn from this session now\n"
 )
 CONVENTIONS = (
     "contexts(): the loaded contexts; unload(name) frees one; show_vars(): your own variables, type and size\n"

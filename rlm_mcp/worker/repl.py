@@ -38,6 +38,7 @@ from rlm_mcp.worker.helpers import HELPERS
 from rlm_mcp.worker.lockdown import guard
 from rlm_mcp.worker.lockdown.limits import set_cpu_backstop
 from rlm_mcp.worker.mapped import MappedText
+from rlm_mcp.worker.memory import make_memory_functions
 from rlm_mcp.worker.reader import count_lines, read_file_set
 from rlm_mcp.worker.shaping import elide
 from rlm_mcp.worker.snapshot import Snapshotter
@@ -102,11 +103,13 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         model: str | None = None,
         max_tokens: int | None = None,
         confirm: bool = False,
+        behaviors: bool = False,
     ) -> list[str | LLMError]:
         """Ask a sub-model each prompt, concurrently. Results are in input order; a failed item is an
         LLMError instance (check with isinstance), so one failure does not lose the others. A batch that
         cannot start at all (no sub-model configured, the budget spent) raises LLMError once, and so does one
-        that may cost more than the server's --confirm-batch-usd unless confirm=True."""
+        that may cost more than the server's --confirm-batch-usd unless confirm=True. behaviors=True adds
+        the handbook's relevant behaviors to the system prompt."""
         if isinstance(prompts, str):
             raise TypeError("llm_query_batched takes a list of prompts; for one prompt use llm_query")
         calls = [
@@ -115,7 +118,7 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         ]
         if not calls:
             return []
-        reply = channel.request({"op": "llm", "calls": calls, "confirm": bool(confirm)})
+        reply = channel.request({"op": "llm", "calls": calls, "confirm": bool(confirm), "behaviors": bool(behaviors)})
         if "results" not in reply:  # the batch could not start at all (no backend, budget spent): say it once
             raise LLMError(str(reply.get("error", "sub-calls failed")), str(reply.get("kind", "host")))
         return [
@@ -126,11 +129,16 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         ]
 
     def llm_query(
-        prompt: str, *, system: str | None = None, model: str | None = None, max_tokens: int | None = None
+        prompt: str,
+        *,
+        system: str | None = None,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        behaviors: bool = False,
     ) -> str:
         """Ask a sub-model one prompt and return its answer; raises LLMError if the call fails."""
         (answer,) = llm_query_batched(
-            [_check_prompt(prompt, "prompt")], system=system, model=model, max_tokens=max_tokens
+            [_check_prompt(prompt, "prompt")], system=system, model=model, max_tokens=max_tokens, behaviors=behaviors
         )
         if isinstance(answer, LLMError):
             raise answer
@@ -260,7 +268,9 @@ class Repl:
         self.snapshots: Snapshotter | None = None
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
-        self.provided: dict[str, Any] = make_llm_functions(channel) if channel else {}
+        self.provided: dict[str, Any] = {}
+        if channel:
+            self.provided.update(make_llm_functions(channel), **make_memory_functions(channel))
         self.channel = channel
         self.context_names: list[str] = []  # loaded contexts, in load order
         self.provided.update(HELPERS, contexts=self.list_contexts, unload=self.unload_context, show_vars=self.show_vars)

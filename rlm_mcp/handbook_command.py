@@ -1,0 +1,233 @@
+"""`rlm-mcp handbook`: read, edit, move and wipe the workspace's memory, and distil a saved session.
+
+Every text printed here was written by a model after reading untrusted inputs (or by a user), so each goes
+through `printable` on its way to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from rlm_mcp import safefs
+from rlm_mcp.config import Settings, SettingsError, load_settings
+from rlm_mcp.escaping import printable
+from rlm_mcp.memory import answers, findings, handbook
+from rlm_mcp.memory.database import FILENAME, Database, MemoryUnavailable
+from rlm_mcp.memory.handbook import HandbookError
+from rlm_mcp.units import MiB
+
+EXPORT_FORMAT = "rlm-mcp-handbook"
+EXPORT_MAX_BYTES = 16 * MiB
+WIPE_PARTS = ("all", "behaviors", "findings", "cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlm-mcp handbook",
+        description="The workspace's memory: behaviors distilled from sessions, findings per input, the sub-call "
+        "answer cache. Settings (workspace, backend) as for the server, from RLM_MCP_* or --workspace.",
+    )
+    parser.add_argument("--workspace", type=Path, help="the server's workspace (default: as the server's)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every behavior, its use counts; the sizes of findings and cache")
+    show = commands.add_parser("show", help="one behavior with its provenance")
+    show.add_argument("name")
+    edit = commands.add_parser("edit", help="change a behavior's texts")
+    edit.add_argument("name")
+    edit.add_argument("--instruction")
+    edit.add_argument("--when", dest="applies")
+    edit.add_argument("--input-kind")
+    delete = commands.add_parser("delete", help="remove a behavior")
+    delete.add_argument("name")
+    export = commands.add_parser("export", help="the handbook as JSON (stdout, or -o FILE)")
+    export.add_argument("-o", "--output", type=Path)
+    load = commands.add_parser("import", help="merge behaviors from an exported file")
+    load.add_argument("file", type=Path)
+    distill = commands.add_parser("distill", help="distil a saved session's trace now (uses the sub-model)")
+    distill.add_argument("session")
+    commands.add_parser("findings", help="the latest findings, with the input digest they are filed under")
+    wipe = commands.add_parser("wipe", help="delete the memory, or one part of it")
+    wipe.add_argument("part", nargs="?", choices=WIPE_PARTS, default="all")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings({"workspace": args.workspace})
+    except SettingsError as exc:
+        print(f"rlm-mcp handbook: {exc}", file=sys.stderr)
+        return 2
+    database = Database(settings.workspace)
+    try:
+        return _run(args, settings, database)
+    except (HandbookError, MemoryUnavailable, OSError, ValueError) as exc:
+        print(f"rlm-mcp handbook: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+
+
+def _run(args: argparse.Namespace, settings: Settings, database: Database) -> int:
+    command = args.command
+    if command == "wipe":
+        return _wipe(settings, database, args.part)
+    if command == "distill":
+        return _distill(settings, database, args.session)
+    if command == "list":
+        behaviors = database.run(lambda c: handbook.all_behaviors(c))
+        for behavior in behaviors:
+            counts = (
+                f"[{behavior.uses} uses, {behavior.good_uses} in sessions that ended well, merged {behavior.merged}x]"
+            )
+            print(f"{printable(behavior.name)}  {counts}\n    {printable(behavior.instruction)}")
+        stats = database.run(lambda c: (c.execute("SELECT COUNT(*) FROM findings").fetchone()[0], answers.stats(c)))
+        cache = stats[1]
+        print(
+            f"{len(behaviors)} behaviors; {stats[0]} findings; sub-call cache: {cache['entries']} answers, "
+            f"{cache['bytes'] / MiB:.1f} MiB, {cache['hits']} hits ({database.path})"
+        )
+        return 0
+    if command == "show":
+        behavior = database.run(lambda c: handbook.get(c, args.name, with_sources=True))
+        print(json.dumps(_printable_json(behavior.as_json()), indent=2, ensure_ascii=False))
+        return 0
+    if command == "edit":
+        changes = {"instruction": args.instruction, "applies": args.applies, "input_kind": args.input_kind}
+        if all(value is None for value in changes.values()):
+            print("rlm-mcp handbook edit: give --instruction, --when or --input-kind", file=sys.stderr)
+            return 2
+        behavior = database.run(lambda c: handbook.edit(c, args.name, **changes))
+        print(f"{printable(behavior.name)}: {printable(behavior.instruction)}")
+        return 0
+    if command == "delete":
+        database.run(lambda c: handbook.delete(c, args.name))
+        print(f"deleted {printable(handbook.canonical_name(args.name))}")
+        return 0
+    if command == "export":
+        behaviors = database.run(lambda c: handbook.all_behaviors(c, with_sources=True))
+        exported = {"format": EXPORT_FORMAT, "version": 1, "behaviors": [b.as_json() for b in behaviors]}
+        text = json.dumps(exported, indent=2, ensure_ascii=False) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            safefs.write_atomic(args.output, text.encode("utf-8"))
+            print(f"wrote {len(behaviors)} behaviors to {printable(str(args.output))}", file=sys.stderr)
+        return 0
+    if command == "import":
+        return _import(database, args.file)
+    if command == "findings":
+        for item in database.run(lambda c: findings.listed(c, 200)):
+            day = time.strftime("%Y-%m-%d", time.localtime(float(str(item["created"]))))
+            print(
+                f"{str(item['digest'])[:12]}  {day}  {printable(str(item['text']))}  ({printable(str(item['source']))})"
+            )
+        return 0
+    raise AssertionError(command)
+
+
+def _printable_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {key: _printable_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable_json(item) for item in value]
+    return value
+
+
+def _import(database: Database, file: Path) -> int:
+    """Merge an export's behaviors as proposals (each checked and bounded like a distilled one); their
+    counts start at zero here: another workspace's successes are its claims, not ours."""
+    data = json.loads(safefs.read_bounded(file, EXPORT_MAX_BYTES))
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT or not isinstance(data.get("behaviors"), list):
+        raise ValueError(f"{file} is not a handbook export (rlm-mcp handbook export writes one)")
+    outcomes = {"added": 0, "merged": 0, "dropped": 0}
+    source = f"import:{file.name}"
+
+    def merge(connection: Any) -> None:
+        for item in data["behaviors"][: handbook.MAX_BEHAVIORS]:
+            try:
+                if not isinstance(item, dict):
+                    raise HandbookError("not an object")
+                texts = [item.get(key, "") for key in ("name", "instruction", "applies", "input_kind")]
+                if not all(isinstance(text, str) for text in texts):
+                    raise HandbookError("a field is not text")
+                outcome, _ = handbook.add(connection, handbook.proposed(*texts), source)
+                outcomes[outcome] += 1
+            except HandbookError:
+                outcomes["dropped"] += 1
+
+    database.run(merge)
+    print(f"imported from {printable(str(file))}: {outcomes['added']} added, {outcomes['merged']} merged, "
+          f"{outcomes['dropped']} dropped")  # fmt: skip
+    return 0
+
+
+def _wipe(settings: Settings, database: Database, part: str) -> int:
+    if part == "all":
+        database.close()
+        removed = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(settings.workspace / (FILENAME + suffix))
+                removed += 1
+            except FileNotFoundError:
+                continue
+        print(f"wiped the memory ({settings.workspace / FILENAME})" if removed else "there was no memory to wipe")
+        return 0
+    table = {"behaviors": "behaviors", "findings": "findings", "cache": "answers"}[part]
+    count = database.run(lambda c: c.execute(f"DELETE FROM {table}").rowcount)
+    print(f"deleted {count} {part if part != 'cache' else 'cached answers'}")
+    return 0
+
+
+def _distill(settings: Settings, database: Database, session_id: str) -> int:
+    """A saved session's trace distilled now, with the server's sub-model settings."""
+    database.close()  # the memory service opens its own connection
+    report = anyio.run(_distill_saved, settings, session_id)
+    print(printable(report))
+    return 0 if not report.startswith("nothing distilled: no sub-model") else 1
+
+
+async def _distill_saved(settings: Settings, session_id: str) -> str:
+    from rlm_mcp.llm.router import Router
+    from rlm_mcp.memory.service import Memory
+    from rlm_mcp.session.learning import distill_trace, planned_input
+    from rlm_mcp.session.loading import LoadedContext
+    from rlm_mcp.session.store import SessionStore
+    from rlm_mcp.trace import Tracer
+
+    store = SessionStore(settings.workspace)
+    try:
+        directory = store.directory(session_id)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; `rlm-mcp sessions` lists them") from None
+    trace = directory / "trace.jsonl"
+    if not trace.is_file():
+        raise ValueError(f"session {session_id} has no trace in {directory}; `rlm-mcp sessions` lists them")
+    record = store.load(session_id) or {}
+    inputs = {}
+    for item in record.get("contexts") or []:
+        context = LoadedContext.from_record(item)
+        if context is not None:
+            try:
+                inputs[context.name] = await planned_input(context, settings)
+            except Exception:  # a context that cannot be planned today gets no findings
+                continue
+    memory = Memory(settings)
+    router = Router(settings, memory)
+    try:
+        report = await distill_trace(memory, router, Tracer(trace), session_id, inputs)
+    finally:
+        await router.aclose()
+        memory.close()
+    return report.summary()

@@ -1,0 +1,176 @@
+"""The workspace's memory database: one SQLite file, opened lazily, used from worker threads.
+
+SQLite because the three stores need indexed lookups, full-text ranking (FTS5's bm25) and safe use by
+several server processes sharing a workspace (WAL and a busy timeout), and it ships with Python. Every
+call is blocking: the async side runs `Database.run` in a thread (`Database.call`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from rlm_mcp import safefs
+
+log = logging.getLogger(__name__)
+
+FILENAME = "memory.sqlite3"
+SCHEMA_VERSION = 1
+Result = TypeVar("Result")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS behaviors (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    instruction TEXT NOT NULL,
+    applies TEXT NOT NULL DEFAULT '',
+    input_kind TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    uses INTEGER NOT NULL DEFAULT 0,
+    good_uses INTEGER NOT NULL DEFAULT 0,
+    merged INTEGER NOT NULL DEFAULT 0
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS behaviors_fts USING fts5(
+    name, instruction, applies, input_kind, content='behaviors', content_rowid='id', tokenize='unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS behaviors_added AFTER INSERT ON behaviors BEGIN
+    INSERT INTO behaviors_fts(rowid, name, instruction, applies, input_kind)
+    VALUES (new.id, replace(new.name, '_', ' '), new.instruction, new.applies, new.input_kind);
+END;
+CREATE TRIGGER IF NOT EXISTS behaviors_removed AFTER DELETE ON behaviors BEGIN
+    INSERT INTO behaviors_fts(behaviors_fts, rowid, name, instruction, applies, input_kind)
+    VALUES ('delete', old.id, replace(old.name, '_', ' '), old.instruction, old.applies, old.input_kind);
+END;
+CREATE TRIGGER IF NOT EXISTS behaviors_changed AFTER UPDATE OF name, instruction, applies, input_kind ON behaviors
+BEGIN
+    INSERT INTO behaviors_fts(behaviors_fts, rowid, name, instruction, applies, input_kind)
+    VALUES ('delete', old.id, replace(old.name, '_', ' '), old.instruction, old.applies, old.input_kind);
+    INSERT INTO behaviors_fts(rowid, name, instruction, applies, input_kind)
+    VALUES (new.id, replace(new.name, '_', ' '), new.instruction, new.applies, new.input_kind);
+END;
+CREATE TABLE IF NOT EXISTS behavior_sources (
+    behavior_id INTEGER NOT NULL REFERENCES behaviors(id) ON DELETE CASCADE,
+    session TEXT NOT NULL,
+    cells TEXT NOT NULL DEFAULT '',
+    input_kind TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS behavior_sources_by_behavior ON behavior_sources(behavior_id);
+CREATE TABLE IF NOT EXISTS behavior_uses (
+    session TEXT NOT NULL,
+    behavior_id INTEGER NOT NULL REFERENCES behaviors(id) ON DELETE CASCADE,
+    judged INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (session, behavior_id)
+);
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    session TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    origin TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (digest, text)
+);
+CREATE INDEX IF NOT EXISTS findings_by_shape ON findings(kind, size);
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS distilled (
+    session TEXT PRIMARY KEY,
+    through_event INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS answers_by_age ON answers(created);
+"""
+
+
+class MemoryUnavailable(OSError):
+    """The memory database cannot be opened or used; the server goes on without memory."""
+
+
+class Database:
+    def __init__(self, workspace: Path) -> None:
+        self.path = workspace / FILENAME
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        """Create the file 0600 first (SQLite would make it world-readable under a default umask, and its
+        -wal and -shm files take the database's mode), refusing a link or a FIFO in its place."""
+        safefs.private_dir(self.path.parent)
+        try:
+            os.close(safefs.create_exclusive(self.path, readable=False))
+        except FileExistsError:
+            info = os.lstat(self.path)
+            if not stat.S_ISREG(info.st_mode):
+                raise MemoryUnavailable(f"{self.path} is not a regular file; move it away") from None
+        connection = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise MemoryUnavailable(
+                    f"{self.path} was written by a newer rlm-mcp (schema {version}); upgrade, or move it away"
+                )
+            connection.executescript(f"BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        except sqlite3.Error as exc:
+            connection.close()
+            raise MemoryUnavailable(f"cannot use {self.path}: {exc}; move it away to start a new memory") from None
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def run(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
+        """Run `work` in one transaction (blocking). One connection, one caller at a time."""
+        with self._lock:
+            if self._connection is None:
+                self._connection = self._open()
+            connection = self._connection
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise MemoryUnavailable(f"the memory database {self.path} failed: {exc}") from None
+
+    async def call(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
+        return await anyio.to_thread.run_sync(self.run, work)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

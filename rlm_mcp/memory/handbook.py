@@ -1,0 +1,227 @@
+"""The behavior handbook: procedural memory, after "Metacognitive Reuse" (arXiv 2509.13237).
+
+A behavior is a canonical name and a one-line instruction ("behavior_grep_before_chunking: count matches
+with grep(..., count=True) before reading a log in chunks"), with when it applies, the kind of input it
+came from, where it came from (session, cells) and how it fared: `uses` counts the sessions it was shown
+in, `good_uses` those of them that ended well by their distillation's verdict. Near-duplicates merge into
+the behavior already there instead of piling up; past MAX_BEHAVIORS the least proven ones go.
+
+Functions take an open connection and run inside Database.run (one transaction each).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rlm_mcp.memory.text import fts_query, one_line, similarity
+
+MAX_BEHAVIORS = 500
+NAME_LIMIT = 64
+INSTRUCTION_LIMIT = 300
+APPLIES_LIMIT = 200
+KIND_LIMIT = 100
+MERGE_SIMILARITY = 0.5  # Jaccard similarity of name and instruction words at which two behaviors are one
+MAX_SOURCES = 20  # provenance kept per behavior: the latest sessions it was distilled from
+NAME_PREFIX = "behavior_"
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+BM25_WEIGHTS = (2.0, 1.0, 1.0, 1.5)  # name, instruction, applies, input_kind
+
+
+class HandbookError(ValueError):
+    """A behavior that cannot be stored or found as asked; the message says what to change."""
+
+
+@dataclass
+class Behavior:
+    name: str
+    instruction: str
+    applies: str = ""
+    input_kind: str = ""
+    uses: int = 0
+    good_uses: int = 0
+    merged: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+    id: int | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("id")
+        return data
+
+
+def canonical_name(name: str) -> str:
+    """`behavior_` and lower-case words joined by `_`: a name is an identifier, never free text."""
+    words = _NOT_NAME.sub("_", name.lower()).strip("_")
+    if words.startswith(NAME_PREFIX.rstrip("_")):
+        words = words[len(NAME_PREFIX) - 1 :].lstrip("_")
+    if not words:
+        raise HandbookError(f"a behavior needs a name of letters and digits, not {name!r}")
+    return (NAME_PREFIX + words)[:NAME_LIMIT].rstrip("_")
+
+
+def proposed(name: str, instruction: str, applies: str = "", input_kind: str = "") -> Behavior:
+    """A behavior as stored: a canonical name and bounded one-line texts."""
+    text = one_line(instruction, INSTRUCTION_LIMIT)
+    if not text:
+        raise HandbookError("a behavior needs an instruction: one line saying what to do")
+    return Behavior(canonical_name(name), text, one_line(applies, APPLIES_LIMIT), one_line(input_kind, KIND_LIMIT))
+
+
+_COLUMNS = "id, name, instruction, applies, input_kind, uses, good_uses, merged, created, updated"
+
+
+def _behavior(row: sqlite3.Row | tuple[Any, ...]) -> Behavior:
+    identifier, name, instruction, applies, kind, uses, good, merged, created, updated = row
+    return Behavior(name, instruction, applies, kind, uses, good, merged, created, updated, identifier)
+
+
+def add(
+    connection: sqlite3.Connection, behavior: Behavior, session: str, cells: str = "", now: float | None = None
+) -> tuple[str, Behavior]:
+    """Store a proposed behavior, or merge it into the one it duplicates (same name, or most of the same
+    words). Returns ("added" or "merged", the stored behavior)."""
+    now = time.time() if now is None else now
+    twin = _twin(connection, behavior)
+    if twin is not None:
+        connection.execute(
+            "UPDATE behaviors SET merged = merged + 1, updated = ?, applies = CASE WHEN applies = '' THEN ? "
+            "ELSE applies END WHERE id = ?",
+            (now, behavior.applies, twin.id),
+        )
+        _add_source(connection, twin.id, session, cells, behavior.input_kind, now)
+        return "merged", get(connection, twin.name)
+    cursor = connection.execute(
+        "INSERT INTO behaviors (name, instruction, applies, input_kind, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+        (behavior.name, behavior.instruction, behavior.applies, behavior.input_kind, now, now),
+    )
+    _add_source(connection, cursor.lastrowid, session, cells, behavior.input_kind, now)
+    _evict(connection)
+    return "added", get(connection, behavior.name)
+
+
+def _twin(connection: sqlite3.Connection, behavior: Behavior) -> Behavior | None:
+    same = connection.execute(f"SELECT {_COLUMNS} FROM behaviors WHERE name = ?", (behavior.name,)).fetchone()
+    if same is not None:
+        return _behavior(same)
+    words = f"{behavior.name.replace('_', ' ')} {behavior.instruction}"
+    best, best_score = None, MERGE_SIMILARITY
+    for candidate in search(connection, words, 8):
+        score = similarity(words, f"{candidate.name.replace('_', ' ')} {candidate.instruction}")
+        if score >= best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def _add_source(
+    connection: sqlite3.Connection, behavior_id: int | None, session: str, cells: str, kind: str, now: float
+) -> None:
+    connection.execute(
+        "INSERT INTO behavior_sources (behavior_id, session, cells, input_kind, at) VALUES (?, ?, ?, ?, ?)",
+        (behavior_id, session[:80], cells[:200], kind, now),
+    )
+    connection.execute(
+        "DELETE FROM behavior_sources WHERE behavior_id = ? AND rowid NOT IN (SELECT rowid FROM behavior_sources "
+        "WHERE behavior_id = ? ORDER BY at DESC LIMIT ?)",
+        (behavior_id, behavior_id, MAX_SOURCES),
+    )
+
+
+def _evict(connection: sqlite3.Connection) -> None:
+    """Past the cap, the behaviors that did least for anyone go: fewest good uses, fewest uses, oldest."""
+    (count,) = connection.execute("SELECT COUNT(*) FROM behaviors").fetchone()
+    if count > MAX_BEHAVIORS:
+        connection.execute(
+            "DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors ORDER BY good_uses, uses, updated LIMIT ?)",
+            (count - MAX_BEHAVIORS,),
+        )
+
+
+def search(connection: sqlite3.Connection, query: str, k: int) -> list[Behavior]:
+    """The `k` behaviors most relevant to `query` by BM25 over name, instruction, when it applies and input
+    kind; with a query of no words, the most proven ones."""
+    match = fts_query(query)
+    if match is None:
+        rows = connection.execute(
+            f"SELECT {_COLUMNS} FROM behaviors ORDER BY good_uses DESC, uses DESC, updated DESC LIMIT ?", (k,)
+        ).fetchall()
+        return [_behavior(row) for row in rows]
+    columns = ", ".join(f"b.{column.strip()}" for column in _COLUMNS.split(","))
+    rows = connection.execute(
+        f"SELECT {columns} FROM behaviors_fts JOIN behaviors b ON b.id = behaviors_fts.rowid "
+        f"WHERE behaviors_fts MATCH ? ORDER BY bm25(behaviors_fts, {', '.join(map(str, BM25_WEIGHTS))}), "
+        "b.good_uses DESC LIMIT ?",
+        (match, k),
+    ).fetchall()
+    return [_behavior(row) for row in rows]
+
+
+def note_uses(connection: sqlite3.Connection, session: str, behaviors: list[Behavior]) -> None:
+    """Count each behavior once per session it is shown in."""
+    for behavior in behaviors:
+        cursor = connection.execute(
+            "INSERT OR IGNORE INTO behavior_uses (session, behavior_id) VALUES (?, ?)", (session, behavior.id)
+        )
+        if cursor.rowcount:
+            connection.execute("UPDATE behaviors SET uses = uses + 1 WHERE id = ?", (behavior.id,))
+
+
+def judge(connection: sqlite3.Connection, session: str, ended_well: bool) -> int:
+    """Credit the behaviors a session used with its outcome, once; returns how many were credited."""
+    rows = connection.execute(
+        "SELECT behavior_id FROM behavior_uses WHERE session = ? AND judged = 0", (session,)
+    ).fetchall()
+    ids = [row[0] for row in rows]
+    if ended_well:
+        connection.executemany("UPDATE behaviors SET good_uses = good_uses + 1 WHERE id = ?", [(i,) for i in ids])
+    connection.execute("UPDATE behavior_uses SET judged = 1 WHERE session = ?", (session,))
+    return len(ids) if ended_well else 0
+
+
+def get(connection: sqlite3.Connection, name: str, with_sources: bool = False) -> Behavior:
+    row = connection.execute(f"SELECT {_COLUMNS} FROM behaviors WHERE name = ?", (canonical_name(name),)).fetchone()
+    if row is None:
+        raise HandbookError(f"no behavior {name!r} in the handbook (`rlm-mcp handbook list` shows them)")
+    behavior = _behavior(row)
+    if with_sources:
+        sources = connection.execute(
+            "SELECT session, cells, input_kind, at FROM behavior_sources WHERE behavior_id = ? ORDER BY at",
+            (behavior.id,),
+        ).fetchall()
+        keys = ("session", "cells", "input_kind", "at")
+        behavior.sources = [dict(zip(keys, source, strict=True)) for source in sources]
+    return behavior
+
+
+def all_behaviors(connection: sqlite3.Connection, with_sources: bool = False) -> list[Behavior]:
+    names = connection.execute("SELECT name FROM behaviors ORDER BY good_uses DESC, uses DESC, name").fetchall()
+    return [get(connection, name, with_sources) for (name,) in names]
+
+
+def edit(connection: sqlite3.Connection, name: str, **changes: str) -> Behavior:
+    """Change a behavior's instruction, when it applies or its input kind (the user's words, kept as given)."""
+    current = get(connection, name)
+    limits = {"instruction": INSTRUCTION_LIMIT, "applies": APPLIES_LIMIT, "input_kind": KIND_LIMIT}
+    values = {column: one_line(text, limits[column]) for column, text in changes.items() if text is not None}
+    if "instruction" in values and not values["instruction"]:
+        raise HandbookError("the instruction cannot be empty; `rlm-mcp handbook delete NAME` removes a behavior")
+    if values:
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        connection.execute(
+            f"UPDATE behaviors SET {assignments}, updated = ? WHERE id = ?", (*values.values(), time.time(), current.id)
+        )
+    return get(connection, name)
+
+
+def delete(connection: sqlite3.Connection, name: str) -> None:
+    behavior = get(connection, name)
+    connection.execute("DELETE FROM behaviors WHERE id = ?", (behavior.id,))
+
+
+def counts(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("SELECT COUNT(*) FROM behaviors").fetchone()[0])
