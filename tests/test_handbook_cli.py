@@ -1,0 +1,124 @@
+"""`rlm-mcp handbook`: list, show, edit, delete, export, import, findings, wipe, and distill a saved session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from rlm_mcp.cli import main
+from rlm_mcp.memory import handbook
+from rlm_mcp.memory.database import Database
+from rlm_mcp.memory.inputs import input_of
+from rlm_mcp.memory.service import Memory
+from testkit.distiller import ScriptedDistiller
+from testkit.fakes import FakeProvider
+from tests.conftest import load, make_settings, run
+from tests.test_memory import GREP_FIRST, connect, write_log
+
+
+def seed(workspace: Path) -> None:
+    database = Database(workspace)
+    database.run(lambda c: handbook.add(c, handbook.proposed("grep_first", "grep before chunking", "logs"), "s1", "1"))
+    evil = handbook.proposed("batch_modules", "one call per module\x1b[2J\u202e", "repos", "directory")
+    database.run(lambda c: handbook.add(c, evil, "s2", "3"))
+    database.close()
+
+
+def cli(workspace: Path, *arguments: str) -> int:
+    return main(["handbook", "--workspace", str(workspace), *arguments])
+
+
+def test_list_show_edit_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workspace = tmp_path / "ws"
+    seed(workspace)
+    assert cli(workspace, "list") == 0
+    out = capsys.readouterr().out
+    assert "behavior_grep_first  [0 uses" in out and "2 behaviors; 0 findings; sub-call cache: 0 answers" in out
+    assert "\x1b" not in out and "\\x1b[2J\\u202e" in out  # model-written text reaches the terminal escaped
+    assert cli(workspace, "show", "grep_first") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["instruction"] == "grep before chunking" and shown["sources"][0]["session"] == "s1"
+    assert cli(workspace, "edit", "behavior_grep_first", "--instruction", "grep, then chunk", "--when", "triage") == 0
+    assert "behavior_grep_first: grep, then chunk" in capsys.readouterr().out
+    assert cli(workspace, "edit", "behavior_grep_first") == 2
+    assert "give --instruction" in capsys.readouterr().err
+    assert cli(workspace, "delete", "grep_first") == 0
+    assert cli(workspace, "show", "grep_first") == 1
+    assert "no behavior 'grep_first' in the handbook" in capsys.readouterr().err
+
+
+def test_export_then_import_elsewhere_merges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(tmp_path / "one")
+    exported = tmp_path / "handbook.json"
+    assert cli(tmp_path / "one", "export", "-o", str(exported)) == 0
+    data = json.loads(exported.read_text())
+    data["behaviors"].append({"name": "\n", "instruction": "nameless"})
+    data["behaviors"].append({"name": "behavior_ok", "instruction": 42})
+    exported.write_text(json.dumps(data))
+    seed(tmp_path / "two")
+    assert cli(tmp_path / "two", "import", str(exported)) == 0
+    assert "2 added" not in (said := capsys.readouterr().out) and "0 added, 2 merged, 2 dropped" in said
+    assert cli(tmp_path / "three", "import", str(exported)) == 0
+    assert "2 added, 0 merged, 2 dropped" in capsys.readouterr().out
+    (tmp_path / "not.json").write_text('{"behaviors": []}')
+    assert cli(tmp_path / "three", "import", str(tmp_path / "not.json")) == 1
+    assert "is not a handbook export" in capsys.readouterr().err
+
+
+def test_wipe_one_part_or_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workspace = tmp_path / "ws"
+    seed(workspace)
+    assert cli(workspace, "wipe", "behaviors") == 0
+    assert "deleted 2 behaviors" in capsys.readouterr().out
+    assert cli(workspace, "wipe") == 0
+    assert not (workspace / "memory.sqlite3").exists()
+    assert cli(workspace, "wipe") == 0
+    assert "there was no memory to wipe" in capsys.readouterr().out
+
+
+@pytest.mark.anyio
+async def test_findings_lists_what_was_filed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    memory = Memory(make_settings(tmp_path, data))
+    await memory.remember("s1", input_of({"kind": "text", "text": "t"}), "a fact\x1b[31m", "inline text")
+    memory.close()
+    assert cli(tmp_path / "workspace", "findings") == 0
+    out = capsys.readouterr().out
+    assert "a fact\\x1b[31m  (inline text)" in out
+
+
+@pytest.mark.anyio
+async def test_distill_a_saved_session(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = write_log(data_dir)
+    distiller = ScriptedDistiller(behaviors=[GREP_FIRST], findings=[{"about": "logs", "text": "db fails"}])
+    async with FakeProvider.running(answer=distiller) as provider:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", provider.base_url)
+        async with connect(tmp_path, data_dir, distill="manual") as client:
+            await load(client, path=str(log), name="logs")
+            await run(client, "n = grep('ERROR', logs, count=True)")
+        assert provider.count == 0  # manual: nothing at close
+        session_id = (tmp_path / "workspace" / "last-stdio-session").read_text().strip()
+        monkeypatch.setenv("RLM_MCP_ROOTS", str(data_dir))
+        code = await _in_thread(lambda: cli(tmp_path / "workspace", "distill", session_id))
+        assert code == 0, capsys.readouterr()
+        assert "1 behaviors added (behavior_count_errors_first)" in capsys.readouterr().out
+        assert provider.count == 2
+        code = await _in_thread(lambda: cli(tmp_path / "workspace", "distill", session_id))
+        assert "nothing distilled: 0 cells ran since the last distillation" in capsys.readouterr().out
+    async with connect(tmp_path, data_dir, distill="off") as client:
+        assert "db fails" in (await load(client, path=str(log), name="logs")).content[0].text
+    assert await _in_thread(lambda: cli(tmp_path / "workspace", "distill", "nosuchsession")) == 1
+    assert "no trace" in capsys.readouterr().err
+
+
+async def _in_thread(work: Callable[[], int]) -> int:
+    """The CLI runs an event loop of its own, so it is called from a thread."""
+    return await anyio.to_thread.run_sync(work)
