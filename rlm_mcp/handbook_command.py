@@ -199,7 +199,7 @@ def _distill(settings: Settings, database: Database, session_id: str) -> int:
 
 
 async def _distill_saved(settings: Settings, session_id: str) -> str:
-    from rlm_mcp.llm.router import Router
+    from rlm_mcp.llm.router import Router, SessionLLM
     from rlm_mcp.memory.service import Memory
     from rlm_mcp.session.learning import distill_trace, planned_input
     from rlm_mcp.session.loading import LoadedContext
@@ -226,7 +226,7 @@ async def _distill_saved(settings: Settings, session_id: str) -> str:
     memory = Memory(settings)
     router = Router(settings, memory)
     try:
-        report = await distill_trace(memory, router, Tracer(trace), session_id, inputs)
+        report = await distill_trace(memory, SessionLLM(router), Tracer(trace), session_id, inputs)
     finally:
         await router.aclose()
         memory.close()

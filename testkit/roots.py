@@ -27,20 +27,29 @@ class ScriptedRoot:
         scripts: dict[str, Sequence[Step]],
         sub_answer: AnswerFn = default_answer,
         recursive: dict[str, Sequence[Step]] | None = None,
+        told: dict[str, dict[str, Sequence[Step]]] | None = None,
     ) -> None:
-        """`recursive`: scripts that take precedence when the root is told it may call rlm_query."""
+        """`recursive`: scripts that take precedence when the root is told it may call rlm_query; `told`:
+        marker -> scripts that take precedence when its system prompt contains the marker (what a root does
+        once it reads, say, a behavior the workspace's memory offers)."""
         self.scripts = scripts
         self.recursive = recursive or {}
+        self.told = told or {}
         self.sub_answer = sub_answer
         self.conversations: list[list[Any]] = []  # every root request's messages, in arrival order
+        self.systems: list[str | None] = []  # and its system prompt
 
     def __call__(self, prompt: str, system: str | None, model: str, *, request: dict[str, Any]) -> Any:
         if "tools" not in request:
             return self.sub_answer(prompt, system, model)
         messages = request["messages"]
         self.conversations.append(messages)
+        self.systems.append(system)
         question = next(_text(m["content"]) for m in messages if m["role"] == "user")
         chosen = [*self.recursive.items()] if system and "rlm_query(" in system else []
+        for marker, scripts in self.told.items():
+            if system and marker in system:
+                chosen = [*scripts.items(), *chosen]
         script = next((steps for key, steps in [*chosen, *self.scripts.items()] if key in question), None)
         if script is None:
             return f"no script for {question[:80]!r}"

@@ -49,6 +49,8 @@ def make_settings(tmp_path: Path, data_dir: Path, **overrides: Any) -> Settings:
         # A CLI the developer has installed and logged in must not decide which backend `auto` picks.
         "claude_command": "rlm-mcp-test-no-claude",
         "codex_command": "rlm-mcp-test-no-codex",
+        # Distillation at close is tested in test_memory.py; elsewhere it would add two sub-calls to every count.
+        "distill": "manual",
     }
     values.update(overrides)
     return load_settings(values, environ={})

@@ -16,6 +16,7 @@ from pathlib import Path
 from rlm_mcp.evaluation import tasks
 from testkit.fakes import FakeProvider
 from testkit.roots import ScriptedRoot, code
+from testkit.study import study_models
 
 
 def fake_model(prompt: str, system: str | None, model: str) -> str:
@@ -91,3 +92,26 @@ def test_eval_prints_one_table(tmp_path: Path) -> None:
     assert lines[2] == "| task | method | correct | root tokens in / out | sub tokens in / out | cost | wall s |"
     assert lines[4].startswith("| S-NIAH (0.1 MB) | plain | yes |")
     assert lines[5].startswith("| S-NIAH (0.1 MB) | RLM, depth 1 | yes |")
+
+
+def test_the_memory_study_runs_each_input_without_then_with_the_first_pass_memory(tmp_path: Path) -> None:
+    root, distiller = study_models()
+    with FakeProvider.start_in_thread(answer=root) as provider:
+        env = fake_environment(provider)
+        command = [sys.executable, "-m", "rlm_mcp", "eval", "--study", "memory", "--inputs", "2", "--records", "400",
+                   "--json"]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(row["input"], row["pass"][0]) for row in rows] == [(1, "1"), (2, "1"), (1, "2"), (2, "2")]
+    assert all(row["correct"] for row in rows)
+    first, second = rows[:2], rows[2:]
+    # Pass 1 distilled (two sub-calls each, in its own empty memory); pass 2 read none of pass 2's lessons.
+    assert all(row["learning"][0] == 2 for row in first) and all(row["learning"][0] == 0 for row in second)
+    assert len(distiller.logs) == 2 and all("chunk(context, 50, by='lines')" in log for log in distiller.logs)
+    # The second pass's root was offered the behavior and the finding in its system prompt, and followed it.
+    offered = ["From this workspace's memory" in (system or "") for system in root.systems]
+    assert offered == [False] * 8 + [True] * 4  # 4 turns a task in pass 1, 2 in pass 2
+    assert "found in this same content (context): one record per line" in (root.systems[-1] or "")
+    assert all(row["tool_calls"] == 4 and row["sub_calls"] == 8 for row in first)
+    assert all(row["tool_calls"] == 2 and row["sub_calls"] == 2 for row in second)

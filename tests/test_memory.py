@@ -42,6 +42,7 @@ async def provider(distiller: ScriptedDistiller, monkeypatch: pytest.MonkeyPatch
 
 def connect(tmp_path: Path, data_dir: Path, **overrides: Any) -> Client:
     overrides.setdefault("retry_base_s", 0.01)
+    overrides.setdefault("distill", "on-close")  # the product's default
     return Client(build_server(make_settings(tmp_path, data_dir, **overrides)))
 
 

@@ -19,7 +19,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.engine.children import serve_children
 from rlm_mcp.engine.loop import RootLoop, RootOutcome
 from rlm_mcp.errors import UserError
-from rlm_mcp.llm.router import Router
+from rlm_mcp.llm.router import Router, usage_since
 from rlm_mcp.llm.types import SubCallError, can_chat
 from rlm_mcp.memory.service import Memory
 from rlm_mcp.models import SubCallUsage
@@ -43,6 +43,9 @@ class AskResult:
     total: SubCallUsage  # the root's turns, every sub-call and every child's, together
     error: str | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: int = 0
+    read_chars: int = 0  # what the root model was given to read (system prompt, question, tool results)
+    learning: SubCallUsage = field(default_factory=SubCallUsage)  # the distillation at the end, if any
 
     @property
     def sub(self) -> SubCallUsage:
@@ -61,6 +64,9 @@ class AskResult:
             "total": self.total.model_dump(),
             "error": self.error,
             "children": self.children,
+            "tool_calls": self.tool_calls,
+            "read_chars": self.read_chars,
+            "learning": self.learning.model_dump(),
         }
 
 
@@ -115,8 +121,9 @@ async def ask(settings: Settings, paths: list[str], question: str, trace_html: P
                     outcome: RootOutcome = await loop.run(question, contexts)
                     event.set(outcome=outcome.stopped, answer=outcome.answer, iterations=outcome.iterations)
             finally:
+                worked = session.llm.usage.model_copy()
                 with anyio.CancelScope(shield=True):
-                    await session.close()
+                    await session.close()  # distils the run, if distillation is on-close
             if trace_html is not None:
                 from rlm_mcp.viewer import write_html
 
@@ -129,9 +136,12 @@ async def ask(settings: Settings, paths: list[str], question: str, trace_html: P
             model=model,
             elapsed_s=time.monotonic() - started,
             root=outcome.root,
-            total=session.llm.usage.model_copy(),
+            total=worked,
             error=outcome.error,
             children=session.child_records,
+            tool_calls=outcome.tool_calls,
+            read_chars=outcome.read_chars,
+            learning=usage_since(session.llm.usage, worked),
         )
     finally:
         with anyio.CancelScope(shield=True):

@@ -38,6 +38,8 @@ class RootOutcome:
     iterations: int
     root: SubCallUsage = field(default_factory=SubCallUsage)
     error: str | None = None
+    tool_calls: int = 0
+    read_chars: int = 0  # what the root was given to read: its system prompt, the question and every tool result
 
     @property
     def partial(self) -> bool:
@@ -57,10 +59,10 @@ class RootLoop:
     _answer_maybe_set: bool = False
 
     async def run(self, question: str, contexts: dict[str, str]) -> RootOutcome:
-        system = system_prompt(contexts, self.max_iterations, self.can_recurse)
+        system = system_prompt(contexts, self.max_iterations, self.can_recurse, self.session.offered)
         self.turns = [Turn("user", question)]
         best = ""  # the last thing the model said: its answer so far if a cap stops it
-        outcome = RootOutcome("", "iterations", 0)
+        outcome = RootOutcome("", "iterations", 0, read_chars=len(system) + len(question))
         while outcome.iterations < self.max_iterations:
             outcome.iterations += 1
             try:
@@ -72,6 +74,8 @@ class RootLoop:
                 outcome.answer, outcome.stopped = reply.text.strip(), "answered"
                 return outcome
             results = [await self._call_tool(call) for call in reply.calls]
+            outcome.tool_calls += len(results)
+            outcome.read_chars += sum(len(result.text) for result in results)
             self.turns += [Turn("assistant", reply.text, reply.calls), Turn("tool", results=tuple(results))]
             answer = await self._answer_variable()
             if answer is not None:

@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sub-model", help="model of llm_query inside the REPL")
     parser.add_argument("--workspace", type=Path, help="where sessions live while they run")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON lines, not a table")
+    parser.add_argument(
+        "--study",
+        choices=["memory"],
+        help="memory: OOLONG counting over --inputs inputs, without then with the handbook the first pass built",
+    )
+    parser.add_argument("--inputs", type=int, default=4, help="with --study memory: how many inputs")
     return parser
 
 
@@ -137,11 +143,28 @@ async def evaluate(settings: Settings, args: argparse.Namespace) -> list[tuple[t
     return done
 
 
+def _study(settings: Settings, args: argparse.Namespace) -> int:
+    from rlm_mcp.evaluation.study import COLUMNS as STUDY_COLUMNS
+    from rlm_mcp.evaluation.study import memory_study, study_row, totals
+
+    rows = anyio.run(memory_study, settings, args)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        title = f"eval --study memory (OOLONG counting, {args.records:,} records, {args.inputs} inputs, two passes)"
+        print_report(title, [*(study_row(row) for row in rows), *totals(rows)], STUDY_COLUMNS)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     overrides = {"root_model": args.model, "sub_model": args.sub_model, "workspace": args.workspace}
     try:
-        settings = load_settings(overrides)
+        # Each run starts from nothing: an earlier run's handbook or cached answers would flatter the later ones.
+        settings = load_settings(overrides).model_copy(update={"memory": "off"})
+        if args.study == "memory":
+            return _study(settings, args)
         done = anyio.run(evaluate, settings, args)
     except (SettingsError, AskError) as exc:
         print(f"rlm-mcp eval: {exc}", file=sys.stderr)

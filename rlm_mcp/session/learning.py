@@ -18,8 +18,7 @@ from rlm_mcp.contexts.paths import ContextError
 from rlm_mcp.contexts.selection import Selection
 from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
-from rlm_mcp.llm.budget import Budget
-from rlm_mcp.llm.router import Router, SessionLLM
+from rlm_mcp.llm.router import SessionLLM
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.memory.database import MemoryUnavailable
 from rlm_mcp.memory.distill import ANSWER_TOKENS
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DISTILL_ON_CLOSE_S = 60.0  # a session's close waits this long at most for its distillation
-DISTILL_CALLS = 2  # a reflection and a distillation
 MIN_CELLS_ON_CLOSE = 3  # a shorter session teaches little: distilling it would cost more than it gives
 ACTIONS = ("behaviors", "remember", "recall", "distill")
 
@@ -55,6 +53,9 @@ async def offer_on_load(session: Session, result: LoadResult, ref: InputRef) -> 
     offered = await memory.for_load(session.id, result.name, result.source, ref)
     result.behaviors = [behavior_line(behavior, 300) for behavior in offered.behaviors]
     result.findings = [finding_line(finding, 300) for finding in offered.findings]
+    for line in [*(f"found in this same content ({result.name}): {f}" for f in result.findings), *result.behaviors]:
+        if line not in session.offered:  # for a root the server drives, whose prompt lists them
+            session.offered.append(line)
 
 
 async def input_named(session: Session, about: Any) -> tuple[str, InputRef]:
@@ -121,8 +122,7 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
 
 
 async def distill_session(session: Session, client_session: Any = None, min_cells: int = 1) -> DistillReport:
-    """Distil the session's work since its last distillation, with a budget of its own (DISTILL_CALLS
-    sub-calls), traced in the session's trace under a `distill` event."""
+    """Distil the session's work since its last distillation (two sub-calls: a reflection, a distillation)."""
     memory = session.memory
     if memory is None or not memory.enabled:
         return DistillReport(skipped="the memory is off (RLM_MCP_MEMORY=off)")
@@ -132,22 +132,23 @@ async def distill_session(session: Session, client_session: Any = None, min_cell
             inputs[name] = (await input_named(session, name))[1]
         except UserError:
             continue
-    return await distill_trace(
-        memory, session.llm.router, session.tracer, session.id, inputs, client_session, min_cells
-    )
+    return await distill_trace(memory, session.llm, session.tracer, session.id, inputs, client_session, min_cells)
 
 
 async def distill_trace(
     memory: Memory,
-    router: Router,
+    llm: SessionLLM,
     tracer: Tracer,
     session_id: str,
     inputs: dict[str, InputRef],
     client_session: Any = None,
     min_cells: int = 1,
 ) -> DistillReport:
-    """Distil a session's trace with a sub-model of `router`'s, the calls traced into that same trace."""
-    llm = SessionLLM(router, Budget(DISTILL_CALLS, None, None))
+    """Distil a session's trace with two sub-calls of `llm` (the session's own: within its budget, in its
+    usage), traced into that same trace."""
+    spent = llm.budget.exhausted()
+    if spent is not None:
+        return DistillReport(skipped=f"the session's budget is spent: {spent}")
     try:
         backend = await llm.router.backend_for(client_session)
     except SubCallError as exc:

@@ -86,6 +86,7 @@ class Session:
         self.llm = llm or SessionLLM(router)
         self.memory = router.memory
         self.inputs: dict[str, InputRef] = {}  # what each context holds, as the memory knows inputs
+        self.offered: list[str] = []  # what the memory offered at loads, one line each (for a driven root)
         self.store = store
         self.dir = store.directory(session_id)
         self.tracer = tracer or Tracer(self.dir / "trace.jsonl")
