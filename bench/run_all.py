@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str] | None]] = [
     ("bench_sessions.py", "Sessions: snapshot cost and HTTP throughput", ["--quick"], ["--quick"]),
     ("bench_tasks.py", "Long-context tasks through the MCP client", ["--quick"], ["--smoke"]),
     ("bench_children.py", "Child RLMs: what one costs before it works", ["--quick"], ["--quick"]),
+    ("bench_memory.py", "Memory across sessions: repeated tasks, and what it costs", ["--quick"], ["--quick"]),
     ("bench_cli_backends.py", "Sub-calls through the Claude Code and Codex CLIs", ["--quick"], None),
     ("bench_peers.py", "Side by side with the peers", ["--quick"], None),
 ]

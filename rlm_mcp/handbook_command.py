@@ -156,12 +156,7 @@ def _import(database: Database, file: Path) -> int:
     def merge(connection: Any) -> None:
         for item in data["behaviors"][: handbook.MAX_BEHAVIORS]:
             try:
-                if not isinstance(item, dict):
-                    raise HandbookError("not an object")
-                texts = [item.get(key, "") for key in ("name", "instruction", "applies", "input_kind")]
-                if not all(isinstance(text, str) for text in texts):
-                    raise HandbookError("a field is not text")
-                outcome, _ = handbook.add(connection, handbook.proposed(*texts), source)
+                outcome, _ = handbook.add(connection, handbook.proposed_from(item), source)
                 outcomes[outcome] += 1
             except HandbookError:
                 outcomes["dropped"] += 1

@@ -25,23 +25,14 @@ BEHAVIOR = {
     "cells": [3, 4],
 }
 FINDING = {"about": "context", "text": "one record per line: 'record N | user uX | words'; labels are not tagged"}
-CLASSIFY = (
-    "replies = llm_query_batched([\n"
-    "    'TASK oolong. Classify the sentiment of every record as positive, negative or neutral; '\n"
-    "    'reply with JSON counts.\\n' + c for c in chunks])\n"
-    "import json, collections\n"
-    "totals = collections.Counter()\n"
-    "for r in replies:\n"
-    "    totals.update(json.loads(r))\n"
-    "answer = dict(sorted(totals.items()))\nanswer"
-)
+CLASSIFY = tasks.OOLONG_STRATEGY[1]  # classify every chunk in one batch, sum the counts
 EXPLORING = [
     "peek(context, 0, 600)",
     "grep(r'^record \\d+', context, count=True)",
     "chunks = chunk(context, 50, by='lines')\nlen(chunks)",
     CLASSIFY,
 ]
-FOLLOWING = ["chunks = chunk(context, 200, by='lines')\nlen(chunks)", CLASSIFY]
+FOLLOWING = tasks.OOLONG_STRATEGY  # 200-line chunks, then CLASSIFY
 
 
 def study_models() -> tuple[ScriptedRoot, ScriptedDistiller]:

@@ -31,6 +31,8 @@ def test_run_all_writes_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     text = output.read_text()
     assert text.startswith("# Benchmarks\n\nWritten by `python3 bench/run_all.py --smoke`")
-    for title in ("## Core", "## Sub-calls", "## Sandbox", "## Sessions", "## Long-context tasks", "## Child RLMs"):
+    titles = ("## Core", "## Sub-calls", "## Sandbox", "## Sessions", "## Long-context tasks", "## Child RLMs")
+    for title in (*titles, "## Memory"):
         assert title in text
-    assert "**Failed**" not in text and text.count("| measurement | value | target | baseline | ratio |") == 6
+    assert "**Failed**" not in text and text.count("| measurement | value | target | baseline | ratio |") == 7
+    assert "| all | pass 2 / pass 1 |" in text  # the memory study's table

@@ -4,6 +4,7 @@ the sub-model and the distiller (testkit/distiller.py)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ async def test_a_session_that_closes_teaches_the_next_one(
         await three_cells(client)
         assert provider.count == 0
     assert provider.count == 2  # the reflection and the distillation, at close
+    stored = (tmp_path / "workspace" / "memory.sqlite3").stat()
+    assert stored.st_mode & 0o777 == 0o600 and stored.st_uid == os.getuid()  # readable by its user alone
     (log_prompt,) = distiller.logs
     assert "n = grep('ERROR', logs, count=True)" in log_prompt
     assert "ERROR db down" not in log_prompt  # the context itself is never sent to the distiller

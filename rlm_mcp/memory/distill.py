@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_mcp.escaping import printable
-from rlm_mcp.memory.handbook import Behavior, HandbookError, proposed
+from rlm_mcp.memory.handbook import Behavior, HandbookError, proposed_from
 
 LOG_MAX_CHARS = 30_000
 CODE_CHARS = 1_500
@@ -182,14 +182,10 @@ def parse(answer: str, inputs: list[str]) -> tuple[list[tuple[Behavior, str]], l
     dropped = 0
     for item in _items(data.get("behaviors"))[: MAX_BEHAVIORS * 2]:
         try:
-            if not isinstance(item, dict):
-                raise HandbookError("not an object")
-            fields = [item.get(key, "") for key in ("name", "instruction", "when", "input_kind")]
-            if not all(isinstance(value, str) for value in fields):
-                raise HandbookError("a field is not text")
+            behavior = proposed_from(item, applies_key="when")
             cells = item.get("cells") if isinstance(item.get("cells"), list) else []
             numbers = ",".join(str(cell) for cell in cells[:20] if isinstance(cell, int) and not isinstance(cell, bool))
-            behaviors.append((proposed(*fields), numbers))
+            behaviors.append((behavior, numbers))
         except HandbookError:
             dropped += 1
     for item in _items(data.get("findings"))[: MAX_FINDINGS * 2]:

@@ -29,6 +29,7 @@ MAX_SOURCES = 20  # provenance kept per behavior: the latest sessions it was dis
 NAME_PREFIX = "behavior_"
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 BM25_WEIGHTS = (2.0, 1.0, 1.0, 1.5)  # name, instruction, applies, input_kind
+MAX_USE_ROWS = 20_000  # which session was shown which behavior: the latest are enough to count each once
 
 
 class HandbookError(ValueError):
@@ -71,6 +72,16 @@ def proposed(name: str, instruction: str, applies: str = "", input_kind: str = "
     if not text:
         raise HandbookError("a behavior needs an instruction: one line saying what to do")
     return Behavior(canonical_name(name), text, one_line(applies, APPLIES_LIMIT), one_line(input_kind, KIND_LIMIT))
+
+
+def proposed_from(item: Any, applies_key: str = "applies") -> Behavior:
+    """A behavior from untrusted JSON (a distiller's answer, an imported file): an object of text fields."""
+    if not isinstance(item, dict):
+        raise HandbookError("a behavior must be an object")
+    texts = [item.get(key, "") for key in ("name", "instruction", applies_key, "input_kind")]
+    if not all(isinstance(text, str) for text in texts):
+        raise HandbookError("a behavior's name, instruction, when it applies and input kind must be text")
+    return proposed(*texts)
 
 
 _COLUMNS = "id, name, instruction, applies, input_kind, uses, good_uses, merged, created, updated"
@@ -169,6 +180,9 @@ def note_uses(connection: sqlite3.Connection, session: str, behaviors: list[Beha
         )
         if cursor.rowcount:
             connection.execute("UPDATE behaviors SET uses = uses + 1 WHERE id = ?", (behavior.id,))
+    connection.execute(
+        "DELETE FROM behavior_uses WHERE rowid <= (SELECT MAX(rowid) FROM behavior_uses) - ?", (MAX_USE_ROWS,)
+    )
 
 
 def judge(connection: sqlite3.Connection, session: str, ended_well: bool) -> int:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from rlm_mcp.units import MiB
 
-MAX_CACHED_DIGESTS = 100_000
+MAX_CACHED_DIGESTS = 50_000  # files whose digest is known by their identity (about 200 bytes each)
 KIND_WORDS = {
     "str": "text",
     "mapped": "large text",
