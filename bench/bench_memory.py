@@ -68,12 +68,14 @@ def forget_digests(workspace: Path) -> None:
     database.close()
 
 
-async def load_times(settings: Settings, path: Path, n: int, forget: bool = False) -> list[float]:
-    """Seconds of `n` loads after an untimed one (which starts the worker); with `forget`, the file's
-    known digest is dropped first, so the first timed load hashes it."""
+async def load_times(settings: Settings, path: Path, n: int, forget: bool = False) -> tuple[list[float], int]:
+    """Seconds of `n` loads after an untimed one (which starts the worker, and is the only one shown the
+    memory: each line is said once a session), and how many characters that first result had; with
+    `forget`, the file's known digest is dropped first, so the first timed load hashes it."""
     times = []
     async with Client(build_server(settings)) as client:
-        await client.call_tool("load_context", {"path": str(path), "name": "logs"})
+        shown = await client.call_tool("load_context", {"path": str(path), "name": "logs"})
+        chars = len(shown.content[0].text)  # type: ignore[union-attr]
         if forget:
             forget_digests(settings.workspace)
         for _ in range(n):
@@ -82,7 +84,7 @@ async def load_times(settings: Settings, path: Path, n: int, forget: bool = Fals
             times.append(time.perf_counter() - started)
             if result.is_error:
                 raise RuntimeError(result.content[0].text)  # type: ignore[union-attr]
-    return times
+    return times, chars
 
 
 async def call_time(settings: Settings, prompts: list[str]) -> float:
@@ -131,13 +133,14 @@ async def main(quick: bool) -> None:
 
             log = directory / "app.log"
             log.write_bytes(b"2024-06-01T12:00:00Z INFO svc request ok\n" * (10 * MiB // 42))
-            off = await load_times(settings_for(directory, memory="off"), log, n)
+            off, plain_chars = await load_times(settings_for(directory, memory="off"), log, n)
             seed_handbook(directory / "ws", 500)
-            on = await load_times(settings_for(directory), log, n)
+            on, _ = await load_times(settings_for(directory), log, n)
             async with Client(build_server(settings_for(directory, distill="off"))) as client:
                 await client.call_tool("load_context", {"path": str(log), "name": "logs"})
-                await client.call_tool("run_code", {"code": "remember('one request per line')"})
-            first_digest, *known = await load_times(settings_for(directory), log, n + 1, forget=True)
+                for fact in ("one request per line", "timestamps are UTC, ISO 8601", "only INFO lines: nothing failed"):
+                    await client.call_tool("run_code", {"code": f"remember({fact!r})"})
+            (first_digest, *known), memory_chars = await load_times(settings_for(directory), log, n + 1, forget=True)
 
             prompts = [f"summarise part {index}" for index in range(n * 3)]
             paid = await call_time(settings_for(directory, cache_days=0), prompts)
@@ -158,6 +161,9 @@ async def main(quick: bool) -> None:
          f"{first_digest / base:.2f}x"),
         ("... later loads (digest known by the file's identity)", ms(statistics.median(known)), "", ms(base),
          f"{statistics.median(known) / base:.2f}x"),
+        ("load result the model reads: memory off", f"{plain_chars:,} chars", "", "", ""),
+        ("... on: 3 behaviors of 500, 3 findings for this content", f"{memory_chars:,} chars", "",
+         f"{plain_chars:,} chars", f"{memory_chars / plain_chars:.1f}x"),
         ("sub-call answered by the provider (median)", ms(paid), "", "baseline", "1.0x"),
         ("... the same call from the cross-session cache", ms(hit), "", ms(paid), f"{hit / paid:.2f}x"),
         ("distill() of a 20-cell session (2 sub-calls)", ms(distilled), "", ms(plain_call),

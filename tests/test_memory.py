@@ -205,3 +205,22 @@ async def test_hostile_distilled_text_stays_inert_text(
         assert (await client.list_tools()).tools == before.tools
         assert await value_of(client, "len(behaviors('os system'))") == "1"
     assert not marker.exists()
+
+
+async def test_each_behavior_is_offered_once_a_session(
+    provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    log = write_log(data_dir)
+    async with connect(tmp_path, data_dir) as client:
+        await load(client, path=str(log), name="logs")
+        await three_cells(client)
+    other = data_dir / "other.log"
+    other.write_text("WARN disk\n" * 300)
+    async with connect(tmp_path, data_dir, distill="off") as client:
+        first = await load(client, path=str(log), name="logs")
+        assert first.structured_content["behaviors"] and first.structured_content["findings"]
+        second = await load(client, path=str(other), name="other")
+        assert second.structured_content["behaviors"] == [] and "Memory" not in text_of(second)
+        again = await load(client, path=str(log), name="logs")
+        assert again.structured_content["findings"] == []  # said once; recall() still has it
+        assert "the db module fails" in await value_of(client, "recall(about='logs')")

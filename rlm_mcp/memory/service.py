@@ -31,7 +31,7 @@ from rlm_mcp.units import MiB
 log = logging.getLogger(__name__)
 
 LOAD_BEHAVIORS = 3
-LOAD_FINDINGS = 5
+LOAD_FINDINGS = 3
 CONDITIONING_BEHAVIORS = 5
 TRACE_READ_BYTES = 32 * MiB  # a distillation reads at most the trace's latest events within this
 Result = TypeVar("Result")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DISTILL_ON_CLOSE_S = 60.0  # a session's close waits this long at most for its distillation
+SHOWN_CHARS = 200  # each behavior or finding in a load's result (behaviors() and recall() give them whole)
 MIN_CELLS_ON_CLOSE = 3  # a shorter session teaches little: distilling it would cost more than it gives
 ACTIONS = ("behaviors", "remember", "recall", "distill")
 
@@ -51,11 +52,17 @@ async def offer_on_load(session: Session, result: LoadResult, ref: InputRef) -> 
     if memory is None or not memory.enabled:
         return
     offered = await memory.for_load(session.id, result.name, result.source, ref)
-    result.behaviors = [behavior_line(behavior, 300) for behavior in offered.behaviors]
-    result.findings = [finding_line(finding, 300) for finding in offered.findings]
-    for line in [*(f"found in this same content ({result.name}): {f}" for f in result.findings), *result.behaviors]:
-        if line not in session.offered:  # for a root the server drives, whose prompt lists them
-            session.offered.append(line)
+    behaviors = [behavior_line(behavior, SHOWN_CHARS) for behavior in offered.behaviors]
+    found = [finding_line(finding, SHOWN_CHARS) for finding in offered.findings]
+    # Each said once a session: a second file of the same kind does not repeat the same behaviors. The
+    # session keeps what was offered for a root the server drives, whose system prompt lists it.
+    result.behaviors = [line for line in behaviors if line not in session.offered]
+    result.findings = [line for line in found if _about(result.name, line) not in session.offered]
+    session.offered += [*(_about(result.name, line) for line in result.findings), *result.behaviors]
+
+
+def _about(name: str, finding: str) -> str:
+    return f"found in this same content ({name}): {finding}"
 
 
 async def input_named(session: Session, about: Any) -> tuple[str, InputRef]:
