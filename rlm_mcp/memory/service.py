@@ -129,14 +129,16 @@ class Memory:
             log.warning("no digest for an input: %s", exc)
             return None
 
-    async def for_load(self, session: str, name: str, source: str, ref: InputRef) -> LoadMemory:
+    async def for_load(self, session: str, name: str, source: str, ref: InputRef, count: bool = True) -> LoadMemory:
         """The behaviors most relevant to this kind of input, and what earlier sessions found in this very
-        content (its digest is computed only if some finding could match)."""
+        content (its digest is computed only if some finding could match). `count`: the behaviors count as
+        used by `session` (not for a child RLM's, which is never judged on its own)."""
         words = f"{ref.description} {name} {' '.join(PurePosixPath(source).name.split('.'))}"
 
         def look(connection: sqlite3.Connection) -> tuple[list[Behavior], bool]:
             shown = handbook.search(connection, words, LOAD_BEHAVIORS)
-            handbook.note_uses(connection, session, shown)
+            if count:
+                handbook.note_uses(connection, session, shown)
             return shown, findings.may_have(connection, ref)
 
         shown, may_have = await self._use(look, ([], False))

@@ -51,7 +51,7 @@ async def offer_on_load(session: Session, result: LoadResult, ref: InputRef) -> 
     memory = session.memory
     if memory is None or not memory.enabled:
         return
-    offered = await memory.for_load(session.id, result.name, result.source, ref)
+    offered = await memory.for_load(session.id, result.name, result.source, ref, count=session.depth == 1)
     behaviors = [behavior_line(behavior, SHOWN_CHARS) for behavior in offered.behaviors]
     found = [finding_line(finding, SHOWN_CHARS) for finding in offered.findings]
     # Each said once a session: a second file of the same kind does not repeat the same behaviors. The
@@ -111,6 +111,8 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
         if action == "distill":
             if session.settings.distill == "off":
                 return {"ok": False, "error": "distillation is off in this server (RLM_MCP_DISTILL=off)"}
+            if session.depth > 1:  # its work is in its parent's trace, distilled with the parent's session
+                return {"ok": False, "error": "a child RLM's work is distilled with its parent session's"}
             report = await distill_session(session, client_session)
             return {"ok": True, "text": report.summary()}
         name, ref = await input_named(session, frame.get("about"))
