@@ -198,6 +198,7 @@ def _sessions(settings: Settings, delete: str | None) -> int:
     import time
 
     from rlm_mcp.escaping import printable
+    from rlm_mcp.memory.service import session_tag
     from rlm_mcp.session.store import SessionStore
 
     store = SessionStore(settings.workspace)
@@ -213,7 +214,11 @@ def _sessions(settings: Settings, delete: str | None) -> int:
         except (TypeError, ValueError, OverflowError, OSError):
             when = "?"
         contexts = ", ".join(printable(str(name), 200) for name in session["contexts"]) or "no contexts"
-        print(f"{printable(str(session['id']), 200)}  {when}  {contexts}; {session['variables']} saved variables")
+        tag = session_tag(str(session["id"]))  # how the memory names it (rlm-mcp handbook show, findings)
+        print(
+            f"{printable(str(session['id']), 200)}  {when}  {contexts}; {session['variables']} saved variables; "
+            f"memory tag {tag}"
+        )
     return 0
 
 

@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace, settings: Settings, database: Database) -> in
     if command == "export":
         behaviors = database.run(lambda c: handbook.all_behaviors(c, with_sources=True))
         exported = {"format": EXPORT_FORMAT, "version": 1, "behaviors": [b.as_json() for b in behaviors]}
-        text = json.dumps(exported, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(exported, indent=2) + "\n"  # ASCII: no control or bidi character reaches a terminal
         if args.output is None:
             sys.stdout.write(text)
         else:
@@ -221,7 +221,9 @@ async def _distill_saved(settings: Settings, session_id: str) -> str:
     memory = Memory(settings)
     router = Router(settings, memory)
     try:
-        report = await distill_trace(memory, SessionLLM(router), Tracer(trace), session_id, inputs)
+        # Its calls go to a trace of their own: a server may be appending to the session's, numbering its events.
+        tracer = Tracer(directory / "distill-trace.jsonl")
+        report = await distill_trace(memory, SessionLLM(router), trace, tracer, session_id, inputs)
     finally:
         await router.aclose()
         memory.close()

@@ -54,6 +54,9 @@ def test_list_show_edit_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_export_then_import_elsewhere_merges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(tmp_path / "one")
     exported = tmp_path / "handbook.json"
+    assert cli(tmp_path / "one", "export") == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\u202e" not in printed and "\\u001b[2J\\u202e" in printed  # ASCII JSON
     assert cli(tmp_path / "one", "export", "-o", str(exported)) == 0
     data = json.loads(exported.read_text())
     data["behaviors"].append({"name": "\n", "instruction": "nameless"})

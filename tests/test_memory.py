@@ -85,9 +85,13 @@ async def test_a_session_that_closes_teaches_the_next_one(
         listed = await value_of(client, "behaviors('errors in logs')")
         assert "behavior_count_errors_first" in listed
         assert "the db module fails" in await value_of(client, "recall()")
-        handbook = json.loads((await client.read_resource("rlm://handbook")).contents[0].text)
+        listing = (await client.read_resource("rlm://handbook")).contents[0].text
+        handbook = json.loads(listing)
         assert [b["name"] for b in handbook["behaviors"]] == ["behavior_count_errors_first"]
         assert handbook["behaviors"][0]["uses"] == 1 and handbook["findings"] == 1
+    # Session ids resume sessions (over HTTP, they are credentials): the memory keeps one-way tags only.
+    first_session = (tmp_path / "workspace" / "last-stdio-session").read_text().strip()
+    assert first_session not in listing and first_session not in shown
 
 
 async def test_a_changed_file_does_not_get_the_facts_of_its_earlier_version(
@@ -102,6 +106,8 @@ async def test_a_changed_file_does_not_get_the_facts_of_its_earlier_version(
     async with connect(tmp_path, data_dir, distill="off") as client:
         assert "timestamps are UTC" in text_of(await load(client, path=str(log), name="logs"))
         log.write_text(log.read_text().replace("db", "io"))  # same size, new content
+        changed = await run(client, "remember('the db module is down')")  # about what was loaded, not what is there
+        assert "changed since it was loaded; load it again first" in text_of(changed)
         assert "timestamps are UTC" not in text_of(await load(client, path=str(log), name="logs"))
         assert await value_of(client, "recall()") == "[]"
     assert provider.count == 0  # distill=off: nothing sent at close
@@ -228,7 +234,8 @@ async def test_each_behavior_is_offered_once_a_session(provider: FakeProvider, t
 async def test_a_child_rlm_is_offered_the_memory_but_never_distils_on_its_own(
     distiller: ScriptedDistiller, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = ScriptedRoot({"Check this text": [code("print(distill())"), "checked"]}, sub_answer=distiller)
+    steps = [code("print(distill())"), code("remember('planted fact')"), "checked"]
+    root = ScriptedRoot({"Check this text": steps}, sub_answer=distiller)
     async with FakeProvider.running(answer=root) as fake:
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
@@ -243,3 +250,4 @@ async def test_a_child_rlm_is_offered_the_memory_but_never_distils_on_its_own(
     assert "From this workspace's memory" in child_system and "behavior_count_errors_first" in child_system
     told = json.dumps(root.conversations[-1])
     assert "a child RLM's work is distilled with its parent session's" in told
+    assert "a child RLM cannot file findings; return what it found to its parent" in told

@@ -131,6 +131,9 @@ def test_saved_sessions_are_listed_and_deleted_from_the_command_line(tmp_path: P
     base = [console_script(), "sessions", "--workspace", str(workspace), "--root", str(data_dir)]
     listed = subprocess.run(base, capture_output=True, text=True, check=True).stdout
     assert "abc12345" in listed and "book; 1 saved variables" in listed
+    from rlm_mcp.memory.service import session_tag
+
+    assert f"memory tag {session_tag('abc12345')}" in listed  # how the handbook and findings name it
     deleted = subprocess.run([*base, "--delete", "abc12345"], capture_output=True, text=True)
     assert deleted.returncode == 0 and not store.directory("abc12345").exists()
     missing = subprocess.run([*base, "--delete", "abc12345"], capture_output=True, text=True)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FILENAME = "memory.sqlite3"
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 5.0  # another server of the workspace holding the write lock: wait this long, then go without
 Result = TypeVar("Result")
 
 SCHEMA = """
@@ -122,14 +123,20 @@ class Database:
     def _open(self) -> sqlite3.Connection:
         """Create the file 0600 first (SQLite would make it world-readable under a default umask, and its
         -wal and -shm files take the database's mode), refusing a link or a FIFO in its place."""
-        safefs.private_dir(self.path.parent)
         try:
-            os.close(safefs.create_exclusive(self.path, readable=False))
-        except FileExistsError:
-            info = os.lstat(self.path)
-            if not stat.S_ISREG(info.st_mode):
-                raise MemoryUnavailable(f"{self.path} is not a regular file; move it away") from None
-        connection = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            safefs.private_dir(self.path.parent)
+            try:
+                os.close(safefs.create_exclusive(self.path, readable=False))
+            except FileExistsError:
+                if not stat.S_ISREG(os.lstat(self.path).st_mode):
+                    raise MemoryUnavailable(f"{self.path} is not a regular file; move it away") from None
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+            )
+        except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, MemoryUnavailable):
+                raise
+            raise MemoryUnavailable(f"cannot open {self.path}: {exc}") from None
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -149,22 +156,28 @@ class Database:
         return connection
 
     def run(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
-        """Run `work` in one transaction (blocking). One connection, one caller at a time."""
+        """Run `work` in one transaction (blocking): committed if it returns, rolled back if anything
+        raises, the COMMIT itself included (a full disk), so no call leaves a transaction open behind it.
+        One connection, one caller at a time; any database or file error is MemoryUnavailable."""
         with self._lock:
             if self._connection is None:
                 self._connection = self._open()
             connection = self._connection
             try:
                 connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(connection)
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
+                result = work(connection)
                 connection.execute("COMMIT")
                 return result
-            except sqlite3.Error as exc:
-                raise MemoryUnavailable(f"the memory database {self.path} failed: {exc}") from None
+            except BaseException as exc:
+                if connection.in_transaction:
+                    try:
+                        connection.execute("ROLLBACK")
+                    except sqlite3.Error:  # the connection is unusable: the next call opens a new one
+                        connection.close()
+                        self._connection = None
+                if isinstance(exc, (sqlite3.Error, OSError)) and not isinstance(exc, MemoryUnavailable):
+                    raise MemoryUnavailable(f"the memory database {self.path} failed: {exc}") from None
+                raise
 
     async def call(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
         return await anyio.to_thread.run_sync(self.run, work)

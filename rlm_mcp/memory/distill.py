@@ -88,7 +88,14 @@ def work_log(events: Iterable[dict[str, Any]], after: int = 0) -> tuple[str, int
             skipped.add(event["id"])
             continue
         kept.append(event)
+    # An event is written when it ends: one whose parent is not in the trace yet runs inside an event still
+    # open (the cell that called distill(), its run_code call). The mark stays below those, so that they
+    # are read by the next distillation, once written.
+    present = {event["id"] for event in events if isinstance(event.get("id"), int)}
+    still_open = {event["parent"] for event in kept if isinstance(event.get("parent"), int)} - present
     last = max((event["id"] for event in kept), default=after)
+    if still_open:
+        last = min(last, min(still_open) - 1)
     kept = [event for event in kept if event["id"] > after]
     sub_calls: Counter[Any] = Counter()
     failed: Counter[Any] = Counter()
@@ -173,7 +180,7 @@ def parse(answer: str, inputs: list[str]) -> tuple[list[tuple[Behavior, str]], l
     start, end = answer.find("{"), answer.rfind("}")
     try:
         data = json.loads(answer[start : end + 1]) if start >= 0 < end else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # a thousand nested brackets fit in one answer
         data = {}
     if not isinstance(data, dict):
         data = {}
@@ -208,7 +215,7 @@ def _items(value: Any) -> list[Any]:
 async def propose(complete: Complete, log: str, inputs: dict[str, str]) -> Proposals:
     """Reflect on the log, then distil; `inputs`: variable name -> the kind of input, in words."""
     reflection = await complete(SYSTEM, REFLECT.format(log=log))
-    listed = "; ".join(f"{name}: {kind}" for name, kind in inputs.items()) or "none"
+    listed = "; ".join(f"{printable(name, 80)}: {printable(kind, 200)}" for name, kind in inputs.items()) or "none"
     prompt = DISTIL.format(
         behaviors=MAX_BEHAVIORS, findings=MAX_FINDINGS, inputs=listed, reflection=reflection[:LOG_MAX_CHARS]
     )

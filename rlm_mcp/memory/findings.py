@@ -17,7 +17,12 @@ from rlm_mcp.memory.text import one_line
 
 FINDING_LIMIT = 400
 MAX_PER_INPUT = 50
+MAX_PER_SESSION = 10  # of one input's: one session cannot push the others' findings out
 MAX_FINDINGS = 5_000
+
+
+class FindingsFull(ValueError):
+    """A session filed as many findings about one input as it may."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,11 @@ def add(
     line = one_line(text, FINDING_LIMIT)
     if not line:
         return False
+    (filed,) = connection.execute(
+        "SELECT COUNT(*) FROM findings WHERE digest = ? AND session = ?", (digest, session)
+    ).fetchone()
+    if filed >= MAX_PER_SESSION:
+        raise FindingsFull(f"this session already filed {MAX_PER_SESSION} findings about this input, the most it may")
     cursor = connection.execute(
         "INSERT OR IGNORE INTO findings (digest, kind, size, text, session, source, origin, created) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -60,11 +70,13 @@ def may_have(connection: sqlite3.Connection, ref: InputRef) -> bool:
     return row.fetchone() is not None
 
 
-def of(connection: sqlite3.Connection, digest: str, limit: int = MAX_PER_INPUT) -> list[Finding]:
-    """The input's findings, oldest first (the order they were established in)."""
+def of(connection: sqlite3.Connection, digest: str, kind: str, limit: int = MAX_PER_INPUT) -> list[Finding]:
+    """The input's findings, oldest first (the order they were established in). Of its kind only: a text
+    with a file's very bytes (a child RLM's context, say) does not share that file's findings."""
     rows = connection.execute(
-        "SELECT text, session, origin, created, source FROM findings WHERE digest = ? ORDER BY id DESC LIMIT ?",
-        (digest, limit),
+        "SELECT text, session, origin, created, source FROM findings WHERE digest = ? AND kind = ? "
+        "ORDER BY id DESC LIMIT ?",
+        (digest, kind, limit),
     ).fetchall()
     return [Finding(*row) for row in reversed(rows)]
 

@@ -59,8 +59,8 @@ class Behavior:
 def canonical_name(name: str) -> str:
     """`behavior_` and lower-case words joined by `_`: a name is an identifier, never free text."""
     words = _NOT_NAME.sub("_", name.lower()).strip("_")
-    if words.startswith(NAME_PREFIX.rstrip("_")):
-        words = words[len(NAME_PREFIX) - 1 :].lstrip("_")
+    if words == NAME_PREFIX.rstrip("_") or words.startswith(NAME_PREFIX):
+        words = words[len(NAME_PREFIX) :]
     if not words:
         raise HandbookError(f"a behavior needs a name of letters and digits, not {name!r}")
     return (NAME_PREFIX + words)[:NAME_LIMIT].rstrip("_")
@@ -111,8 +111,9 @@ def add(
         "INSERT INTO behaviors (name, instruction, applies, input_kind, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
         (behavior.name, behavior.instruction, behavior.applies, behavior.input_kind, now, now),
     )
-    _add_source(connection, cursor.lastrowid, session, cells, behavior.input_kind, now)
-    _evict(connection)
+    added = cursor.lastrowid
+    _add_source(connection, added, session, cells, behavior.input_kind, now)
+    _evict(connection, keep=added)
     return "added", get(connection, behavior.name)
 
 
@@ -143,13 +144,15 @@ def _add_source(
     )
 
 
-def _evict(connection: sqlite3.Connection) -> None:
-    """Past the cap, the behaviors that did least for anyone go: fewest good uses, fewest uses, oldest."""
+def _evict(connection: sqlite3.Connection, keep: int | None) -> None:
+    """Past the cap, the behaviors that did least for anyone go: fewest good uses, fewest uses, oldest;
+    never `keep`, the one just added (it has had no chance to be used yet)."""
     (count,) = connection.execute("SELECT COUNT(*) FROM behaviors").fetchone()
     if count > MAX_BEHAVIORS:
         connection.execute(
-            "DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors ORDER BY good_uses, uses, updated LIMIT ?)",
-            (count - MAX_BEHAVIORS,),
+            "DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors WHERE id != ? "
+            "ORDER BY good_uses, uses, updated LIMIT ?)",
+            (keep, count - MAX_BEHAVIORS),
         )
 
 

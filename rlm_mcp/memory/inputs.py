@@ -44,6 +44,7 @@ class InputRef:
     files: tuple[str, ...] = ()
     text_digest: str | None = None  # a text: its digest, known at once
     description: str = field(default="", compare=False)
+    identity: str | None = field(default=None, compare=False)  # a file's when loaded: findings only while it holds
 
 
 def input_of(request: dict[str, Any], description: str = "", tree_bytes: int = 0) -> InputRef:
@@ -51,7 +52,8 @@ def input_of(request: dict[str, Any], description: str = "", tree_bytes: int = 0
     files' total size, as the selection counted it."""
     kind = request.get("kind")
     if kind == "file":
-        return InputRef("file", int(request["size"]), path=Path(request["path"]), description=description)
+        path = Path(request["path"])
+        return InputRef("file", int(request["size"]), path=path, description=description, identity=identity_of(path))
     if kind == "files":
         files = tuple(request["files"])
         return InputRef("tree", tree_bytes, base=Path(request["root"]), files=files, description=description)
@@ -68,12 +70,12 @@ def describe(kind: str, source: str, size: int, files: list[str] | None = None) 
     """The kind of input in words, for matching behaviors to it: "JSON Lines records file .jsonl, 12 MB",
     "directory of 120 files: .py 100, .md 12, .toml 1"."""
     if files is not None:
-        suffixes = Counter(PurePosixPath(name).suffix.lower() or "(no suffix)" for name in files)
+        suffixes = Counter(PurePosixPath(name).suffix.lower()[:16] or "(no suffix)" for name in files)
         common = ", ".join(f"{suffix} {count}" for suffix, count in suffixes.most_common(4))
         return f"directory of {len(files):,} files: {common}"
     if source == "inline text":
         return f"inline {KIND_WORDS.get(kind, kind)}"
-    suffix = "".join(PurePosixPath(source).suffixes[-2:]).lower()
+    suffix = "".join(PurePosixPath(source).suffixes[-2:]).lower()[:24]
     return f"{KIND_WORDS.get(kind, kind)} file {suffix or '(no suffix)'}, {_size(size)}"
 
 
@@ -82,8 +84,8 @@ def _size(size: int) -> str:
 
 
 def hash_file(path: Path) -> tuple[str, str]:
-    """A regular file's SHA-256 and identity, without blocking on a FIFO or reading a device."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """A regular file's SHA-256 and identity, never through a link, a FIFO or a device."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
@@ -101,6 +103,13 @@ def identity(info: os.stat_result) -> str:
     return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
 
 
+def identity_of(path: Path) -> str | None:
+    try:
+        return identity(os.stat(path, follow_symlinks=False))
+    except OSError:
+        return None
+
+
 def cached_digests(connection: sqlite3.Connection, paths: list[Path]) -> dict[Path, str]:
     """The digests known for files whose identity has not changed since they were hashed."""
     known: dict[Path, str] = {}
@@ -108,11 +117,8 @@ def cached_digests(connection: sqlite3.Connection, paths: list[Path]) -> dict[Pa
         row = connection.execute("SELECT identity, digest FROM file_digests WHERE path = ?", (str(path),)).fetchone()
         if row is None:
             continue
-        try:
-            if identity(os.stat(path)) == row[0]:
-                known[path] = row[1]
-        except OSError:
-            continue
+        if identity_of(path) == row[0]:
+            known[path] = row[1]
     return known
 
 

@@ -6,6 +6,7 @@ logs the failure once and answers as an empty memory would.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -25,7 +26,15 @@ from rlm_mcp.memory.database import Database, MemoryUnavailable
 from rlm_mcp.memory.distill import Complete, propose, work_log
 from rlm_mcp.memory.findings import Finding
 from rlm_mcp.memory.handbook import Behavior
-from rlm_mcp.memory.inputs import InputRef, cached_digests, combine, hash_file, keep_digests, paths_of
+from rlm_mcp.memory.inputs import (
+    InputRef,
+    cached_digests,
+    combine,
+    hash_file,
+    identity_of,
+    keep_digests,
+    paths_of,
+)
 from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,13 @@ class DistillReport:
         )
 
 
+def session_tag(session: str) -> str:
+    """What the memory keeps of a session's id: a session id is the handle that resumes it (over HTTP, a
+    bearer credential), and the memory is shown to every session and client of the workspace, so it keeps a
+    one-way tag instead; `rlm-mcp sessions` shows each saved session's beside it."""
+    return "s" + hashlib.sha256(f"rlm-mcp session\0{session}".encode()).hexdigest()[:12]
+
+
 def behavior_line(behavior: Behavior, limit: int = 400) -> str:
     """A behavior as a model is shown it: its name and instruction, escaped, on one line."""
     when = f" (when: {behavior.applies})" if behavior.applies else ""
@@ -77,7 +93,7 @@ def behavior_line(behavior: Behavior, limit: int = 400) -> str:
 
 def finding_line(finding: Finding, limit: int = 480) -> str:
     day = time.strftime("%Y-%m-%d", time.localtime(finding.created))
-    return printable(f"{finding.text} (session {finding.session[:12]}, {day})", limit)
+    return printable(f"{finding.text} (session {finding.session[:13]}, {day})", limit)
 
 
 class Memory:
@@ -118,6 +134,10 @@ class Memory:
         digests = {**known, **{path: digest for path, (digest, _) in hashed.items()}}
         if ref.kind == "file" and ref.path not in digests:
             raise MemoryUnavailable(f"cannot read {ref.path} to find its digest")
+        if ref.kind == "file" and ref.identity is not None:
+            now = hashed[ref.path][1] if ref.path in hashed else identity_of(ref.path)
+            if now != ref.identity:  # facts about what was loaded must not be filed under what is there now
+                raise MemoryUnavailable(f"{ref.path} changed since it was loaded; load it again first")
         return combine(ref, digests)
 
     async def digest(self, ref: InputRef) -> str | None:
@@ -130,6 +150,7 @@ class Memory:
             return None
 
     async def for_load(self, session: str, name: str, source: str, ref: InputRef, count: bool = True) -> LoadMemory:
+        tag = session_tag(session)
         """The behaviors most relevant to this kind of input, and what earlier sessions found in this very
         content (its digest is computed only if some finding could match). `count`: the behaviors count as
         used by `session` (not for a child RLM's, which is never judged on its own)."""
@@ -138,7 +159,7 @@ class Memory:
         def look(connection: sqlite3.Connection) -> tuple[list[Behavior], bool]:
             shown = handbook.search(connection, words, LOAD_BEHAVIORS)
             if count:
-                handbook.note_uses(connection, session, shown)
+                handbook.note_uses(connection, tag, shown)
             return shown, findings.may_have(connection, ref)
 
         shown, may_have = await self._use(look, ([], False))
@@ -146,40 +167,45 @@ class Memory:
         if may_have:
             digest = await self.digest(ref)
             if digest is not None:
-                found = await self._use(lambda connection: findings.of(connection, digest, LOAD_FINDINGS), [])
+                found = await self._use(lambda connection: findings.of(connection, digest, ref.kind, LOAD_FINDINGS), [])
         return LoadMemory(shown, found)
 
     # -- the REPL's functions --------------------------------------------------------------------------
 
-    async def behaviors(self, session: str, query: str, k: int) -> list[Behavior]:
+    async def behaviors(self, session: str, query: str, k: int, count: bool = True) -> list[Behavior]:
+        tag = session_tag(session)
+
         def look(connection: sqlite3.Connection) -> list[Behavior]:
             shown = handbook.search(connection, query, k)
-            handbook.note_uses(connection, session, shown)
+            if count:
+                handbook.note_uses(connection, tag, shown)
             return shown
 
         return await self._use(look, [])
 
-    async def conditioning(self, session: str, query: str) -> str | None:
+    async def conditioning(self, session: str, query: str, count: bool = True) -> str | None:
         """A system-prompt block of the behaviors relevant to `query`, for a behavior-conditioned sub-call."""
-        shown = await self.behaviors(session, query, CONDITIONING_BEHAVIORS)
+        shown = await self.behaviors(session, query, CONDITIONING_BEHAVIORS, count)
         if not shown:
             return None
         lines = "\n".join(f"- {behavior_line(behavior)}" for behavior in shown)
         return f"Behaviors that helped in similar work ({MARK}; use them where they fit):\n{lines}"
 
     async def remember(self, session: str, ref: InputRef, text: str, source: str, origin: str = "remember") -> bool:
-        digest = await self.digest(ref)
-        if digest is None:
-            raise MemoryUnavailable("the memory cannot file findings now (see the server's log)")
+        """File a fact about `ref`; raises MemoryUnavailable (saying why) if it cannot be filed."""
+        if not self.enabled:
+            raise MemoryUnavailable("the memory is off in this server (RLM_MCP_MEMORY=off)")
+        digest = await anyio.to_thread.run_sync(self._digest, ref)
+        tag = session_tag(session)
         return await self._use(
-            lambda connection: findings.add(connection, digest, ref, text, session, origin, source), False
+            lambda connection: findings.add(connection, digest, ref, text, tag, origin, source), False
         )
 
     async def recall(self, ref: InputRef) -> list[Finding]:
         digest = await self.digest(ref)
         if digest is None:
             return []
-        return await self._use(lambda connection: findings.of(connection, digest), [])
+        return await self._use(lambda connection: findings.of(connection, digest, ref.kind), [])
 
     # -- the sub-call cache ------------------------------------------------------------------------------
 
@@ -228,7 +254,8 @@ class Memory:
         self, session: str, trace: Path, inputs: dict[str, InputRef], complete: Complete, min_cells: int
     ) -> DistillReport:
         events = await anyio.to_thread.run_sync(_read_events, trace)
-        through = await self._use(lambda connection: _distilled_through(connection, session), 0)
+        tag = session_tag(session)
+        through = await self._use(lambda connection: _distilled_through(connection, tag), 0)
         text, last, cells = work_log(events, through)
         if cells < max(1, min_cells):
             return DistillReport(skipped=f"{cells} cells ran since the last distillation, fewer than {min_cells}")
@@ -243,18 +270,22 @@ class Memory:
 
         def apply(connection: sqlite3.Connection) -> None:
             for behavior, cell_numbers in proposals.behaviors:
-                outcome, stored = handbook.add(connection, behavior, session, cell_numbers)
+                outcome, stored = handbook.add(connection, behavior, tag, cell_numbers)
                 (report.added if outcome == "added" else report.merged).append(stored.name)
             for name, finding in proposals.findings:
                 if name in digests:
                     ref = inputs[name]
                     source = str(ref.path or ref.base or "inline text")
-                    filed = findings.add(connection, digests[name], ref, finding, session, "distilled", source)
-                    report.findings += filed
-            handbook.judge(connection, session, proposals.verdict == "good")
+                    try:
+                        report.findings += findings.add(
+                            connection, digests[name], ref, finding, tag, "distilled", source
+                        )
+                    except findings.FindingsFull:
+                        report.dropped += 1
+            handbook.judge(connection, tag, proposals.verdict == "good")
             connection.execute(
                 "INSERT OR REPLACE INTO distilled (session, through_event, verdict, at) VALUES (?, ?, ?, ?)",
-                (session, last, proposals.verdict, time.time()),
+                (tag, last, proposals.verdict, time.time()),
             )
             connection.execute(
                 "DELETE FROM distilled WHERE session NOT IN (SELECT session FROM distilled ORDER BY at DESC LIMIT ?)",

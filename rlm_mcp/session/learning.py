@@ -9,6 +9,7 @@ context, never a digest or a path), and nothing that comes back from the memory 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,6 +23,7 @@ from rlm_mcp.llm.router import SessionLLM
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.memory.database import MemoryUnavailable
 from rlm_mcp.memory.distill import ANSWER_TOKENS
+from rlm_mcp.memory.findings import FindingsFull
 from rlm_mcp.memory.inputs import InputRef, describe, input_of
 from rlm_mcp.memory.service import DistillReport, Memory, behavior_line, finding_line
 from rlm_mcp.models import LoadResult
@@ -106,7 +108,7 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
             query, k = frame.get("query"), frame.get("k")
             if not isinstance(query, str) or not isinstance(k, int) or not 1 <= k <= 50:
                 return {"ok": False, "error": "behaviors(query, k): a str and an int from 1 to 50"}
-            found = await memory.behaviors(session.id, query[:10_000], k)
+            found = await memory.behaviors(session.id, query[:10_000], k, count=session.depth == 1)
             return {"ok": True, "lines": [behavior_line(behavior) for behavior in found]}
         if action == "distill":
             if session.settings.distill == "off":
@@ -116,6 +118,8 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
             report = await distill_session(session, client_session)
             return {"ok": True, "text": report.summary()}
         name, ref = await input_named(session, frame.get("about"))
+        if action == "remember" and session.depth > 1:  # its context is whatever text its parent chose
+            return {"ok": False, "error": "a child RLM cannot file findings; return what it found to its parent"}
         if action == "recall":
             return {"ok": True, "lines": [finding_line(finding) for finding in await memory.recall(ref)]}
         text = frame.get("text")
@@ -124,10 +128,11 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
         added = await memory.remember(session.id, ref, text[:4_000], session.contexts[name].source)
         said = "remembered" if added else "already remembered"
         return {"ok": True, "text": f"{said} about {name!r} (shown when this same content is loaded again)"}
-    except UserError as exc:
+    except (UserError, MemoryUnavailable, FindingsFull) as exc:
         return {"ok": False, "error": str(exc)}
-    except MemoryUnavailable as exc:
-        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # the worker waits for a reply: it must get one, whatever failed here
+        log.exception("session %s: a memory request failed", session.id)
+        return {"ok": False, "error": f"the memory failed ({type(exc).__name__}); see the server's log"}
 
 
 async def distill_session(session: Session, client_session: Any = None, min_cells: int = 1) -> DistillReport:
@@ -141,20 +146,24 @@ async def distill_session(session: Session, client_session: Any = None, min_cell
             inputs[name] = (await input_named(session, name))[1]
         except UserError:
             continue
-    return await distill_trace(memory, session.llm, session.tracer, session.id, inputs, client_session, min_cells)
+    trace = session.tracer.path
+    return await distill_trace(
+        memory, session.llm, trace, session.tracer, session.id, inputs, client_session, min_cells
+    )
 
 
 async def distill_trace(
     memory: Memory,
     llm: SessionLLM,
+    trace: Path,
     tracer: Tracer,
     session_id: str,
     inputs: dict[str, InputRef],
     client_session: Any = None,
     min_cells: int = 1,
 ) -> DistillReport:
-    """Distil a session's trace with two sub-calls of `llm` (the session's own: within its budget, in its
-    usage), traced into that same trace."""
+    """Distil the trace at `trace` with two sub-calls of `llm` (a session's own: within its budget, in its
+    usage), the calls recorded by `tracer` (the session's own, or another file's)."""
     spent = llm.budget.exhausted()
     if spent is not None:
         return DistillReport(skipped=f"the session's budget is spent: {spent}")
@@ -169,7 +178,7 @@ async def distill_trace(
 
     with tracer.event("distill", "distill") as event:
         try:
-            report = await memory.distill(session_id, tracer.path, inputs, complete, min_cells)
+            report = await memory.distill(session_id, trace, inputs, complete, min_cells)
         except SubCallError as exc:
             report = DistillReport(skipped=f"the sub-model failed: {exc}")
         event.set(outcome=report.verdict, added=report.added, merged=report.merged, findings=report.findings)
@@ -206,7 +215,7 @@ async def conditioned(session: Session, calls: list[dict[str, Any]]) -> list[dic
         return calls
     kinds = [ref.description for ref in session.inputs.values()]
     query = " ".join([*(call["prompt"][:500] for call in calls[:20]), *kinds])
-    block = await memory.conditioning(session.id, query)
+    block = await memory.conditioning(session.id, query, count=session.depth == 1)
     if block is None:
         return calls
     return [{**call, "system": block + (f"\n\n{call['system']}" if call.get("system") else "")} for call in calls]

@@ -11,7 +11,7 @@ import pytest
 from rlm_mcp.memory import distill, handbook
 from rlm_mcp.memory.distill import parse, work_log
 from rlm_mcp.memory.inputs import input_of
-from rlm_mcp.memory.service import Memory
+from rlm_mcp.memory.service import Memory, session_tag
 from rlm_mcp.trace import Tracer
 from testkit.distiller import ScriptedDistiller
 from tests.conftest import make_settings
@@ -129,6 +129,24 @@ async def test_distilling_twice_merges_and_credits_the_verdict_once(tmp_path: Pa
     assert report.merged == ["behavior_grep_first"] and report.added == []
     stored = memory.db.run(lambda c: handbook.get(c, "behavior_grep_first", with_sources=True))
     assert (stored.uses, stored.good_uses, stored.merged) == (1, 1, 1)
-    assert {source["session"] for source in stored.sources} == {"s1", "s2"}
+    assert {source["session"] for source in stored.sources} == {session_tag("s1"), session_tag("s2")}
     assert len(distiller.logs) == 2 and SECRET_LINE not in "".join(distiller.logs)
     memory.close()
+
+
+def test_a_cell_still_running_when_distilled_is_read_by_the_next_distillation(tmp_path: Path) -> None:
+    """distill() inside a cell: the cell's event is written when it ends, after the distillation read."""
+    path = tmp_path / "trace.jsonl"
+    tracer = scripted_trace(path, cells=1)
+    with tracer.event("tool", "run_code", arguments={}), tracer.event("cell", "cell 2", code="print(distill())"):
+        with tracer.event("sub_call", "m", prompt="inside the running cell"):
+            pass
+        _, mark, cells = work_log(events(path))
+        assert cells == 1  # cell 2 is not written yet
+    again, _, cells = work_log(events(path), after=mark)
+    assert cells == 1 and "print(distill())" in again
+
+
+def test_deeply_nested_json_is_dropped_not_raised() -> None:
+    assert parse("[" * 5_000 + "]" * 5_000, ["context"]) == ([], [], 0)
+    assert parse('{"behaviors": ' + "[" * 5_000 + "]" * 5_000 + "}", ["context"]) == ([], [], 0)

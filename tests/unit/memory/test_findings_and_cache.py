@@ -10,8 +10,10 @@ import pytest
 
 from rlm_mcp.memory import answers, findings, inputs
 from rlm_mcp.memory.answers import StoredAnswer
+from rlm_mcp.memory.database import MemoryUnavailable
+from rlm_mcp.memory.findings import FindingsFull
 from rlm_mcp.memory.inputs import InputRef, input_of
-from rlm_mcp.memory.service import Memory
+from rlm_mcp.memory.service import Memory, session_tag
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +40,7 @@ async def test_a_changed_file_is_a_new_input_and_gets_no_stale_facts(memory: Mem
     assert not await memory.remember("s1", file_input(log), "one  ERROR per\nline", str(log))  # the same line
     offered = await memory.for_load("s2", "context", str(log), file_input(log))
     assert [finding.text for finding in offered.findings] == ["one ERROR per line"]
-    assert offered.findings[0].session == "s1"
+    assert offered.findings[0].session == session_tag("s1")  # a one-way tag, never the resumable handle
 
     log.write_text("ERROR two\n" * 10)  # same size, other content
     assert (await memory.for_load("s3", "context", str(log), file_input(log))).findings == []
@@ -137,3 +139,40 @@ async def test_memory_off_reads_and_writes_nothing(tmp_path: Path) -> None:
     await memory.keep_answer("k", StoredAnswer("a", "m", 1, 1))
     assert (await memory.for_load("s", "context", "inline text", ref)).findings == []
     assert not (tmp_path / "workspace" / "memory.sqlite3").exists()
+
+
+async def test_a_file_changed_since_its_load_gets_no_findings_filed(memory: Memory, tmp_path: Path) -> None:
+    log = tmp_path / "data" / "app.log"
+    log.write_text("ERROR one\n" * 10)
+    loaded = file_input(log)
+    log.write_text("ERROR two\n" * 10)
+    with pytest.raises(MemoryUnavailable, match="changed since it was loaded; load it again first"):
+        await memory.remember("s1", loaded, "one ERROR per line", str(log))
+    assert await memory.remember("s1", file_input(log), "two ERRORs", str(log))
+
+
+async def test_a_text_with_a_files_bytes_does_not_share_its_findings(memory: Memory, tmp_path: Path) -> None:
+    log = tmp_path / "data" / "app.log"
+    log.write_text("ERROR one\n")
+    await memory.remember("s1", input_of({"kind": "text", "text": "ERROR one\n"}), "planted", "inline text")
+    assert await memory.recall(file_input(log)) == []
+
+
+async def test_one_session_cannot_push_the_others_findings_out(memory: Memory) -> None:
+    ref = input_of({"kind": "text", "text": "data"})
+    await memory.remember("other", ref, "the real fact", "inline text")
+    for index in range(findings.MAX_PER_SESSION):
+        await memory.remember("noisy", ref, f"junk {index}", "inline text")
+    with pytest.raises(FindingsFull, match="already filed 10 findings"):
+        await memory.remember("noisy", ref, "one more", "inline text")
+    assert "the real fact" in [f.text for f in await memory.recall(ref)]
+
+
+async def test_a_link_in_place_of_a_file_is_not_followed(memory: Memory, tmp_path: Path) -> None:
+    target = tmp_path / "secret.txt"
+    target.write_text("secret")
+    link = tmp_path / "data" / "link.txt"
+    link.symlink_to(target)
+    ref = InputRef("file", 6, path=link)
+    with pytest.raises(MemoryUnavailable, match="cannot read"):
+        await memory.remember("s1", ref, "x", str(link))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,10 +71,18 @@ def test_names_are_identifiers_and_texts_one_bounded_line(database: Database) ->
         proposed("\x1b[\n", "do it")
     with pytest.raises(HandbookError, match="instruction"):
         proposed("behavior_ok", "   \n ")
+    assert handbook.canonical_name("behavioral check") == "behavior_behavioral_check"
 
 
 def test_past_the_cap_the_least_proven_behaviors_go(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handbook, "MAX_BEHAVIORS", 3)
+    for name in ("behavior_one", "behavior_two", "behavior_three"):
+        add(database, name, f"{name} alpha")
+        shown = database.run(lambda c, n=name: [handbook.get(c, n)])
+        database.run(lambda c, s=shown: handbook.note_uses(c, "used", s))
+    assert add(database, "behavior_new", "fresh words") == "added"  # never the one evicted: all others were used
+    assert "behavior_new" in {b.name for b in database.run(handbook.all_behaviors)}
+    database.run(lambda c: c.execute("DELETE FROM behaviors"))
     add(database, "behavior_proven", "alpha beta gamma")
     proven = database.run(lambda c: handbook.search(c, "alpha", 1))
     database.run(lambda c: handbook.note_uses(c, "s", proven))
@@ -109,3 +118,19 @@ def test_the_database_file_is_private_and_a_planted_link_is_refused(tmp_path: Pa
     with pytest.raises((MemoryUnavailable, OSError)):
         Database(other).run(handbook.counts)
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_a_failed_transaction_is_rolled_back_and_the_next_call_works(database: Database) -> None:
+    from rlm_mcp.memory.database import MemoryUnavailable
+
+    with pytest.raises(MemoryUnavailable, match="failed"):
+        database.run(lambda c: c.execute("INSERT INTO nowhere VALUES (1)"))
+
+    def orphan(connection: sqlite3.Connection) -> None:  # fails at COMMIT, not before
+        connection.execute("PRAGMA defer_foreign_keys = ON")
+        connection.execute("INSERT INTO behavior_sources (behavior_id, session, at) VALUES (999, 's', 0)")
+
+    with pytest.raises(MemoryUnavailable, match="FOREIGN KEY"):
+        database.run(orphan)
+    assert add(database, "behavior_after", "still works") == "added"
+    assert database.run(lambda c: c.execute("SELECT COUNT(*) FROM behavior_sources").fetchone()[0]) == 1
