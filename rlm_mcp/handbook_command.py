@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -169,15 +168,11 @@ def _import(database: Database, file: Path) -> int:
 
 def _wipe(settings: Settings, database: Database, part: str) -> int:
     if part == "all":
-        database.close()
-        removed = 0
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                os.unlink(settings.workspace / (FILENAME + suffix))
-                removed += 1
-            except FileNotFoundError:
-                continue
-        print(f"wiped the memory ({settings.workspace / FILENAME})" if removed else "there was no memory to wipe")
+        if not (settings.workspace / FILENAME).exists():
+            print("there was no memory to wipe")
+            return 0
+        database.wipe()
+        print(f"wiped the memory ({settings.workspace / FILENAME}): every behavior, finding and cached answer")
         return 0
     table = {"behaviors": "behaviors", "findings": "findings", "cache": "answers"}[part]
     count = database.run(lambda c: c.execute(f"DELETE FROM {table}").rowcount)

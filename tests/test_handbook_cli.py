@@ -77,9 +77,14 @@ def test_wipe_one_part_or_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     seed(workspace)
     assert cli(workspace, "wipe", "behaviors") == 0
     assert "deleted 2 behaviors" in capsys.readouterr().out
+    seed(workspace)
+    open_elsewhere = Database(workspace)  # a server of the workspace, its connection open
+    assert open_elsewhere.run(handbook.counts) == 2
     assert cli(workspace, "wipe") == 0
-    assert not (workspace / "memory.sqlite3").exists()
-    assert cli(workspace, "wipe") == 0
+    assert "wiped the memory" in capsys.readouterr().out
+    assert open_elsewhere.run(handbook.counts) == 0  # emptied in place: it sees the wipe at once
+    open_elsewhere.close()
+    assert cli(tmp_path / "fresh", "wipe") == 0
     assert "there was no memory to wipe" in capsys.readouterr().out
 
 

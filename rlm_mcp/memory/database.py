@@ -179,6 +179,23 @@ class Database:
                     raise MemoryUnavailable(f"the memory database {self.path} failed: {exc}") from None
                 raise
 
+    def wipe(self) -> None:
+        """Empty every table and give the space back, in place: servers that have the file open see an empty
+        memory at once (removing the file would leave them their old copy)."""
+        tables = ("behavior_uses", "behavior_sources", "behaviors", "findings", "file_digests", "distilled", "answers")
+
+        def empty(connection: sqlite3.Connection) -> None:
+            for table in tables:
+                connection.execute(f"DELETE FROM {table}")  # names from the schema above, not from input
+
+        self.run(empty)
+        with self._lock:
+            assert self._connection is not None
+            try:
+                self._connection.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise MemoryUnavailable(f"the memory was emptied but not compacted: {exc}") from None
+
     async def call(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
         return await anyio.to_thread.run_sync(self.run, work)
 

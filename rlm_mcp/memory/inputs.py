@@ -110,16 +110,19 @@ def identity_of(path: Path) -> str | None:
         return None
 
 
-def cached_digests(connection: sqlite3.Connection, paths: list[Path]) -> dict[Path, str]:
-    """The digests known for files whose identity has not changed since they were hashed."""
-    known: dict[Path, str] = {}
+def recorded_digests(connection: sqlite3.Connection, paths: list[Path]) -> dict[Path, tuple[str, str]]:
+    """Path -> (identity, digest) as recorded when each file was last hashed."""
+    recorded = {}
     for path in paths:
         row = connection.execute("SELECT identity, digest FROM file_digests WHERE path = ?", (str(path),)).fetchone()
-        if row is None:
-            continue
-        if identity_of(path) == row[0]:
-            known[path] = row[1]
-    return known
+        if row is not None:
+            recorded[path] = (row[0], row[1])
+    return recorded
+
+
+def still_valid(recorded: dict[Path, tuple[str, str]]) -> dict[Path, str]:
+    """The recorded digests of files whose identity has not changed since (stat'ed outside any transaction)."""
+    return {path: digest for path, (ident, digest) in recorded.items() if identity_of(path) == ident}
 
 
 def keep_digests(connection: sqlite3.Connection, hashed: dict[Path, tuple[str, str]]) -> None:

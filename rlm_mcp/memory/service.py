@@ -28,12 +28,13 @@ from rlm_mcp.memory.findings import Finding
 from rlm_mcp.memory.handbook import Behavior
 from rlm_mcp.memory.inputs import (
     InputRef,
-    cached_digests,
     combine,
     hash_file,
     identity_of,
     keep_digests,
     paths_of,
+    recorded_digests,
+    still_valid,
 )
 from rlm_mcp.units import MiB
 
@@ -121,7 +122,7 @@ class Memory:
     def _digest(self, ref: InputRef) -> str:
         """Blocking: the input's content digest, hashing only files changed since they were last hashed."""
         paths = paths_of(ref)
-        known = self.db.run(lambda connection: cached_digests(connection, paths)) if paths else {}
+        known = still_valid(self.db.run(lambda connection: recorded_digests(connection, paths))) if paths else {}
         hashed: dict[Path, tuple[str, str]] = {}
         for path in paths:
             if path not in known:
