@@ -376,8 +376,10 @@ def test_search_ranks_the_chunk_with_the_rare_words_first(mapped: Callable[[str]
     text, at = haystack(11, 2_000_000)
     results = h.search("what is the secret passphrase quokka", text, k=5)
     best = results[0]
-    assert best["start"] <= at < best["start"] + 2000 or best["start"] <= at + 40 < best["start"] + 2000
-    assert "quokka" in best["text"] and best["text"] == text[best["start"] : best["start"] + 2000]
+    end = best["start"] + len(best["text"])  # 2,000 bytes of UTF-8: fewer characters, in this accented text
+    assert best["start"] <= at < end or best["start"] <= at + 40 < end
+    assert "quokka" in best["text"] and best["text"] == text[best["start"] : end]
+    assert len(best["text"].encode()) <= 2000 < len(best["text"].encode()) + 4
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     assert all(isinstance(r["score"], float) and round(r["score"], 3) == r["score"] for r in results)
     assert h.search("what is the secret passphrase quokka", mapped(text), k=5) == results
@@ -395,16 +397,18 @@ def test_search_on_a_dict_names_the_file_and_offsets_within_it(mapped: Callable[
 
 
 def test_search_scores_follow_bm25_and_reuse_the_index() -> None:
-    docs = ["apple banana", "apple apple cherry", "durian"]  # chunk_size 20: one chunk each
-    text = "".join(doc.ljust(20) for doc in docs)
+    docs = ["apple banana".ljust(20), "apple apple cherry".ljust(20), "durian".ljust(20), "apple"]
+    text = "".join(docs)  # chunk_size 20: one chunk each, the last one 5 characters long
     results = h.search("apple", text, chunk_size=20)
-    average = (2 + 3 + 1) / 3  # words per chunk
-    idf = math.log((3 - 2 + 0.5) / (2 + 0.5) + 1)
+    average = len(text) / 4  # characters per chunk: a chunk's length is its size
+    idf = math.log((4 - 3 + 0.5) / (3 + 0.5) + 1)
 
     def bm25(tf: int, length: int) -> float:
         return idf * tf * 2.5 / (tf + 1.5 * (1 - 0.75 + 0.75 * length / average))
 
-    assert [(r["start"], r["score"]) for r in results] == [(20, round(bm25(2, 3), 3)), (0, round(bm25(1, 2), 3))]
+    # The short chunk's one hit outweighs two in a long one: BM25's length normalization (b = 0.75).
+    expected = [(60, round(bm25(1, 5), 3)), (20, round(bm25(2, 20), 3)), (0, round(bm25(1, 20), 3))]
+    assert [(r["start"], r["score"]) for r in results] == expected
     index = h._SEARCH_CACHE[(id(text), 20)]
     h.search("banana", text, chunk_size=20)
     assert h._SEARCH_CACHE[(id(text), 20)] is index  # same input: no rebuild
@@ -446,3 +450,58 @@ def test_rlm_help_is_short_and_names_everything(capsys: pytest.CaptureFixture[st
         first_line = (function.__doc__ or "").strip().splitlines()[0]
         assert first_line in shown  # built from the docstrings: it cannot drift
     assert set(h.HELPERS) == {"peek", "grep", "chunk", "split", "search", "count_tokens", "rlm_help"}
+
+
+def _reference_search(query: str, text: str, k: int, size: int) -> list[tuple[int, float]]:
+    """BM25 over chunks of `size` bytes computed the slow, obvious way, for checking the scanner."""
+    data = text.encode().translate(h._SEARCH_BYTES)
+    chunks = -(-len(data) // size)
+    frequencies: dict[bytes, dict[int, int]] = {}
+    for word in re.finditer(rb"[^ ]+", data):
+        start, end = word.span()
+        if start // size == (end - 1) // size:
+            counts = frequencies.setdefault(word.group(), {})
+            counts[start // size] = counts.get(start // size, 0) + 1
+    average = len(data) / chunks
+    scores: dict[int, float] = {}
+    for term in {t.encode() for t in re.findall(r"\w+", query.lower())}:
+        found = frequencies.get(term, {})
+        idf = math.log((chunks - len(found) + 0.5) / (len(found) + 0.5) + 1)
+        for chunk, tf in found.items():
+            length = min(size, len(data) - chunk * size)
+            norm = 1.5 * (1 - 0.75 + 0.75 * length / average)
+            scores[chunk] = scores.get(chunk, 0.0) + idf * tf * 2.5 / (tf + norm)
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [(chunk * size, round(score, 3)) for chunk, score in best]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_agrees_with_plain_bm25_on_any_text(
+    seed: int, mapped: Callable[[str], MappedText], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random ASCII texts with a small vocabulary (so a word is in nearly every chunk, and the scanner
+    counts chunk by chunk) and rare words, adjacent repeats, mixed case and punctuation, windows of a few
+    chunks (so words meet the windows' edges): the same ranking as the obvious computation."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(h, "SCAN_WINDOW_BYTES", 96)
+    words = ["ok", "OK", "ok ok", "error", "Error!", "db", "retry_backoff", "x1", "rare", "(ok)", "ok-ok"]
+    text = " ".join(rng.choice(words) for _ in range(rng.randint(200, 600))) + rng.choice(["", " ", "\n"])
+    for size in (16, 32, 50):
+        for query in ("ok", "error rare", "retry_backoff db", "OK x1 missing"):
+            h._SEARCH_CACHE.clear()
+            expected = _reference_search(query, text, 8, size)
+            got = [(r["start"], r["score"]) for r in h.search(query, text, k=8, chunk_size=size)]
+            assert got == expected, (query, size)
+            assert [(r["start"], r["score"]) for r in h.search(query, mapped(text), k=8, chunk_size=size)] == expected
+
+
+def test_search_of_words_seen_before_scans_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "alpha beta gamma " * 1000
+    h.search("alpha beta", text)
+    scanned: list[list[bytes]] = []
+    scanner = h._SEARCH_CACHE[(id(text), 2000)]
+    real = scanner._scan
+    monkeypatch.setattr(scanner, "_scan", lambda words: scanned.append(words) or real(words))
+    h.search("beta alpha", text)
+    h.search("gamma alpha", text)
+    assert scanned == [[b"gamma"]]  # only the new word

@@ -18,12 +18,14 @@ A line ends at "\\n"; a line's text drops that "\\n" and one "\\r" before it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import inspect
 import itertools
 import math
 import re
 import sys
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -446,54 +448,141 @@ def _split_text(regex: re.Pattern[Any], buffer: _Buffer) -> list[str]:
 # -- search -------------------------------------------------------------------------------------------
 
 WORD = re.compile(r"\w+")
-ASCII_NON_WORD = bytes(b if chr(b).isascii() and (chr(b).isalnum() or b == 0x5F) else 0x20 for b in range(256))
+# Bytes as search sees them: ASCII letters lowered, ASCII digits, "_" and every non-ASCII byte kept (so a
+# UTF-8 word stays whole), everything else a space; then a whole word `w` is exactly b" w " in the result.
+_SEARCH_BYTES = bytes(
+    (b + 32 if 65 <= b <= 90 else b) if chr(b).isalnum() or b == 0x5F or b >= 0x80 else 0x20 for b in range(256)
+)
+SCAN_WINDOW_BYTES = 4 * MiB  # translated a window at a time: small enough to stay in the CPU's cache for each word
+KEEP_TRANSLATED_BYTES = 64 * MiB  # inputs up to this size keep their translated bytes for later queries
+MAX_CACHED_TERMS = 256
 
 
-class _Index:
-    """BM25 statistics of the chunks of one input. Term postings are found on first use and kept."""
+class _Scanner:
+    """BM25 over the chunks of one input, found by scanning rather than by an index.
+
+    A query's new words are looked for in one pass over the text's bytes, a window at a time (translated
+    once per window, then searched for every word at memchr speed); what each word was found in is kept,
+    so later queries with the same words cost nothing. Chunks are `chunk_size` bytes of UTF-8 (characters,
+    for ASCII text), per file for a dict; a chunk's length, for BM25's normalization, is its size.
+    """
 
     def __init__(self, x: Source, chunk_size: int) -> None:
         self.source = x  # keeps id(x) from being reused while the entry lives
         self.fingerprint = _fingerprint(x)
         self.chunk_size = chunk_size
         self.files = _files(x, "search")
-        self.lowered: list[str] = []
-        self.owner: list[int] = []  # the file each chunk comes from
+        self.sizes = [_byte_size(text) for _, text in self.files]
         self.first: list[int] = []  # the index of each file's first chunk
-        lengths: list[int] = []
-        for number, (_, text) in enumerate(self.files):
-            self.first.append(len(self.lowered))
-            for piece in _char_chunks(text, chunk_size, 0, soft=False):
-                lowered = piece.lower()
-                self.lowered.append(lowered)
-                self.owner.append(number)
-                lengths.append(_count_words(lowered))
-        average = sum(lengths) / len(lengths) if lengths else 0.0
-        self.norms = [K1 * (1 - B + B * length / average) if average else K1 for length in lengths]
-        self.postings: dict[str, list[tuple[int, int]]] = {}
+        self.short: dict[int, int] = {}  # chunk -> its size, for each file's last chunk if it is shorter
+        total = 0
+        for size in self.sizes:
+            self.first.append(total)
+            total += -(-size // chunk_size)
+            if size % chunk_size:
+                self.short[total - 1] = size % chunk_size
+        self.chunks = total
+        self.average = sum(self.sizes) / total if total else 0.0
+        self.translated: list[bytes] | None = None
+        if sum(self.sizes) <= KEEP_TRANSLATED_BYTES and not any(isinstance(t, MappedText) for _, t in self.files):
+            self.translated = [_utf8(text).translate(_SEARCH_BYTES) for _, text in self.files]
+        self.postings: dict[bytes, tuple[array[int], array[int]]] = {}  # word -> (chunks, frequencies)
 
-    def postings_of(self, term: str) -> list[tuple[int, int]]:
-        """(chunk, term frequency) for every chunk holding `term` as a whole word."""
-        found = self.postings.get(term)
-        if found is None:
-            escaped = re.escape(term)
-            regex = re.compile(rf"{escaped}(?<!\w{escaped})(?!\w)")  # starts with the literal: a fast scan
-            found = []
-            for number, lowered in enumerate(self.lowered):
-                if term in lowered:
-                    frequency = len(regex.findall(lowered))
-                    if frequency:
-                        found.append((number, frequency))
-            if len(self.postings) >= 1024:
+    def postings_of(self, words: list[bytes]) -> list[tuple[array[int], array[int]]]:
+        missing = [word for word in words if word not in self.postings]
+        if missing:
+            if len(self.postings) + len(missing) > MAX_CACHED_TERMS:
                 self.postings.clear()
-            self.postings[term] = found
+            self.postings.update(self._scan(missing))
+        return [self.postings[word] for word in words]
+
+    def _scan(self, words: list[bytes]) -> dict[bytes, tuple[array[int], array[int]]]:
+        found = {word: (array("I"), array("I")) for word in words}
+        size = self.chunk_size
+        window = max(size, SCAN_WINDOW_BYTES // size * size)  # whole chunks: none straddles two windows
+        for number, (_, text) in enumerate(self.files):
+            first, length = self.first[number], self.sizes[number]
+            data: Any = None
+            if self.translated is not None:
+                translated = self.translated[number]
+            else:
+                data = text.buffer if isinstance(text, MappedText) else _utf8(text)
+            for start in range(0, length, window):
+                end = min(start + window, length)
+                if self.translated is not None:
+                    view = b" " + translated[start : end + 1] if start == 0 else translated[start - 1 : end + 1]
+                else:  # one byte either side, for the boundary of a word at the window's edge
+                    raw = data[start - 1 if start else 0 : end + 1]
+                    view = ((b"" if start else b" ") + raw).translate(_SEARCH_BYTES)
+                if end == length:
+                    view += b" "
+                for word in words:
+                    _count_in(view, word, start, end, first, size, found[word])
         return found
 
+    def chunk_span(self, chunk: int) -> tuple[int, int, int]:
+        """(file, first byte, end byte) of a chunk."""
+        file = bisect.bisect_right(self.first, chunk) - 1
+        while self.sizes[file] == 0 or chunk - self.first[file] >= -(-self.sizes[file] // self.chunk_size):
+            file += 1  # files of no bytes have no chunks
+        begin = (chunk - self.first[file]) * self.chunk_size
+        return file, begin, min(begin + self.chunk_size, self.sizes[file])
 
-def _count_words(lowered: str) -> int:
-    if lowered.isascii():  # \w on ASCII is [a-z0-9_]: a byte table is 4x faster than the regex
-        return len(lowered.encode("ascii").translate(ASCII_NON_WORD).split())
-    return len(WORD.findall(lowered))
+
+def _count_in(
+    view: bytes, word: bytes, start: int, end: int, first: int, size: int, into: tuple[array[int], array[int]]
+) -> None:
+    """Add the chunks of bytes [start, end) that hold `word` (as a whole word, not cut by a chunk's edge),
+    with how often, to `into`. `view` is those bytes translated, with the byte before and after them.
+
+    Few hits are found one by one; a word in nearly every chunk is counted chunk by chunk instead, so
+    either way the work is bounded by the window's number of chunks."""
+    pattern = b" " + word + b" "
+    chunks, frequencies = into
+    budget = -(-(end - start) // size)
+    hits: list[int] = []
+    at = view.find(pattern)
+    while at >= 0 and len(hits) <= budget:
+        hits.append(at)
+        at = view.find(pattern, at + len(pattern) - 1)
+    if at < 0:
+        last = -1
+        for hit in hits:
+            begin = start + hit  # the word's first byte
+            chunk = begin // size
+            if chunk != (begin + len(word) - 1) // size:
+                continue  # cut by the chunk's edge
+            if chunk == last:
+                frequencies[-1] += 1
+            else:
+                chunks.append(first + chunk)
+                frequencies.append(1)
+                last = chunk
+        return
+    # bytes.count skips a hit whose leading space ended the one before ("ok ok"). In a run of k repeats
+    # it finds ceil(k/2) of " w " and floor(k/2) of " w w " for k < 4; a chunk with a longer run (" w w w "
+    # in it) is counted exactly, with a lookahead regex.
+    count, twice, thrice = view.count, pattern + word + b" ", pattern + word + b" " + word + b" "
+    finder = re.compile(re.escape(b" " + word) + b"(?= )")
+    for chunk_start in range(start, end, size):
+        low, high = chunk_start - start, min(chunk_start + size, end) - start + 2
+        hits = count(pattern, low, high)
+        if hits:
+            repeats = count(twice, low, high)
+            if repeats and count(thrice, low, high):
+                hits, repeats = len(finder.findall(view, low, high)), 0
+            chunks.append(first + chunk_start // size)
+            frequencies.append(hits + repeats)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _byte_size(text: Text) -> int:
+    if isinstance(text, MappedText):
+        return text.nbytes
+    return len(text) if text.isascii() else len(_utf8(text))
 
 
 def _fingerprint(x: Source) -> tuple[Any, ...]:
@@ -502,28 +591,29 @@ def _fingerprint(x: Source) -> tuple[Any, ...]:
     return (len(x),)
 
 
-_SEARCH_CACHE: dict[tuple[int, int], _Index] = {}
+_SEARCH_CACHE: dict[tuple[int, int], _Scanner] = {}
 
 
-def _index(x: Source, chunk_size: int) -> _Index:
+def _scanner(x: Source, chunk_size: int) -> _Scanner:
     key = (id(x), chunk_size)
     cached = _SEARCH_CACHE.get(key)
     if cached is not None and cached.source is x and cached.fingerprint == _fingerprint(x):
         return cached
-    index = _Index(x, chunk_size)
+    scanner = _Scanner(x, chunk_size)
     _SEARCH_CACHE.pop(key, None)
     while len(_SEARCH_CACHE) >= SEARCH_CACHE_SIZE:
         del _SEARCH_CACHE[next(iter(_SEARCH_CACHE))]
-    _SEARCH_CACHE[key] = index
-    return index
+    _SEARCH_CACHE[key] = scanner
+    return scanner
 
 
 def search(query: str, x: Source, k: int = 10, chunk_size: int = 2000) -> list[dict[str, Any]]:
     """BM25-ranked chunks for the query's words: [{"score", "start", "text"}] (+ "file"), best first.
 
-    x is cut into chunks of chunk_size characters (per file for a dict); words are lowercase \\w+ runs.
-    Only chunks holding a query word are returned. The index of the last 2 inputs is kept, so further
-    queries on the same x are fast; it takes about as much memory as the text.
+    x is cut into chunks of chunk_size characters (bytes of UTF-8 where the text is not ASCII; per file for
+    a dict); a word is a run of letters, digits and _, matched without regard to ASCII case. Only chunks
+    holding a query word are returned. No index is built: each new word costs one scan (about 0.5 s a GB),
+    and the words already looked for in the last 2 inputs are remembered.
     """
     if not isinstance(query, str):
         raise TypeError(f"search: the query comes first and must be a str, not {type(query).__name__}")
@@ -531,28 +621,39 @@ def search(query: str, x: Source, k: int = 10, chunk_size: int = 2000) -> list[d
         raise ValueError(f"search: k is how many chunks to return and must be at least 1 (got {k})")
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"search: chunk_size must be a whole number of characters above 0 (got {chunk_size!r})")
-    terms = sorted(set(WORD.findall(query.lower())))
-    if not terms:
+    words = sorted({_utf8(term).translate(_SEARCH_BYTES) for term in WORD.findall(query.lower())})
+    if not words:
         raise ValueError(f"search: the query has no words to look for (got {query!r}); pass e.g. 'error timeout'")
-    index = _index(x, chunk_size)
-    total = len(index.lowered)
+    scanner = _scanner(x, chunk_size)
+    total = scanner.chunks
     scores: dict[int, float] = {}
-    for term in terms:
-        postings = index.postings_of(term)
-        idf = math.log((total - len(postings) + 0.5) / (len(postings) + 0.5) + 1)
-        for number, frequency in postings:
-            gain = idf * frequency * (K1 + 1) / (frequency + index.norms[number])
-            scores[number] = scores.get(number, 0.0) + gain
+    for chunks, frequencies in scanner.postings_of(words):
+        idf = math.log((total - len(chunks) + 0.5) / (len(chunks) + 0.5) + 1)
+        short, average = scanner.short, scanner.average
+        for chunk, frequency in zip(chunks, frequencies, strict=True):
+            norm = K1 * (1 - B + B * short.get(chunk, chunk_size) / average)
+            scores[chunk] = scores.get(chunk, 0.0) + idf * frequency * (K1 + 1) / (frequency + norm)
     best = heapq.nlargest(k, scores.items(), key=lambda item: (item[1], -item[0]))
     results = []
-    for number, score in best:
-        file = index.owner[number]
-        name, text = index.files[file]
-        start = (number - index.first[file]) * chunk_size
+    for chunk, score in best:
+        file, begin, end = scanner.chunk_span(chunk)
+        name, text = scanner.files[file]
+        first, last = _char_span(text, begin, end)
         result: dict[str, Any] = {} if name is None else {"file": name}
-        result.update(score=round(score, 3), start=start, text=text[start : start + chunk_size])
+        result.update(score=round(score, 3), start=first, text=text[first:last])
         results.append(result)
     return results
+
+
+def _char_span(text: Text, begin: int, end: int) -> tuple[int, int]:
+    """Byte offsets of a chunk as character positions of the text."""
+    if isinstance(text, MappedText):
+        return text.char_offset(begin), text.char_offset(end)
+    if text.isascii():
+        return begin, end
+    data = _utf8(text)
+    first = count_chars(data[:begin])
+    return first, first + count_chars(data[begin:end])
 
 
 # -- count_tokens and the reference --------------------------------------------------------------------
