@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import pytest
 
 import rlm_mcp.worker.helpers as h
 import rlm_mcp.worker.mapped as m
-from rlm_mcp.worker.mapped import MappedText
+from rlm_mcp.worker.mapped import MappedChunks, MappedText
 
 SAMPLE = (
     "Intro line with café\n"
@@ -237,7 +238,29 @@ def test_chunk_by_chars_keeps_its_invariants(
         assert left[size - overlap :] == right[:overlap]
     if overlap == 0:
         assert "".join(chunks) == text
-    assert h.chunk(mapped(text), size, overlap) == chunks
+    lazy = h.chunk(mapped(text), size, overlap)
+    assert isinstance(lazy, MappedChunks) and len(lazy) == len(chunks) and lazy == chunks
+    assert list(lazy) == chunks and lazy[-1] == chunks[-1] and lazy[1:3] == chunks[1:3]
+    assert lazy + ["more"] == [*chunks, "more"] and ["first"] + lazy == ["first", *chunks]
+
+
+def test_chunks_of_a_mapped_text_decode_each_piece_only_when_read(
+    mapped: Callable[[str], MappedText], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = mapped("café au lait\n" * 10_000)
+    decoded: list[tuple[int, int]] = []
+    real = MappedText._decode
+    monkeypatch.setattr(MappedText, "_decode", lambda self, a, b: decoded.append((a, b)) or real(self, a, b))
+    chunks = h.chunk(text, 1_000)
+    assert len(chunks) == 130 and decoded == []  # nothing decoded yet
+    piece = ("café au lait\n" * 10_000)[5_000:6_000]
+    assert chunks[5] == piece
+    assert len(decoded) == 1 and decoded[0][1] - decoded[0][0] == len(piece.encode())  # that piece only
+    assert "MappedChunks" not in repr(chunks) and "130 chunks of 1,000 characters" in repr(chunks)
+    restored = pickle.loads(pickle.dumps(chunks))  # snapshots keep the path and the windows
+    assert restored == chunks and restored[129] == chunks[129]
+    with pytest.raises(IndexError):
+        chunks[130]
 
 
 def test_chunk_by_lines_groups_lines_with_their_endings(

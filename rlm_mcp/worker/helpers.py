@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from rlm_mcp.units import CHARS_PER_TOKEN, MiB
-from rlm_mcp.worker.mapped import MappedText, bytes_pattern, count_chars
+from rlm_mcp.worker.mapped import MappedChunks, MappedText, bytes_pattern, count_chars
 
 Text = str | MappedText
 Source = str | MappedText | Mapping[str, str | MappedText]
@@ -309,7 +309,7 @@ def _lines_after(buffer: _Buffer, end: int, count: int) -> list[str]:
 # -- chunk --------------------------------------------------------------------------------------------
 
 
-def chunk(x: Source, size: int, overlap: int = 0, by: str = "chars") -> list[str]:
+def chunk(x: Source, size: int, overlap: int = 0, by: str = "chars") -> list[str] | MappedChunks:
     """Cut into pieces of `size` chars, lines or tokens (~4 chars); neighbours share `overlap` units.
 
     by="chars": windows of size characters, each starting size - overlap after the last.
@@ -317,9 +317,12 @@ def chunk(x: Source, size: int, overlap: int = 0, by: str = "chars") -> list[str
     by="tokens": up to size * 4 characters, cut after the last newline (else space or tab) in the window's
     final tenth when there is one; overlap * 4 characters repeat.
     With overlap=0, "".join(chunks) == x. A dict gives one list: each file's chunks, each chunk prefixed
-    with "### name\\n" (the header is not counted in size).
+    with "### name\\n" (the header is not counted in size). A MappedText cut by="chars" gives MappedChunks:
+    the same pieces, each decoded when read.
     """
     _check_chunking(size, overlap, by, "chunk", "size")
+    if isinstance(x, MappedText) and by == "chars":
+        return MappedChunks(x, size, size - overlap)
     chunks: list[str] = []
     for name, text in _files(x, "chunk"):
         pieces = _chunks(text, size, overlap, by)

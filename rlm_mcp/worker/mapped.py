@@ -20,7 +20,7 @@ import mmap
 import os
 import re
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rlm_mcp.units import MiB
@@ -236,3 +236,66 @@ def bytes_pattern(pattern: str | re.Pattern[Any], flags: int = 0) -> re.Pattern[
         flags |= pattern.flags & ~re.UNICODE
         pattern = pattern.pattern
     return re.compile(pattern.encode("utf-8"), flags & ~re.UNICODE)
+
+
+class MappedChunks(Sequence[str]):
+    """The pieces chunk() cuts a MappedText into, each decoded when it is read.
+
+    Why: decoding a gigabyte into a list of str takes seconds and holds the whole text in memory (up to
+    4 bytes a character); the model's code usually reads each piece once, into a prompt. A piece is a
+    `str` as soon as it is taken (by index, or iterating); `list(chunks)` decodes them all. Pieces are
+    windows of `width` characters starting every `step`, the last one ending with the text, exactly as
+    chunk() cuts a `str`; snapshots keep the file's path and the windows, not the text.
+    """
+
+    def __init__(self, text: MappedText, width: int, step: int) -> None:
+        self.text, self.width, self.step = text, width, step
+        length = len(text)
+        self._count = 0 if length == 0 else 1 + max(0, -(-(length - width) // step))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _piece(self, index: int) -> str:
+        start = index * self.step
+        return self.text[start : start + self.width] if index < self._count - 1 else self.text[start:]
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, slice):
+            return [self._piece(index) for index in range(*key.indices(self._count))]
+        index = key + self._count if key < 0 else key
+        if not 0 <= index < self._count:
+            raise IndexError("chunk index out of range")
+        return self._piece(index)
+
+    def __iter__(self) -> Iterator[str]:
+        for index in range(self._count):
+            yield self._piece(index)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MappedChunks):
+            return (other.text.path, other.width, other.step) == (self.text.path, self.width, self.step)
+        if not isinstance(other, list) or len(other) != self._count:
+            return False
+        return all(mine == theirs for mine, theirs in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # compares by content, like the list it stands for
+
+    def __add__(self, other: Any) -> list[Any]:
+        return [*self, *other]
+
+    def __radd__(self, other: Any) -> list[Any]:
+        return [*other, *self]
+
+    def __repr__(self) -> str:
+        return (
+            f"<{self._count:,} chunks of {self.width:,} characters of {self.text.path!r}, each decoded when read "
+            "(a str then; list(chunks) decodes them all)>"
+        )
+
+    def __reduce__(self) -> Any:
+        return (_remapped_chunks, (self.text.path, self.width, self.step))
+
+
+def _remapped_chunks(path: str, width: int, step: int) -> MappedChunks:
+    return MappedChunks(MappedText(path), width, step)
