@@ -212,3 +212,31 @@ async def test_the_helpers_find_a_needle_in_a_mapped_corpus_through_mcp(client: 
     assert await value_of(client, "sum(map(len, chunk(context, 1_000_000))) == len(context)") == "True"
     assert await value_of(client, "count_tokens(context) == -(-len(context) // 4)") == "True"
     assert "grep(pattern, x" in text_of(await run(client, "rlm_help()"))
+
+
+def test_character_positions_convert_exactly_in_valid_and_broken_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte offset of each character: the fast path (decode the block) and the bisection for broken UTF-8
+    agree with counting lead bytes one by one."""
+    import random
+
+    import rlm_mcp.worker.mapped as mapped_module
+
+    monkeypatch.setattr(mapped_module, "BLOCK", 64)
+    rng = random.Random(5)
+    for trial in range(60):
+        parts = []
+        for _ in range(rng.randint(1, 200)):
+            parts.append(rng.choice(["a", "é", "漢", "😀", "\n"]).encode())
+            if rng.random() < 0.05:
+                parts.append(bytes([rng.choice([0x80, 0xBF, 0xC3, 0xFF, 0xE6])]))  # stray or cut sequences
+        data = b"".join(parts)
+        path = tmp_path / f"t{trial}.txt"
+        path.write_bytes(data)
+        text = mapped_module.MappedText(path)
+        leads = [offset for offset, value in enumerate(data) if not 0x80 <= value < 0xC0]
+        for char in range(len(text) + 2):
+            expected = 0 if char <= 0 else (leads[char] if char < len(leads) else len(data))
+            assert text._byte_of(char) == expected, (trial, char)
+        text.close()

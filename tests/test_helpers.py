@@ -241,7 +241,7 @@ def test_chunk_by_chars_keeps_its_invariants(
     lazy = h.chunk(mapped(text), size, overlap)
     assert isinstance(lazy, MappedChunks) and len(lazy) == len(chunks) and lazy == chunks
     assert list(lazy) == chunks and lazy[-1] == chunks[-1] and lazy[1:3] == chunks[1:3]
-    assert lazy + ["more"] == [*chunks, "more"] and ["first"] + lazy == ["first", *chunks]
+    assert lazy + ["more"] == [*chunks, "more"] and ["first"] + lazy == ["first", *chunks]  # noqa: RUF005 (+ is tested)
 
 
 def test_chunks_of_a_mapped_text_decode_each_piece_only_when_read(

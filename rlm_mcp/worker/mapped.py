@@ -16,6 +16,7 @@ character, so positions after it drift by one from `str(text)`.
 from __future__ import annotations
 
 import bisect
+import codecs
 import mmap
 import os
 import re
@@ -86,13 +87,23 @@ class MappedText:
         if self._ascii[block]:
             return start + wanted
         data = self._bytes(start, min(start + BLOCK, self.nbytes))
-        seen = 0
-        for offset, value in enumerate(data):
-            if not 0x80 <= value < 0xC0:
-                if seen == wanted:
-                    return start + offset
-                seen += 1
-        return min(start + BLOCK, self.nbytes)  # pragma: no cover - the block index guarantees a hit
+        lead = 0  # continuation bytes of the character the block before began
+        while lead < min(len(data), 3) and 0x80 <= data[lead] < 0xC0:
+            lead += 1
+        try:  # valid UTF-8, the usual case: decoding the block and encoding the prefix are both in C
+            text = codecs.getincrementaldecoder("utf-8")().decode(data[lead:], final=False)
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and wanted < len(text):
+            return start + lead + len(text[:wanted].encode("utf-8"))
+        low, high = 0, len(data)  # else: the first prefix holding wanted + 1 character starts, by bisection
+        while low < high:
+            middle = (low + high) // 2
+            if count_chars(data[:middle]) >= wanted + 1:
+                high = middle
+            else:
+                low = middle + 1
+        return start + low - 1 if low else start
 
     def _span(self, start: int | None, end: int | None) -> tuple[int, int]:
         """Character bounds as str.find takes them (None, negatives, out of range) -> byte bounds."""
