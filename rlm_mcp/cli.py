@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["metavar"] = extra["metavar"]
         annotation = info.annotation
         if typing.get_origin(annotation) is tuple:
-            kwargs.update(action="append", type=Path)
+            kwargs.update(action="append", type=typing.get_args(annotation)[0])
         elif typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
         elif annotation is bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,13 @@ class Settings(BaseModel):
         description="Directory that load_context may read from; repeat for several. Default: the working directory.",
         json_schema_extra={"flag": "--root", "metavar": "DIR"},
     )
+    allow_url: tuple[str, ...] = Field(
+        default=(),
+        description="URL prefix load_context may fetch from (s3://, gs://, az://, https://, hf://; e.g. "
+        "s3://team-logs/); repeat for several. Default: none, URLs are refused.",
+        json_schema_extra={"flag": "--allow-url", "metavar": "PREFIX"},
+    )
+    fetch_max_mb: int = Field(default=4_096, ge=1, description="Most MiB one load_context of a URL fetches.")
     workspace: Path = Field(
         default_factory=default_workspace,
         description="Directory for per-session state (captured output, scratch files).",
@@ -243,6 +251,23 @@ class Settings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"not valid JSON ({exc})") from None
         return value
+
+    @field_validator("allow_url", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a URL holds ":", so not os.pathsep: whitespace or commas
+            return tuple(part for part in re.split(r"[\s,]+", value) if part)
+        return value
+
+    @field_validator("allow_url")
+    @classmethod
+    def _check_urls(cls, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+        from rlm_mcp.contexts.remote import SCHEMES, scheme_of
+
+        for prefix in prefixes:
+            if scheme_of(prefix) is None:
+                raise ValueError(f"{prefix!r} is not a URL prefix of a known scheme ({', '.join(SCHEMES)})")
+        return prefixes
 
     @field_validator("roots", mode="before")
     @classmethod

@@ -29,15 +29,16 @@ def session_worker_host(settings: Settings, session_dir: Path) -> WorkerHost:
 
     The session's directory is the server's: its record, trace, the worker's log and captured output. The
     worker may write only `scratch/` inside it (its working directory, HOME, TMPDIR and its snapshots), and
-    the server opens nothing by name there. The one recipe for sessions, `rlm-mcp doctor` and the
-    benchmarks, so all three run the same worker.
+    the server opens nothing by name there. It may read `fetched/`, where the server puts what it fetched
+    for the session's URL loads. The one recipe for sessions, `rlm-mcp doctor` and the benchmarks, so all
+    three run the same worker.
     """
     scratch = session_dir / "scratch"
     return WorkerHost(
         private_dir=session_dir,
         scratch_dir=scratch,
         env=worker_environment(scratch / "home"),
-        policy=sandbox_policy(settings, scratch),
+        policy=sandbox_policy(settings, scratch, fetched_dir(session_dir)),
         cgroup_parent=None if settings.sandbox == "off" else worker_cgroup_parent(),
     )
 
@@ -57,11 +58,18 @@ def worker_cgroup_parent() -> str | None:
         return None
 
 
-def sandbox_policy(settings: Settings, scratch_dir: Path) -> SandboxPolicy:
-    """Reads: Python, system libraries, the roots. Writes: this session's scratch directory, nothing else."""
+def fetched_dir(session_dir: Path) -> Path:
+    """Where the server puts a session's fetched URLs: the server's to write, the worker's to read."""
+    return session_dir / "fetched"
+
+
+def sandbox_policy(settings: Settings, scratch_dir: Path, fetched: Path | None = None) -> SandboxPolicy:
+    """Reads: Python, system libraries, the roots (and what was fetched for the session). Writes: this
+    session's scratch directory, nothing else."""
+    extra = () if fetched is None else (str(fetched),)
     return SandboxPolicy(
         mode=settings.sandbox,
-        read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots)),
+        read_only=(*python_paths(), *SYSTEM_READ_ONLY, *map(str, settings.roots), *extra),
         read_write=(str(scratch_dir),),
         memory_bytes=settings.memory_limit_mb * MiB,
         write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * MiB,

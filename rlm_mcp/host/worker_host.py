@@ -161,9 +161,17 @@ class WorkerHost:
         bwrap, bwrap_detail = bubblewrap.availability() if self.policy.mode != "off" else (None, "RLM_MCP_SANDBOX=off")
         self._wrapped = bwrap is not None
         passed = list(self._captures)
+        hidden = tuple(self.policy.hidden)
+        revealed = [
+            p for p in self.policy.read_only if any(p == h or p.startswith(h.rstrip("/") + "/") for h in hidden)
+        ]
+        for path in revealed:  # e.g. the session's fetched URLs, inside the hidden workspace: made before the bind
+            safefs.private_dir(Path(path))
         if bwrap is not None:
             policy = self.policy
-            worker, options_fd = bubblewrap.command(bwrap, worker, list(policy.read_write), list(policy.hidden))
+            worker, options_fd = bubblewrap.command(
+                bwrap, worker, list(policy.read_write), list(policy.hidden), revealed
+            )
             passed.append(options_fd)
         try:
             self._process = await anyio.open_process(

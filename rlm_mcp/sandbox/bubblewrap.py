@@ -34,18 +34,23 @@ def find() -> str | None:
         return shutil.which("bwrap")
 
 
-def command(bwrap: str, worker: list[str], writable: list[str], hidden: Sequence[str] = ()) -> tuple[list[str], int]:
+def command(
+    bwrap: str, worker: list[str], writable: list[str], hidden: Sequence[str] = (), readable: Sequence[str] = ()
+) -> tuple[list[str], int]:
     """The command line, and a descriptor to pass to it that holds bwrap's options.
 
     `hidden` directories are replaced by empty, read-only, tiny ones (the workspace: other sessions, the
-    signing key); `writable` ones are then bound back in, read-write. The options name the session's
-    directories, so they go through `--args FD` (a pipe), not on the command line any process can read.
+    signing key); `writable` ones are then bound back in, read-write, and `readable` ones read-only. The
+    options name the session's directories, so they go through `--args FD` (a pipe), not on the command line
+    any process can read.
     """
     options = ["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for path in filter(os.path.isdir, hidden):  # bwrap cannot make a mount point on the read-only /
         options += ["--size", str(HIDDEN_TMPFS_BYTES), "--perms", "0555", "--tmpfs", path]
     for path in writable:
         options += ["--bind", path, path]
+    for path in readable:
+        options += ["--ro-bind", path, path]
     data = b"".join(option.encode() + b"\0" for option in options)
     read_end, write_end = os.pipe()
     try:

@@ -7,14 +7,18 @@ chosen; the worker is only told which files to read.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import keyword
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 
+from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
+from rlm_mcp.contexts.remote import check_allowed, fetch, scheme_of
 from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
 from rlm_mcp.session.results import (
@@ -72,8 +76,11 @@ def check_context_name(name: str) -> None:
         raise UserError(f"name {name!r} would hide the Python builtin of that name; choose another")
 
 
-async def plan_load(context: LoadedContext, settings: Settings) -> tuple[dict[str, Any], Selection | None]:
-    """The worker request that loads `context` (setting its `source`), vetted against today's roots."""
+async def plan_load(
+    context: LoadedContext, settings: Settings, fetch_into: Path | None = None
+) -> tuple[dict[str, Any], Selection | None]:
+    """The worker request that loads `context` (setting its `source`), vetted against today's roots; a URL
+    is fetched into `fetch_into` first (the session's cache, which its worker may read)."""
     if context.value is not None:
         context.source = "its parent's value"
         return {"op": "load", "name": context.name, "kind": "value", "value": context.value}, None
@@ -86,10 +93,34 @@ async def plan_load(context: LoadedContext, settings: Settings) -> tuple[dict[st
         context.source = "inline text"
         return {"op": "load", "name": context.name, "kind": "text", "text": context.text}, None
     assert context.path is not None
+    if scheme_of(context.path) is not None:
+        if fetch_into is None:
+            raise ContextError(f"{context.path!r} is a URL, which only a session fetches")
+        request, context.source, selection = await anyio.to_thread.run_sync(
+            plan_url_load, settings, context.name, context.path, context.exclude, fetch_into
+        )
+        return request, selection
     request, context.source, selection = await anyio.to_thread.run_sync(
         plan_path_load, settings, context.name, context.path, context.exclude
     )
     return request, selection
+
+
+def plan_url_load(
+    settings: Settings, name: str, url: str, exclude: tuple[str, ...], fetch_into: Path
+) -> tuple[dict[str, Any], str, Selection | None]:
+    """Fetch an allowed URL into the session's cache (a directory per URL, made afresh), then plan the
+    load of what arrived as a local load under that directory. Blocking, so it runs in a thread."""
+    url = url.strip()
+    check_allowed(url, settings.allow_url)
+    destination = safefs.private_dir(fetch_into) / hashlib.sha256(url.encode()).hexdigest()[:24]
+    fetched = fetch(url, destination, settings.fetch_max_mb * MiB, settings.dir_max_files, settings.dir_max_file_bytes)
+    local = settings.model_copy(update={"roots": (destination,)})
+    request, _, selection = plan_path_load(local, name, str(fetched.local), exclude)
+    if selection is not None:
+        for reason, count in fetched.skipped.items():
+            selection.skipped[f"not fetched: {reason}"] += count
+    return request, url, selection
 
 
 def plan_path_load(

@@ -21,7 +21,7 @@ from rlm_mcp.contexts.paths import ContextError
 from rlm_mcp.contexts.selection import Selection
 from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
-from rlm_mcp.host.factory import session_worker_host
+from rlm_mcp.host.factory import fetched_dir, session_worker_host
 from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
@@ -233,7 +233,7 @@ class Session:
         return result
 
     async def _plan(self, context: LoadedContext) -> tuple[dict[str, Any], Selection | None]:
-        return await plan_load(context, self.settings)
+        return await plan_load(context, self.settings, fetched_dir(self.dir))
 
     # -- run_code ---------------------------------------------------------------------------------
 
