@@ -67,7 +67,11 @@ def _filesystem(url: str) -> tuple[Any, str]:
     try:
         import fsspec
 
-        return fsspec.core.url_to_fs(url)
+        # A fresh filesystem each load, listing afresh: an object changed since must not load stale.
+        options: dict[str, Any] = {"skip_instance_cache": True}
+        if scheme in ("s3", "gs", "gcs", "az", "abfs", "abfss", "http", "https"):
+            options["use_listings_cache"] = False
+        return fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise ContextError(
             f"loading {scheme}:// URLs needs `pip install 'rlm-mcp[remote]'` (fsspec and {EXTRA_OF.get(scheme, 'its')} "
@@ -87,7 +91,7 @@ def fetch(url: str, destination: Path, max_bytes: int, max_files: int, max_file_
         if has_glob(path):
             return _fetch_tree(filesystem, path, _fixed_part(path), destination, max_bytes, max_files, max_file_bytes)
         info = filesystem.info(path)
-        if info.get("type") == "directory":
+        if info.get("type") == "directory" or path.endswith("/"):  # over HTTP a directory is its index page
             pattern = path.rstrip("/") + "/**"
             return _fetch_tree(filesystem, pattern, path.rstrip("/"), destination, max_bytes, max_files, max_file_bytes)
         size = int(info.get("size") or 0)
