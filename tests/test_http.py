@@ -176,3 +176,30 @@ async def test_a_session_named_in_a_header_keeps_state_without_handles_or_mcp_se
         assert (await call(again, "run_code", {"code": "x + 1"}))["result"] == "42"
     async with connect(server, headers={"x-rlm-session": "other"}) as other:
         assert "NameError" in text_of(await other.call_tool("run_code", {"code": "x"}))
+
+
+async def test_a_session_started_on_one_replica_resumes_on_another_sharing_the_workspace(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two HTTP servers over one workspace (a shared disk, as replicas behind a load balancer would mount
+    it): the first dies, the handle goes to the second, which brings the session back from the signed
+    record: its context reloaded, its variables restored."""
+    (data_dir / "book.txt").write_text("chapter one\n" * 100)
+    first, first_url = start_server(tmp_path, data_dir, "--auth-token", TOKEN)
+    try:
+        async with connect(first_url) as client:
+            loaded = await call(client, "load_context", {"path": "book.txt"})
+            handle = loaded["session"]
+            await call(client, "run_code", {"code": "x = 41", "session": handle})
+    finally:
+        first.terminate()
+        first.wait(10)
+    second, second_url = start_server(tmp_path, data_dir, "--auth-token", TOKEN)
+    try:
+        async with connect(second_url) as client:
+            data = await call(client, "run_code", {"code": "x + 1, len(context)", "session": handle})
+            assert data["result"] == "(42, 1200)"
+            assert data["session"] == handle
+    finally:
+        second.terminate()
+        second.wait(10)
