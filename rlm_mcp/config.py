@@ -49,6 +49,11 @@ class Settings(BaseModel):
         json_schema_extra={"flag": "--allow-url", "metavar": "PREFIX"},
     )
     fetch_max_mb: int = Field(default=4_096, ge=1, description="Most MiB one load_context of a URL fetches.")
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster (host:port) that runs rlm_map and llm_map next to remote data; model code runs "
+        "there with the cluster's rights. Default: none, maps are refused.",
+    )
     workspace: Path = Field(
         default_factory=default_workspace,
         description="Directory for per-session state (captured output, scratch files).",

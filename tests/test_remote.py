@@ -4,8 +4,6 @@ and an S3-compatible server (moto's server mode), both on 127.0.0.1."""
 from __future__ import annotations
 
 import gzip
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,29 +15,6 @@ from rlm_mcp.server import build_server
 from tests.conftest import load, make_settings, run, text_of, value_of
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A static HTTP server on 127.0.0.1 over a directory of its own: (base URL, directory)."""
-    served = tmp_path / "served"
-    (served / "logs").mkdir(parents=True)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def connect(tmp_path: Path, data_dir: Path, **overrides: Any) -> Client:

@@ -501,6 +501,10 @@ class Session:
             return {"ok": True}
         if frame.get("op") == "memory":
             return await serve_memory(self, frame, client_session)
+        if frame.get("op") == "map":
+            from rlm_mcp.cluster.maps import serve_map  # only a server with a cluster gets here
+
+            return await serve_map(self, frame, client_session, on_done, deadline)
         if frame.get("op") == "rlm":
             if self.children is None:
                 return {"ok": False, "error": "child RLMs are not available in this server", "kind": "host"}

@@ -677,6 +677,7 @@ LLM_REFERENCE = (
     "  .partial if it stopped at a cap; rlm_query_batched(prompts, contexts): in order, failures as RLMError\n"
     "memory: behaviors(query): earlier sessions' tips (llm_query(..., behaviors=True) sends them); remember(fact,\n"
     "  about=None), recall(about=None): facts about a loaded input; distill(): learn from this session now\n"
+    "rlm_map(fn, url_glob) / llm_map(template, url_glob): over remote objects on the server's Ray cluster\n"
 )
 CONVENTIONS = (
     "contexts(): the loaded contexts; unload(name) frees one; show_vars(): your own variables, type and size\n"

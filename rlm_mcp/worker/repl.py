@@ -33,6 +33,7 @@ from rlm_mcp.sandbox.prctl import make_undumpable
 from rlm_mcp.units import MiB
 from rlm_mcp.worker import lockdown
 from rlm_mcp.worker.capture import OutputCapture
+from rlm_mcp.worker.cluster import make_cluster_functions
 from rlm_mcp.worker.formats import FormatError, load_file
 from rlm_mcp.worker.helpers import HELPERS
 from rlm_mcp.worker.lockdown import guard
@@ -271,6 +272,7 @@ class Repl:
         self.provided: dict[str, Any] = {}
         if channel:
             self.provided.update(make_llm_functions(channel), **make_memory_functions(channel))
+            self.provided.update(make_cluster_functions(channel, LLMError))
         self.channel = channel
         self.context_names: list[str] = []  # loaded contexts, in load order
         self.provided.update(HELPERS, contexts=self.list_contexts, unload=self.unload_context, show_vars=self.show_vars)

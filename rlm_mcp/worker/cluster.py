@@ -1,0 +1,62 @@
+"""The REPL's side of maps on a cluster: rlm_map(fn, source) and llm_map(template, source).
+
+Each is one request to the server, which lists the remote source and runs the work on its Ray cluster; the
+worker sends the function's source (it has no network, and cannot reach the cluster) and gets the results.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from typing import Any
+
+
+class MapError(Exception):
+    """One object's part of a map that failed (after the cluster's retries); `path` says which object."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def make_cluster_functions(channel: Any, llm_error: type[Exception]) -> dict[str, Any]:
+    def ask(message: dict[str, Any]) -> list[dict[str, Any]]:
+        reply = channel.request({"op": "map", **message})
+        if "results" not in reply:
+            raise MapError(str(reply.get("error", "the map failed")))
+        return list(reply["results"])
+
+    def rlm_map(fn: Any, source: str) -> dict[str, Any]:
+        """Run fn(text, path) on every object of a remote source (a URL or glob under --allow-url), on the
+        server's Ray cluster next to the data; {path: result}, a failed one as a MapError. fn must be a
+        def whose body holds its own imports (the REPL's helpers are there; its variables are not)."""
+        if not callable(fn) or not isinstance(source, str):
+            raise TypeError("rlm_map(fn, source): a function defined with def, and a URL or glob str")
+        try:
+            code = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError):
+            raise TypeError("rlm_map needs a function defined with def in a cell (its source is sent)") from None
+        items = ask({"kind": "function", "source": source, "code": code, "name": fn.__name__})
+        return {
+            str(item.get("path")): item.get("value")
+            if item.get("ok")
+            else MapError(str(item.get("error")), str(item.get("path")))
+            for item in items
+        }
+
+    def llm_map(
+        template: str, source: str, *, model: str | None = None, max_tokens: int | None = None, confirm: bool = False
+    ) -> dict[str, Any]:
+        """A sub-model's answer to `template` ({text}: an object's text, {path}: its URL) for every object of a
+        remote source, read on the cluster, asked through this session's budget; {path: answer}, failures as
+        LLMError."""
+        if not isinstance(template, str) or "{text}" not in template or not isinstance(source, str):
+            raise TypeError("llm_map(template, source): a str holding {text}, and a URL or glob str")
+        items = ask({"kind": "llm", "source": source, "template": template, "model": model,
+                     "max_tokens": max_tokens, "confirm": bool(confirm)})  # fmt: skip
+        return {
+            str(item.get("path")): item.get("text") if item.get("ok") else llm_error(str(item.get("error")))
+            for item in items
+        }
+
+    return {"rlm_map": rlm_map, "llm_map": llm_map, "MapError": MapError}

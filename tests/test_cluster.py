@@ -1,0 +1,141 @@
+"""rlm_map and llm_map on a real Ray cluster: a head node started by the test on 127.0.0.1, the corpus on a
+local HTTP server, the server in memory joining the cluster as a driver, as it would a remote one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from rlm_mcp.cluster import maps
+from rlm_mcp.server import build_server
+from testkit.fakes import FakeProvider
+from tests.conftest import make_settings, run, text_of, value_of
+
+pytestmark = pytest.mark.anyio
+ray = pytest.importorskip("ray", reason="rlm_map and llm_map need Ray (pip install 'rlm-mcp[ray]'; .ci/run has it)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """`ray start --head` on loopback, in a process group of its own, ended by that group's id."""
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's sockets live there (108-byte path limit)
+    cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]  # `ray`, wherever pip put it
+    command = [*cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+               "--include-dashboard=false", "--disable-usage-stats", "--object-store-memory=100000000",
+               f"--temp-dir={temp}"]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None:
+            raise AssertionError(
+                f"ray start exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
+            )
+        time.sleep(0.2)
+    try:
+        yield address
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+        if ray.is_initialized():
+            ray.shutdown()
+        maps._clusters.clear()
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+async def provider(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeProvider]:
+    async with FakeProvider.running(answer=lambda prompt, system, model: f"summary of {len(prompt)} chars") as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+        yield fake
+
+
+def connect(tmp_path: Path, data_dir: Path, **overrides: Any) -> Client:
+    return Client(build_server(make_settings(tmp_path, data_dir, retry_base_s=0.01, **overrides)))
+
+
+COUNT = """\
+def count_errors(text, path):
+    import re
+    return {"errors": len(re.findall(r"^ERROR", text, re.M)), "lines": text.count("\\n")}
+"""
+
+
+async def test_rlm_map_runs_the_function_on_the_cluster_and_brings_back_only_results(
+    cluster: str, web: tuple[str, Path], provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    base, served = web
+    for day in range(1, 5):
+        (served / "logs" / f"day{day}.log").write_text("INFO ok\n" * 100 + "ERROR disk\n" * day)
+    async with connect(tmp_path, data_dir, allow_url=[base], ray_address=cluster) as client:
+        result = await run(
+            client, COUNT + f"counts = rlm_map(count_errors, {base + 'logs/*.log'!r})\nlist(counts.values())"
+        )
+        assert result.structured_content["outcome"] == "ok", text_of(result)
+        assert result.structured_content["result"] == str([{"errors": day, "lines": 100 + day} for day in range(1, 5)])
+        assert await value_of(client, "list(counts)[0]") == repr(base + "logs/day1.log")
+        bad = (
+            "def broken(text, path):\n    if path.endswith('day2.log'):\n        raise ValueError('no')\n    return 1\n"
+        )
+        mixed = await run(
+            client, bad + f"r = rlm_map(broken, {base + 'logs/*.log'!r})\n[type(v).__name__ for v in r.values()]"
+        )
+        assert mixed.structured_content["result"] == "['int', 'MapError', 'int', 'int']", text_of(mixed)
+        said = await value_of(client, "str(r[" + repr(base + "logs/day2.log") + "])")
+        assert "ValueError: no" in said and "after 2 retries" in said
+
+
+async def test_llm_map_asks_through_the_sessions_one_budget(
+    cluster: str, web: tuple[str, Path], provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    base, served = web
+    for index in range(5):
+        (served / "logs" / f"part{index}.txt").write_text(f"part {index} " * 50)
+    async with connect(tmp_path, data_dir, allow_url=[base], ray_address=cluster, max_sub_calls=3) as client:
+        result = await run(client, f"a = llm_map('Summarise {{path}}:\\n{{text}}', {base + 'logs/*.txt'!r})\n"
+                                   "sum(isinstance(v, str) for v in a.values())")  # fmt: skip
+        assert result.structured_content["result"] == "3", text_of(result)  # the budget held across the fan-out
+        assert result.structured_content["sub_calls"]["calls"] == 3
+        assert "budget exhausted" in await value_of(
+            client, "str([v for v in a.values() if isinstance(v, LLMError)][0])"
+        )
+    assert provider.count == 3
+    assert all(request.prompt.startswith(f"Summarise {base}logs/part") for request in provider.requests)
+
+
+async def test_without_a_cluster_a_map_says_what_to_set(web: tuple[str, Path], tmp_path: Path, data_dir: Path) -> None:
+    base, _ = web
+    async with connect(tmp_path, data_dir, allow_url=[base]) as client:
+        refused = await run(client, COUNT + f"rlm_map(count_errors, {base!r})")
+        assert "RLM_MCP_RAY_ADDRESS=host:port" in text_of(refused)
+        assert await value_of(client, "1 + 1") == "2"
