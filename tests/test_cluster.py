@@ -3,14 +3,6 @@ local HTTP server, the server in memory joining the cluster as a driver, as it w
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,54 +13,22 @@ from mcp import Client
 from rlm_mcp.cluster import maps
 from rlm_mcp.server import build_server
 from testkit.fakes import FakeProvider
+from testkit.ray_head import ENVIRONMENT, ray_head
 from tests.conftest import make_settings, run, text_of, value_of
 
 pytestmark = pytest.mark.anyio
 ray = pytest.importorskip("ray", reason="rlm_map and llm_map need Ray (pip install 'rlm-mcp[ray]'; .ci/run has it)")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """`ray start --head` on loopback, in a process group of its own, ended by that group's id."""
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's sockets live there (108-byte path limit)
-    cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]  # `ray`, wherever pip put it
-    command = [*cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-               "--include-dashboard=false", "--disable-usage-stats", "--object-store-memory=100000000",
-               f"--temp-dir={temp}"]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if process.poll() is not None:
-            raise AssertionError(
-                f"ray start exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
-            )
-        time.sleep(0.2)
-    try:
-        yield address
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-        if ray.is_initialized():
-            ray.shutdown()
-        maps._clusters.clear()
-        os.killpg(process.pid, signal.SIGTERM)
+    with ray_head() as address:
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            yield address
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            maps._clusters.clear()
 
 
 @pytest.fixture
@@ -76,7 +36,8 @@ async def provider(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeProvide
     async with FakeProvider.running(answer=lambda prompt, system, model: f"summary of {len(prompt)} chars") as fake:
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+        for name, value in ENVIRONMENT.items():
+            monkeypatch.setenv(name, value)
         yield fake
 
 

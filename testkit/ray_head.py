@@ -1,0 +1,59 @@
+"""A Ray head node on 127.0.0.1 for tests and benchmarks: `ray start --head --block` in a process group of
+its own, stopped by that group's id (never `ray stop`, which ends every Ray process of the user)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+# Token authentication guards a cluster reachable from elsewhere; this one listens on loopback only.
+ENVIRONMENT = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def ray_head(cpus: int = 2, timeout_s: float = 90.0) -> Iterator[str]:
+    """Yields the head's address (host:port) once it accepts connections."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's sockets live there (108-byte path limit)
+    cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]  # `ray`, wherever pip put it
+    command = [*cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+               f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
+               "--object-store-memory=100000000", f"--temp-dir={temp}"]  # fmt: skip
+    process = subprocess.Popen(
+        command, env={**os.environ, **ENVIRONMENT}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                said = process.stderr.read().decode()[-2000:] if process.stderr and process.poll() is not None else ""
+                raise RuntimeError(f"the Ray head did not start: {said or 'no answer on its port'}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
