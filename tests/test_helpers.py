@@ -528,3 +528,16 @@ def test_search_of_words_seen_before_scans_nothing(monkeypatch: pytest.MonkeyPat
     h.search("beta alpha", text)
     h.search("gamma alpha", text)
     assert scanned == [[b"gamma"]]  # only the new word
+
+
+def test_search_reads_words_as_prose_writes_them(mapped: Callable[[str], MappedText]) -> None:
+    """Curly quotes, dashes and no-break spaces separate words; ASCII case is folded, other letters match
+    as written (as on a MappedText's regexes)."""
+    text = "“Hello” she said.\u00a0Émile—naïve café… " + "filler " * 400
+    for query in ("hello", "HELLO", "Émile", "naïve", "café"):
+        (best, *_) = h.search(query, text, k=1)
+        assert best["start"] == 0, query
+    assert h.search("émile", text) == []  # É is not ASCII: not folded
+    on_disk = mapped(text)  # words of ASCII word characters and non-ASCII bytes, as its regexes' \w is ASCII
+    assert h.search("SAID", on_disk)[0]["start"] == 0
+    assert h.search("hello", on_disk) == [] and h.search("café", on_disk) == []  # “hello” and café… are words there

@@ -4,6 +4,8 @@ and an S3-compatible server (moto's server mode), both on 127.0.0.1."""
 from __future__ import annotations
 
 import gzip
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,46 @@ async def test_an_s3_glob_is_fetched_with_the_servers_own_credentials(s3: Any, t
         assert denied.is_error and "outside the allowed URL prefixes" in text_of(denied)
         leaked = await run(client, "import os\nsorted(k for k in os.environ if k.startswith('AWS'))")
         assert leaked.structured_content["result"] == "[]"  # the credentials stay in the server
+
+
+def test_a_url_is_allowed_only_at_or_below_a_prefix_segment_by_segment() -> None:
+    from rlm_mcp.contexts.paths import ContextError
+    from rlm_mcp.contexts.remote import check_allowed
+
+    check_allowed("s3://logs/2026/a.gz", ("s3://logs",))
+    check_allowed("https://HOST/data/x.csv", ("https://host/data/",))
+    for url, why in [
+        ("s3://logs-private/a.gz", "outside the allowed"),
+        ("https://host/data-secret/x", "outside the allowed"),
+        ("https://host.evil.example/data/x", "outside the allowed"),
+        ("https://host@evil.example/data/x", "credentials or an encoded"),
+        ("https://host/data/%2E%2E/secret", "credentials or an encoded"),
+        ("https://host/data/../secret", "'..'"),
+        ("https://host/data/x?token=1", "a query"),
+    ]:
+        with pytest.raises(ContextError, match=why):
+            check_allowed(url, ("s3://logs", "https://host/data"))
+
+
+async def test_a_redirect_is_not_followed_out_of_the_prefix(tmp_path: Path, data_dir: Path) -> None:
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        async with connect(tmp_path, data_dir, allow_url=[base]) as client:
+            refused = await load(client, path=base + "data.txt")
+            assert refused.is_error, text_of(refused)
+    finally:
+        server.shutdown()
+        server.server_close()

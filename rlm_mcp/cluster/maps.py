@@ -10,6 +10,7 @@ within the session's one budget and the server's one concurrency limit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -35,6 +36,7 @@ MAP_RETRIES = 2
 WAIT_S = 0.5
 MAX_CODE_CHARS = 100_000
 MAX_OBJECT_BYTES = 512 * MiB  # what one task reads of its object
+MAX_REPLY_CHARS = 16 * MiB  # all of a map's results, as the worker receives them
 OnDone = Callable[[int, int], Awaitable[None]]
 
 
@@ -79,27 +81,60 @@ class RayCluster:
         refs = [remote.remote(url, *arguments) for url in urls]
         position = {ref: index for index, ref in enumerate(refs)}
         results: list[dict[str, Any]] = [{"ok": False, "error": "not run"} for _ in urls]
-        pending, done = list(refs), 0
+        try:
+            await self._gather(ray, list(refs), position, results, on_done, deadline, len(urls))
+        finally:  # the cell stopped, or the call was cancelled: what is left on the cluster stops too
+            for ref in refs:
+                if results[position[ref]].get("error") == "not run":
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
+        return results
+
+    async def _gather(
+        self, ray: Any, pending: list[Any], position: dict[Any, int], results: list[dict[str, Any]],
+        on_done: OnDone | None, deadline: float, total: int,
+    ) -> int:  # fmt: skip
+        done = 0
         while pending:
             if time.monotonic() >= deadline:
                 for ref in pending:
-                    ray.cancel(ref, force=True)
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
                     results[position[ref]] = {"ok": False, "error": "stopped at the cell's time limit"}
                 break
             ready, pending = await anyio.to_thread.run_sync(_wait, ray, pending)
             for ref in ready:
                 try:
-                    results[position[ref]] = {"ok": True, **await anyio.to_thread.run_sync(ray.get, ref)}
+                    got = await anyio.to_thread.run_sync(ray.get, ref)
+                    results[position[ref]] = {"ok": True, **got} if isinstance(got, dict) else _malformed()
                 except Exception as exc:  # after its retries: the task's own error, said in its place
                     results[position[ref]] = {"ok": False, "error": _error_of(exc)}
                 done += 1
             if ready and on_done is not None:
-                await on_done(done, len(urls))
-        return results
+                await on_done(done, total)
+        return done
+
+
+def _malformed() -> dict[str, Any]:
+    return {"ok": False, "error": "the task answered something other than its fields"}
 
 
 def _wait(ray: Any, pending: list[Any]) -> tuple[list[Any], list[Any]]:
     return ray.wait(pending, num_returns=len(pending), timeout=WAIT_S)
+
+
+def _bounded(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results within MAX_REPLY_CHARS in all (the frame back to the worker is bounded too): past it, each
+    further one is an error that says so."""
+    import json
+
+    used = 0
+    for index, result in enumerate(results):
+        used += len(json.dumps(result, default=str))
+        if used > MAX_REPLY_CHARS:
+            results[index] = {"path": result.get("path"), "ok": False, "error": "left out: the map's results "
+                              f"passed {MAX_REPLY_CHARS:,} characters; return less per object"}  # fmt: skip
+    return results
 
 
 def _error_of(exc: Exception) -> str:
@@ -132,15 +167,23 @@ def list_source(source: str, settings: Settings) -> list[str]:
     else:
         found = {path: {"type": "file"}}
     names = sorted(name for name, info in found.items() if info.get("type") == "file")
-    if not names:
-        raise ContextError(f"{source!r} holds no objects")
     if len(names) > settings.dir_max_files:
         raise ContextError(
             f"{source!r} holds {len(names):,} objects, over --dir-max-files ({settings.dir_max_files:,}); "
             "narrow the glob"
         )
     protocol = scheme_of(source) or ""
-    return [name if "://" in name else f"{protocol}://{name}" for name in names]
+    urls = []
+    for name in names:  # a listing is the store's (for HTTP, a page's links): each one checked again
+        url = name if "://" in name else f"{protocol}://{name}"
+        try:
+            check_allowed(url, settings.allow_url)
+        except ContextError:
+            continue
+        urls.append(url)
+    if not urls:
+        raise ContextError(f"{source!r} holds no objects (under the allowed URLs)")
+    return urls
 
 
 async def serve_map(
@@ -165,7 +208,7 @@ async def serve_map(
             ):
                 return {"ok": False, "error": "rlm_map needs a function defined with def (its source is sent)"}
             results = await cluster.run(pieces.run_function, urls, (code, name, MAX_OBJECT_BYTES), on_done, deadline)
-            return {"ok": True, "results": [{"path": url, **result} for url, result in zip(urls, results, strict=True)]}
+            return {"ok": True, "results": _bounded([{"path": url, **r} for url, r in zip(urls, results, strict=True)])}
         template = frame.get("template")
         if not isinstance(template, str) or "{text}" not in template or len(template) > MAX_CODE_CHARS:
             return {"ok": False, "error": "llm_map needs a template str holding {text} (and optionally {path})"}
@@ -173,6 +216,9 @@ async def serve_map(
         return await _ask_each(session, frame, urls, prompts, client_session, on_done)
     except (MapError, ContextError) as exc:
         return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # the worker waits for a reply: it must get one, whatever failed here
+        log.exception("session %s: a map failed", session.id)
+        return {"ok": False, "error": f"the map failed ({type(exc).__name__}: {printable(str(exc), 300)})"}
 
 
 async def _ask_each(
@@ -182,7 +228,7 @@ async def _ask_each(
     """The sub-calls of an llm_map, made here: one budget, one concurrency limit, whatever the fan-out."""
     model = frame.get("model") if isinstance(frame.get("model"), str) else None
     max_tokens = frame.get("max_tokens") if isinstance(frame.get("max_tokens"), int) else None
-    ready = [index for index, item in enumerate(prompts) if item.get("ok")]
+    ready = [index for index, item in enumerate(prompts) if item.get("ok") and isinstance(item.get("prompt"), str)]
     specs = [{"prompt": prompts[i]["prompt"], "system": None, "model": model, "max_tokens": max_tokens} for i in ready]
     try:
         answers = await session.llm.batch(specs, client_session, on_done, confirm=frame.get("confirm") is True)

@@ -114,7 +114,8 @@ def plan_url_load(
     url = url.strip()
     check_allowed(url, settings.allow_url)
     destination = safefs.private_dir(fetch_into) / hashlib.sha256(url.encode()).hexdigest()[:24]
-    fetched = fetch(url, destination, settings.fetch_max_mb * MiB, settings.dir_max_files, settings.dir_max_file_bytes)
+    caps = (settings.fetch_max_mb * MiB, settings.dir_max_files, settings.dir_max_file_bytes)
+    fetched = fetch(url, destination, *caps, settings.allow_url)
     local = settings.model_copy(update={"roots": (destination,)})
     request, _, selection = plan_path_load(local, name, str(fetched.local), exclude)
     if selection is not None:

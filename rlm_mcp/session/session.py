@@ -494,6 +494,21 @@ class Session:
         on_done: Callable[[int, int], Awaitable[None]] | None = None,
         deadline: float = math.inf,
     ) -> dict[str, Any]:
+        """The reply to a request of the running cell's. Always a reply: the worker waits for one, and a
+        handler's failure must cost the request, not the worker and its state."""
+        try:
+            return await self._dispatch(frame, client_session, on_done, deadline)
+        except Exception as exc:
+            log.exception("session %s: a %r request of the worker failed", self.id, str(frame.get("op"))[:20])
+            return {"ok": False, "error": f"the server failed on this request ({type(exc).__name__}); see its log"}
+
+    async def _dispatch(
+        self,
+        frame: dict[str, Any],
+        client_session: Any | None,
+        on_done: Callable[[int, int], Awaitable[None]] | None,
+        deadline: float,
+    ) -> dict[str, Any]:
         if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
             self.contexts.pop(str(frame.get("name")), None)
             self.inputs.pop(str(frame.get("name")), None)

@@ -456,6 +456,13 @@ WORD = re.compile(r"\w+")
 _SEARCH_BYTES = bytes(
     (b + 32 if 65 <= b <= 90 else b) if chr(b).isalnum() or b == 0x5F or b >= 0x80 else 0x20 for b in range(256)
 )
+# Non-ASCII punctuation and spaces common in prose, as UTF-8: spaces too in a str, so that “Hello” and
+# "naïve—café" hold the words hello, naïve and café (each byte becomes a space: positions do not move).
+# Not in a MappedText: looking for them costs a pass each over gigabytes, and there words are runs of ASCII
+# word characters and non-ASCII bytes, as its regexes' \w is ASCII.
+_PUNCTUATION = tuple(
+    char.encode() for char in "\u00a0\u00ab\u00bb\u2013\u2014\u2018\u2019\u201c\u201d\u2022\u2026\u2009\u202f"
+)
 SCAN_WINDOW_BYTES = 4 * MiB  # translated a window at a time: small enough to stay in the CPU's cache for each word
 KEEP_TRANSLATED_BYTES = 64 * MiB  # inputs up to this size keep their translated bytes for later queries
 MAX_CACHED_TERMS = 256
@@ -488,7 +495,7 @@ class _Scanner:
         self.average = sum(self.sizes) / total if total else 0.0
         self.translated: list[bytes] | None = None
         if sum(self.sizes) <= KEEP_TRANSLATED_BYTES and not any(isinstance(t, MappedText) for _, t in self.files):
-            self.translated = [_utf8(text).translate(_SEARCH_BYTES) for _, text in self.files]
+            self.translated = [_spaced(_utf8(text).translate(_SEARCH_BYTES)) for _, text in self.files]
         self.postings: dict[bytes, tuple[array[int], array[int]]] = {}  # word -> (chunks, frequencies)
 
     def postings_of(self, words: list[bytes]) -> list[tuple[array[int], array[int]]]:
@@ -517,6 +524,8 @@ class _Scanner:
                 else:  # one byte either side, for the boundary of a word at the window's edge
                     raw = data[start - 1 if start else 0 : end + 1]
                     view = ((b"" if start else b" ") + raw).translate(_SEARCH_BYTES)
+                    if not isinstance(text, MappedText):  # see _PUNCTUATION: a mapped text's words are ASCII ones
+                        view = _spaced(view)
                 if end == length:
                     view += b" "
                 for word in words:
@@ -578,6 +587,16 @@ def _count_in(
             frequencies.append(hits + repeats)
 
 
+def _spaced(view: bytes) -> bytes:
+    """`view` with the common non-ASCII punctuation made spaces (ASCII text: as it is, at once)."""
+    if view.isascii():
+        return view
+    for mark in _PUNCTUATION:
+        if mark in view:
+            view = view.replace(mark, b" " * len(mark))
+    return view
+
+
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -624,7 +643,8 @@ def search(query: str, x: Source, k: int = 10, chunk_size: int = 2000) -> list[d
         raise ValueError(f"search: k is how many chunks to return and must be at least 1 (got {k})")
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"search: chunk_size must be a whole number of characters above 0 (got {chunk_size!r})")
-    words = sorted({_utf8(term).translate(_SEARCH_BYTES) for term in WORD.findall(query.lower())})
+    # ASCII case is folded on both sides alike (the text's non-ASCII letters keep their case, so the query's do).
+    words = sorted({_utf8(term).translate(_SEARCH_BYTES) for term in WORD.findall(query)})
     if not words:
         raise ValueError(f"search: the query has no words to look for (got {query!r}); pass e.g. 'error timeout'")
     scanner = _scanner(x, chunk_size)
