@@ -3,6 +3,7 @@ local HTTP server, the server in memory joining the cluster as a driver, as it w
 
 from __future__ import annotations
 
+import ast
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,35 @@ async def test_without_a_cluster_a_map_says_what_to_set(web: tuple[str, Path], t
         refused = await run(client, COUNT + f"rlm_map(count_errors, {base!r})")
         assert "RLM_MCP_RAY_ADDRESS=host:port" in text_of(refused)
         assert await value_of(client, "1 + 1") == "2"
+
+
+async def test_nothing_the_mapped_function_makes_is_unpickled_in_the_server(
+    cluster: str, web: tuple[str, Path], provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    """A result or an exception with a __reduce__ would run code wherever it is unpickled: the function's
+    process answers JSON, which the task parses into plain values before Ray carries them back."""
+    base, served = web
+    (served / "logs" / "one.log").write_text("x\n")
+    marker = tmp_path / "unpickled-in-the-server"
+    hostile = f"""\
+def hostile(text, path):
+    import os
+    class Payload(dict):
+        def __reduce__(self):
+            return (os.system, ("touch {marker}",))
+    class Boom(Exception):
+        def __reduce__(self):
+            return (os.system, ("touch {marker}",))
+    if path.endswith("two.log"):
+        raise Boom("no")
+    return Payload(answer=42)
+"""
+    (served / "logs" / "two.log").write_text("y\n")
+    async with connect(tmp_path, data_dir, allow_url=[base], ray_address=cluster) as client:
+        listing = "[(type(v).__name__, str(v)) for v in r.values()]"
+        result = await run(client, hostile + f"r = rlm_map(hostile, {base + 'logs/*.log'!r})\n" + listing)
+        assert result.structured_content["outcome"] == "ok", text_of(result)
+        (first, second) = ast.literal_eval(result.structured_content["result"])  # plain tuples of str
+        assert first == ("dict", "{'answer': 42}"), text_of(result)
+        assert second[0] == "MapError" and "Boom: no" in second[1] and "after 2 retries" in second[1]
+    assert not marker.exists()
