@@ -243,6 +243,11 @@ class Settings(BaseModel):
     sub_window_tokens: int = Field(
         default=128_000, gt=0, description="Context window assumed for sub-models missing from the built-in table."
     )
+    otel_texts: bool = Field(
+        default=False,
+        description="With OpenTelemetry export (OTEL_EXPORTER_OTLP_ENDPOINT set; extra rlm-mcp[otel]): put prompts, "
+        "answers and code in the spans too.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the log written to stderr."
     )

@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from rlm_mcp import __version__
+from rlm_mcp import __version__, telemetry
 from rlm_mcp.config import Settings
 from rlm_mcp.engine.children import serve_children
 from rlm_mcp.errors import UserError
@@ -133,6 +133,7 @@ def build_server(settings: Settings) -> MCPServer:
             )
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
+    telemetry.exporter(settings.otel_texts)  # OTLP export, if the operator configured an endpoint
     sessions = SessionRegistry(settings, children=serve_children)
     tasks = Tasks()
 

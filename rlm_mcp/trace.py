@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlm_mcp import safefs
+from rlm_mcp import safefs, telemetry
 from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,12 @@ class Tracer:
                     os.close(descriptor)
             except OSError as exc:  # a full disk must not fail the call being traced
                 log.warning("could not write the trace %s: %s", self.path, exc)
+        exporter = telemetry.active()
+        if exporter is not None:
+            try:
+                exporter.export(self.path.parent.name, fields)
+            except Exception as exc:  # an exporter's failure must not fail the call being traced either
+                log.warning("could not export a span of %s: %s", self.path, exc)
 
     @contextlib.contextmanager
     def event(self, kind: str, name: str, **fields: Any) -> Iterator[Event]:

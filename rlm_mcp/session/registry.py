@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from rlm_mcp import safefs
+from rlm_mcp import safefs, telemetry
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router
@@ -199,6 +199,7 @@ class SessionRegistry:
             await _close_together(sessions)
             await self.router.aclose()
             self.memory.close()
+            await anyio.to_thread.run_sync(telemetry.shutdown)  # sends the spans still batched
 
 
 async def _close_together(sessions: list[Session]) -> None:

@@ -1,0 +1,157 @@
+"""OpenTelemetry export of the trace: a span per tool call, cell, sub-call, root turn and child RLM.
+
+Off unless the operator configures an OTLP endpoint the standard way (OTEL_EXPORTER_OTLP_ENDPOINT or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, with the extra `rlm-mcp[otel]`); then every event the trace records
+(trace.py) becomes a span when it ends, sent over OTLP/HTTP in batches. Events end children first, so
+spans are made after the fact, with their recorded start and duration, and with span ids derived from the
+session and event ids: a child names its parent's id before the parent's span exists, and the tree arrives
+whole. Attributes follow the GenAI semantic conventions (gen_ai.operation.name, gen_ai.request.model,
+gen_ai.usage.*) plus rlm.* ones; prompts, answers and code only with --otel-texts, since they hold pieces of
+the user's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+OPERATION = {"tool": "execute_tool", "cell": "execute_code", "sub_call": "chat", "root_call": "chat",
+             "rlm": "invoke_agent", "distill": "chat"}  # fmt: skip
+TEXT_FIELDS = {"code": "rlm.code", "prompt": "gen_ai.prompt", "answer": "gen_ai.completion", "stdout": "rlm.stdout"}
+TEXT_CHARS = 4_000
+
+
+def configured() -> bool:
+    return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+def _id(session: str, event: int, bits: int) -> int:
+    digest = hashlib.sha256(f"rlm-mcp\0{session}\0{event}".encode()).digest()
+    return int.from_bytes(digest[: bits // 8], "big") or 1
+
+
+class _PlannedIds:
+    """An IdGenerator that hands out the span id chosen for the span being made (thread-local)."""
+
+    def __init__(self) -> None:
+        self.next = threading.local()
+
+    def generate_span_id(self) -> int:
+        return int(getattr(self.next, "span", 0)) or _id("random", id(self), 64)
+
+    def generate_trace_id(self) -> int:
+        return int(getattr(self.next, "trace", 0)) or _id("random-trace", id(self), 128)
+
+    def is_trace_id_random(self) -> bool:  # derived from the session id, not random (the W3C flag says so)
+        return False
+
+
+class Exporter:
+    def __init__(self, texts: bool) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from rlm_mcp import __version__
+
+        self.texts = texts
+        self.ids = _PlannedIds()
+        resource = Resource.create({"service.name": "rlm-mcp", "service.version": __version__})
+        self.provider = TracerProvider(resource=resource, id_generator=self.ids)  # type: ignore[arg-type]
+        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self.tracer = self.provider.get_tracer("rlm-mcp", __version__)
+        self._lock = threading.Lock()
+
+    def export(self, session: str, fields: dict[str, Any]) -> None:
+        """One finished trace event as a span (its parent's span id derived, not looked up)."""
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+        event, parent = fields.get("id"), fields.get("parent")
+        if not isinstance(event, int):
+            return
+        trace_id = _id(session, 0, 128)
+        context = None
+        if isinstance(parent, int):
+            parent_context = SpanContext(trace_id, _id(session, parent, 64), False, TraceFlags(TraceFlags.SAMPLED))
+            context = trace.set_span_in_context(NonRecordingSpan(parent_context))
+        started = float(fields.get("started") or 0.0)
+        elapsed = float(fields.get("elapsed_s") or 0.0)
+        kind = str(fields.get("type"))
+        with self._lock:  # the planned ids are per thread, the lock keeps them with their span
+            self.ids.next.trace, self.ids.next.span = trace_id, _id(session, event, 64)
+            span = self.tracer.start_span(
+                f"{OPERATION.get(kind, kind)} {fields.get('name')}",
+                context=context,
+                start_time=int(started * 1e9),
+                attributes=self._attributes(session, kind, fields),
+            )
+            self.ids.next.trace = self.ids.next.span = 0
+        if fields.get("error"):
+            span.set_status(Status(StatusCode.ERROR, str(fields["error"])[:500]))
+        span.end(end_time=int((started + elapsed) * 1e9))
+
+    def _attributes(self, session: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"gen_ai.operation.name": OPERATION.get(kind, kind), "rlm.session": session,
+                                      "rlm.event": kind, "rlm.name": str(fields.get("name"))}  # fmt: skip
+        if kind in ("sub_call", "root_call"):
+            for key, names in (("model", ("gen_ai.request.model",)),
+                               ("backend", ("gen_ai.provider.name", "gen_ai.system"))):  # fmt: skip
+                if isinstance(fields.get(key), str):
+                    attributes.update(dict.fromkeys(names, fields[key]))
+            for key in ("input_tokens", "output_tokens"):
+                if isinstance(fields.get(key), int):
+                    attributes[f"gen_ai.usage.{key}"] = fields[key]
+        for key in ("outcome", "cost_usd", "attempts", "cached", "level", "iterations", "state"):
+            value = fields.get(key)
+            if isinstance(value, (str, int, float, bool)):
+                attributes[f"rlm.{key}"] = value
+        if kind == "cell":
+            attributes["rlm.cell"] = str(fields.get("name"))
+        if self.texts:
+            for key, name in TEXT_FIELDS.items():
+                if isinstance(fields.get(key), str):
+                    attributes[name] = fields[key][:TEXT_CHARS]
+        return attributes
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()  # flushes what is batched
+
+
+_exporter: Exporter | None = None
+_tried = False
+_guard = threading.Lock()
+
+
+def exporter(texts: bool = False) -> Exporter | None:
+    """The process's exporter if OTLP is configured (made once); None otherwise, or without the extra."""
+    global _exporter, _tried
+    with _guard:
+        if not _tried:
+            _tried = True
+            if configured():
+                try:
+                    _exporter = Exporter(texts)
+                except ImportError:
+                    log.warning("OTEL_EXPORTER_OTLP_* is set, but `pip install 'rlm-mcp[otel]'` is missing: no export")
+        return _exporter
+
+
+def active() -> Exporter | None:
+    """The exporter set up by `exporter()`, if any: what the trace hands each finished event."""
+    return _exporter
+
+
+def shutdown() -> None:
+    global _exporter, _tried
+    with _guard:
+        if _exporter is not None:
+            _exporter.shutdown()
+        _exporter, _tried = None, False
