@@ -15,12 +15,11 @@ Run: python bench/bench_cluster.py [--quick]
 from __future__ import annotations
 
 import argparse
-import http.server
+import contextlib
 import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from rlm_mcp.config import load_settings
 from rlm_mcp.server import build_server
 from testkit.fakes import FakeProvider
 from testkit.ray_head import ENVIRONMENT, ray_head
+from testkit.static_http import serving
 
 FUNCTION = """\
 def error_kinds(text, path):
@@ -57,19 +57,6 @@ def write_corpus(directory: Path, files: int, size: int, prefix: str = "app") ->
             lines.append(line)
             written += len(line)
         (directory / f"{prefix}-{index:03d}.log").write_text("".join(lines))
-
-
-def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(directory), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
 def one_process(urls: list[str]) -> float:
@@ -96,13 +83,15 @@ async def timed(client: Client, code: str) -> tuple[float, dict[str, Any]]:
 async def main(quick: bool) -> None:
     files, size = (16, 1_000_000) if quick else (48, 4_000_000)
     os.environ.update(ENVIRONMENT)
-    with tempfile.TemporaryDirectory() as name, ray_head() as address:
+    with contextlib.ExitStack() as stack:
+        name = stack.enter_context(tempfile.TemporaryDirectory())
+        address = stack.enter_context(ray_head())
         directory = Path(name)
         corpus = directory / "corpus"
         corpus.mkdir()
         write_corpus(corpus, files, size)
         write_corpus(corpus, 8, 20_000, prefix="brief")  # what one sub-call can read whole
-        server, base = serve(corpus)
+        base = stack.enter_context(serving(corpus))
         urls = [f"{base}app-{index:03d}.log" for index in range(files)]
         baseline = one_process(urls)
         async with FakeProvider.running(answer=lambda prompt, system, model: "fine") as fake:
@@ -118,7 +107,6 @@ async def main(quick: bool) -> None:
                 template = "Which errors stand out in {path}? " + "{text}"
                 brief = f"{base}brief-*.log"
                 asked, data = await timed(client, f"a = llm_map({template!r}, {brief!r}, confirm=True)\nlen(a)")
-        server.shutdown()
     megabytes = files * size / 1e6
     rows = [
         (f"the map in one process, {files} files, {megabytes:,.0f} MB over HTTP", f"{baseline:.2f} s", "", "baseline",

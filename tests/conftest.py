@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from rlm_mcp.config import Settings, load_settings
 from rlm_mcp.host.proctree import descendants
 from rlm_mcp.host.worker_host import WORKER_MARKER
 from rlm_mcp.server import build_server
+from testkit.static_http import serving
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -78,25 +77,11 @@ def http_server(tmp_path: Path, data_dir: Path) -> Iterator[str]:
 
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A static HTTP server on 127.0.0.1 over a directory of its own: (base URL, directory)."""
+    """A static HTTP server on 127.0.0.1 over a directory of its own (with logs/ in it): (base URL, directory)."""
     served = tmp_path / "served"
     (served / "logs").mkdir(parents=True)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", served
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(served) as base:
+        yield base, served
 
 
 @pytest.fixture
