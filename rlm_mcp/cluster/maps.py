@@ -22,7 +22,7 @@ import anyio
 from rlm_mcp.cluster import pieces
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, has_glob
-from rlm_mcp.contexts.remote import check_allowed, scheme_of
+from rlm_mcp.contexts.remote import MAX_LISTING_DEPTH, check_allowed, scheme_of
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.units import MiB
@@ -161,9 +161,9 @@ def list_source(source: str, settings: Settings) -> list[str]:
 
     filesystem, path = _filesystem(source)
     if has_glob(path):
-        found = filesystem.glob(path, detail=True)
+        found = filesystem.glob(path, detail=True, maxdepth=MAX_LISTING_DEPTH)
     elif filesystem.isdir(path):
-        found = filesystem.glob(path.rstrip("/") + "/**", detail=True)
+        found = filesystem.glob(path.rstrip("/") + "/**", detail=True, maxdepth=MAX_LISTING_DEPTH)
     else:
         found = {path: {"type": "file"}}
     names = sorted(name for name, info in found.items() if info.get("type") == "file")

@@ -29,6 +29,7 @@ EXTRA_OF = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": 
             "http": "aiohttp", "https": "aiohttp", "hf": "huggingface_hub"}  # fmt: skip
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 COPY_BYTES = 8 * MiB
+MAX_LISTING_DEPTH = 32  # directories below a glob's fixed part: an HTTP index page's links are crawled
 HTTP_TIMEOUT_S = 60.0
 
 
@@ -175,7 +176,7 @@ def _fetch_tree(
     filesystem: Any, pattern: str, base: str, destination: Path, max_bytes: int, max_files: int, max_file_bytes: int,
     copy: Callable[[Any, str, Path, int], int],
 ) -> Fetched:  # fmt: skip
-    listed = filesystem.glob(pattern, detail=True)
+    listed = filesystem.glob(pattern, detail=True, maxdepth=MAX_LISTING_DEPTH)
     skipped: dict[str, int] = {}
     files = total = 0
     for remote, info in sorted(listed.items()):
