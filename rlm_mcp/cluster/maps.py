@@ -22,7 +22,7 @@ import anyio
 from rlm_mcp.cluster import pieces
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, has_glob
-from rlm_mcp.contexts.remote import MAX_LISTING_DEPTH, check_allowed, scheme_of
+from rlm_mcp.contexts.remote import MAX_LISTING_DEPTH, check_allowed, filesystem_for, scheme_of
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.units import MiB
@@ -157,9 +157,7 @@ def cluster_for(settings: Settings) -> RayCluster:
 def list_source(source: str, settings: Settings) -> list[str]:
     """The URLs of every object of an allowed source (a glob, a directory or one object), in order."""
     check_allowed(source, settings.allow_url)
-    from rlm_mcp.contexts.remote import _filesystem
-
-    filesystem, path = _filesystem(source)
+    filesystem, path = filesystem_for(source)
     if has_glob(path):
         found = filesystem.glob(path, detail=True, maxdepth=MAX_LISTING_DEPTH)
     elif filesystem.isdir(path):

@@ -86,7 +86,8 @@ def _under(url: str, prefix: str) -> bool:
     return url_path == path.rstrip("/") or url_path.startswith(path if path.endswith("/") else path + "/")
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
+def filesystem_for(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of a URL and the path in it, made afresh (no cached instance or listing)."""
     scheme = scheme_of(url) or ""
     try:
         import fsspec
@@ -132,7 +133,7 @@ def fetch(
 def _fetch_into(
     url: str, destination: Path, max_bytes: int, max_files: int, max_file_bytes: int, prefixes: tuple[str, ...]
 ) -> Fetched:
-    filesystem, path = _filesystem(url)
+    filesystem, path = filesystem_for(url)
     copy = _http_copier(prefixes) if scheme_of(url) in ("http", "https") else _copy
     if prefixes:
         copy = _checked(copy, scheme_of(url) or "", prefixes)

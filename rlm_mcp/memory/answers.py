@@ -71,7 +71,3 @@ def stats(connection: sqlite3.Connection) -> dict[str, int]:
         "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(hits), 0) FROM answers"
     ).fetchone()
     return {"entries": entries, "bytes": size, "hits": hits}
-
-
-def delete_all(connection: sqlite3.Connection) -> int:
-    return connection.execute("DELETE FROM answers").rowcount

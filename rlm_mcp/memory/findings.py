@@ -88,7 +88,3 @@ def listed(connection: sqlite3.Connection, limit: int = 1_000) -> list[dict[str,
     ).fetchall()
     keys = ("digest", "kind", "size", "text", "session", "origin", "created", "source")
     return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def delete_all(connection: sqlite3.Connection) -> int:
-    return connection.execute("DELETE FROM findings").rowcount
