@@ -22,7 +22,9 @@ DESCRIPTION = (
     "every flag can also be set with the environment variable named in its help. "
     "`rlm-mcp doctor [flags]` prints which sandbox layers this machine provides; `rlm-mcp sessions` lists the "
     "saved sessions (`--delete ID` removes one); `rlm-mcp trace FILE.jsonl -o trace.html` renders a session's "
-    "trace as one self-contained HTML page; `rlm-mcp ask PATH... QUESTION [--model M] [--json] "
+    "trace as one self-contained HTML page (`rlm-mcp trace --follow SESSION` serves it on 127.0.0.1 while the "
+    "session runs); `rlm-mcp replay TRACE` re-runs a session's cells against its recorded sub-call answers; "
+    "`rlm-mcp ask PATH... QUESTION [--model M] [--json] "
     "[--trace-html FILE]` runs the whole RLM with a configured root model and prints the answer (exit 0: "
     "answered, 1: failed, 2: bad input, 3: stopped at a cap with a partial answer); `rlm-mcp eval` measures it "
     "on the long-context tasks (see `rlm-mcp eval --help`); `rlm-mcp handbook list|show|edit|delete|export|import|"
@@ -51,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "arguments", nargs="*", metavar="ARG", help="with `trace`: the trace; with `ask`: the paths, then the question"
     )
     parser.add_argument("-o", "--output", metavar="FILE.html", help="with `trace`: where to write the page")
+    parser.add_argument(
+        "--follow", action="store_true", help="with `trace`: serve the page on 127.0.0.1, updated as the session runs"
+    )
+    parser.add_argument(
+        "--follow-port", metavar="PORT", type=int, default=0, help="with `trace --follow`: the port (default: any free)"
+    )
     parser.add_argument("--delete", metavar="ID", help="with `sessions`: delete the saved session ID")
     parser.add_argument("--model", metavar="MODEL", help="with `ask`: the root model (as --root-model)")
     parser.add_argument("--json", action="store_true", help="with `ask`: print the answer and its usage as JSON")
@@ -84,10 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rlm_mcp.handbook_command import main as handbook
 
         return handbook(arguments[1:])
-    args = build_parser().parse_args(arguments)
-    if args.command == "trace":
+    if arguments[:1] == ["replay"]:  # its own flags (rlm-mcp replay --help)
+        from rlm_mcp.replay import main as replay
+
+        return replay(arguments[1:])
+    args = build_parser().parse_intermixed_args(arguments)  # `trace --follow SESSION`: a flag before the paths
+    if args.command == "trace" and not args.follow:
         return _trace(args.arguments[0] if args.arguments else None, args.output)
-    if args.command != "ask" and args.arguments:
+    if args.command not in ("ask", "trace") and args.arguments:
         print(f"rlm-mcp {args.command}: unexpected arguments {' '.join(args.arguments)}", file=sys.stderr)
         return 2
     overrides = {field: getattr(args, field) for field in Settings.model_fields}
@@ -112,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "trace":
+        return _follow(settings, args.arguments, args.follow_port)
     if args.command == "ask":
         return _ask(settings, args.arguments, args.json, args.trace_html)
     if args.command == "sessions":
@@ -187,6 +201,30 @@ def _trace(trace_file: str | None, output: str | None) -> int:
     if written.problems:
         print(f"{written.problems} lines of the trace were skipped or changed; the page lists them", file=sys.stderr)
     return 0
+
+
+def _follow(settings: Settings, arguments: list[str], port: int) -> int:
+    """Serve a session's page while it runs: SESSION is a trace file, a session's directory or its id."""
+    from rlm_mcp.escaping import printable
+    from rlm_mcp.session.store import SESSION_ID
+    from rlm_mcp.viewer.follow import follow
+
+    if len(arguments) != 1:
+        print("rlm-mcp trace --follow: give one session: its id, its directory or its trace.jsonl", file=sys.stderr)
+        return 2
+    given = Path(arguments[0])
+    if given.is_dir():
+        given = given / "trace.jsonl"
+    elif not given.exists() and SESSION_ID.fullmatch(arguments[0]):
+        given = settings.workspace / "sessions" / arguments[0] / "trace.jsonl"
+    if not given.parent.is_dir():
+        print(f"rlm-mcp trace --follow: no session at {printable(str(given.parent))}", file=sys.stderr)
+        return 2
+    try:
+        return follow(given, port)
+    except OSError as exc:
+        print(f"rlm-mcp trace --follow: cannot serve on 127.0.0.1:{port}: {printable(str(exc))}", file=sys.stderr)
+        return 1
 
 
 def _sessions(settings: Settings, delete: str | None) -> int:

@@ -108,6 +108,16 @@ def read_tail(path: Path, max_bytes: int) -> bytes:
         return b""
 
 
+def read_from(path: Path, offset: int, max_bytes: int) -> tuple[bytes, int]:
+    """At most `max_bytes` of a regular file from byte `offset`, and the file's size (b"", 0 if it is missing):
+    for following a file another process appends to."""
+    try:
+        with _opened_regular(path, os.O_RDONLY) as (descriptor, info):
+            return os.pread(descriptor, max_bytes, offset) if offset < info.st_size else b"", info.st_size
+    except FileNotFoundError:
+        return b"", 0
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one rename; the temporary file gets a fresh unguessable name."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
