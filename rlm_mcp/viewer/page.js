@@ -8,6 +8,8 @@
   const KNOWN = new Set(['tool', 'cell', 'sub_call', 'rlm', 'root_call', 'distill', 'event']);
   const KIND_LABEL = {tool: 'tool', cell: 'cell', sub_call: 'sub-call', rlm: 'child RLM', root_call: 'root turn',
     distill: 'distill', event: 'event', running: 'running'};
+  const PLURAL = {tool: 'tool calls', cell: 'cells', sub_call: 'sub-calls', rlm: 'child RLMs', root_call: 'root turns',
+    distill: 'distillations', event: 'events', running: 'running events'};
   const BAR_COLOR = {tool: '#4f6fbf', cell: '#3f8f4f', sub_call: '#d1a03c', rlm: '#8253b3', root_call: '#a4507f',
     distill: '#5a7f86', event: '#8791a3', running: '#b8bfcc'};
   const PARTIAL = new Set(['iterations', 'time', 'budget', 'timeout', 'interrupted', 'killed', 'crashed']);
@@ -335,7 +337,8 @@
     if (owner && isFinite(owner.tot.start)) { t0 = Math.min(t0, owner.tot.start); t1 = Math.max(t1, owner.tot.end); }
     const span = Math.max(t1 - t0, 1e-6);
     const kinds = new Set(bars.map((b) => b.kind));
-    const noun = kinds.size === 1 ? (KIND_LABEL[bars[0].kind] + (bars.length === 1 ? '' : 's')) : (bars.length === 1 ? 'event' : 'events');
+    const kind = kinds.size === 1 ? bars[0].kind : 'event';
+    const noun = bars.length === 1 ? KIND_LABEL[kind] : PLURAL[kind];
     const box = el('div', 'timeline');
     const caption = el('div', 'caption', int(bars.length) + ' ' + noun + ' \u00b7 at most ' + int(peak) + ' at once \u00b7 '
       + seconds(span) + ' from first start to last end \u00b7 ' + seconds(work) + ' of work ('
@@ -556,5 +559,6 @@
   window.addEventListener('hashchange', followHash);
   followHash();
   document.body.dataset.ready = 'yes';
+  document.body.dataset.drawnMs = Math.round(performance.now());  // since navigation began: bench_viewer reads it
   if (DATA.follow) follow();
 })();
