@@ -27,6 +27,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.engine.children import serve_children
 from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
+from rlm_mcp.llm.types import Backend
 from rlm_mcp.models import RunResult
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.sandbox.policy import summary
@@ -121,7 +122,8 @@ def _error(message: str, earlier: RunResult | None = None) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
-def build_server(settings: Settings) -> MCPServer:
+def build_server(settings: Settings, backend: Backend | None = None) -> MCPServer:
+    """`backend`: one backend for every model call instead of the settings' choice (`rlm-mcp replay`)."""
     if not make_undumpable():
         log.warning("could not mark the server non-dumpable: REPL code may read its environment via /proc")
     for root in settings.roots:
@@ -134,7 +136,7 @@ def build_server(settings: Settings) -> MCPServer:
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
     telemetry.exporter(settings.otel_texts)  # OTLP export, if the operator configured an endpoint
-    sessions = SessionRegistry(settings, children=serve_children)
+    sessions = SessionRegistry(settings, children=serve_children, backend=backend)
     tasks = Tasks()
 
     @asynccontextmanager

@@ -9,14 +9,19 @@ nothing of cells, still files its sub-calls in the right place.
 Schema version 1 (`"v": 1` on every line); fields by `type`:
 - every event: v, id, parent, depth, type, name, started (Unix time), elapsed_s, error (text or null)
 - "tool": name = the tool, arguments (long values shortened), outcome
-- "cell": code, stdout, stderr (heads, shortened), result, outcome, state
-- "sub_call": model, backend, prompt, system, answer (shortened to 4,000 characters each), input_tokens,
-  output_tokens, cost_usd (null when the model's price is unknown), cached, attempts, latency_s
+- "cell": code (shortened to 100,000 characters), stdout, stderr (heads, shortened), result, outcome, state
+- "sub_call": model (the model that answered), requested_model (the one asked for), backend, prompt, system,
+  max_tokens, answer (shortened to 100,000 characters, the other texts to 4,000), request_sha256 (of the JSON
+  of [system, prompt, max_tokens]: what `rlm-mcp replay` answers it by), input_tokens, output_tokens,
+  cost_usd (null when the model's price is unknown), cached, attempts, latency_s; on failure error and kind
 - "rlm": a child RLM (under the cell whose rlm_query started it) or an `rlm-mcp ask` run: prompt, level
   (its recursion depth, the client's model being 1), outcome (how it stopped), answer, iterations; its
   session's tool calls, cells and sub-calls are its children
 - "root_call": one turn of a root model driven by the server: model, backend, answer, tool_calls (names),
-  input_tokens, output_tokens, cost_usd, attempts
+  input_tokens, output_tokens, cost_usd, attempts; for replay also request_sha256 (the whole request),
+  turn_sha256 (its question, turn number, tools and max_tokens: what stays the same when the tool results
+  it carries hold timings) and reply ({"text", "calls": [{"id", "name", "arguments"}]}, left out when its
+  JSON passes 100,000 characters); see rlm_mcp/llm/recording.py
 Once the file passes 256 MiB, events keep coming but without their texts, and `texts_dropped` lists which.
 Consumers must ignore fields they do not know; a change that removes or renames a field bumps `v`.
 """
@@ -29,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -45,7 +51,12 @@ TEXT_LIMIT = 4_000
 # Past this size a trace keeps recording every event, but without its texts (code, output, prompts, answers),
 # so a session of a million sub-calls cannot fill the disk with its own record.
 FULL_TEXT_BYTES = 256 * MiB
-TEXT_FIELDS = ("code", "stdout", "stderr", "result", "prompt", "system", "answer", "arguments")
+TEXT_FIELDS = ("code", "stdout", "stderr", "result", "prompt", "system", "answer", "arguments", "reply")
+# Replay (rlm-mcp replay) re-runs a cell's code and answers its sub-calls from the trace, so those two texts
+# are kept whole up to a limit few reach; every other text is for reading and is kept to TEXT_LIMIT.
+REPLAY_LIMIT = 100_000
+LIMITS = {"code": REPLAY_LIMIT, "answer": REPLAY_LIMIT}
+_MARKER = re.compile(r"\.\.\. \[[0-9,]+ more characters\]")
 
 _parent: contextvars.ContextVar[tuple[Tracer, int, int] | None] = contextvars.ContextVar("rlm_trace", default=None)
 
@@ -54,6 +65,12 @@ def shorten(text: Any, limit: int = TEXT_LIMIT) -> Any:
     if not isinstance(text, str) or len(text) <= limit:
         return text
     return text[:limit] + f"... [{len(text) - limit:,} more characters]"
+
+
+def was_shortened(text: str) -> bool:
+    """Whether a text a trace holds is `shorten`'s cut of a longer one, at any of the limits (replay cannot
+    use it then)."""
+    return any(len(text) > limit and _MARKER.fullmatch(text, limit) for limit in {TEXT_LIMIT, *LIMITS.values()})
 
 
 class Event:
@@ -74,7 +91,7 @@ class Event:
         self._clock = time.perf_counter()
 
     def set(self, **fields: Any) -> None:
-        self.fields.update({key: shorten(value) for key, value in fields.items()})
+        self.fields.update({key: shorten(value, LIMITS.get(key, TEXT_LIMIT)) for key, value in fields.items()})
 
     def finish(self) -> None:
         self.fields["elapsed_s"] = round(time.perf_counter() - self._clock, 6)

@@ -22,6 +22,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.llm.budget import Budget
 from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
+from rlm_mcp.llm.recording import chat_sha256, reply_record, sub_call_sha256, turn_sha256
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
 from rlm_mcp.memory.answers import StoredAnswer, key_of
@@ -58,16 +59,21 @@ class Answer:
 
 
 class Router:
-    def __init__(self, settings: Settings, memory: Memory | None = None) -> None:
-        """`memory`: the workspace's memory, whose answer cache serves sub-calls across sessions."""
+    def __init__(self, settings: Settings, memory: Memory | None = None, backend: Backend | None = None) -> None:
+        """`memory`: the workspace's memory, whose answer cache serves sub-calls across sessions; `backend`:
+        the one backend for every call, instead of choosing by the settings (`rlm-mcp replay` answers from
+        a trace this way)."""
         self.settings = settings
         self.memory = memory
+        self.fixed = backend
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         self._backends: dict[str, Backend] = {}
         self._building = anyio.Lock()
 
     async def backend_for(self, client_session: Any | None) -> Backend:
         """The backend for a call made while serving `client_session` (needed for sampling)."""
+        if self.fixed is not None:
+            return self.fixed
         mode = self.settings.backend
         if mode == "auto":
             mode = await self._auto_mode(client_session)
@@ -256,6 +262,7 @@ class SessionLLM:
         with recording or contextlib.nullcontext() as event:
             if event is not None:
                 event.set(prompt=call.prompt, system=call.system, max_tokens=call.max_tokens)
+                event.set(requested_model=call.model, request_sha256=sub_call_sha256(call))
             attempts = [0]
             try:
                 answer = await self._complete(call, backend, attempts)
@@ -322,6 +329,8 @@ class SessionLLM:
             tracer.event("root_call", request.model, model=request.model, backend=backend.name) if tracer else None
         )
         with recording or contextlib.nullcontext() as event:
+            if event is not None:
+                event.set(request_sha256=chat_sha256(request), turn_sha256=turn_sha256(request))
             attempts = [0]
             estimate = estimate_tokens(request.system, *(_turn_text(turn) for turn in request.turns))
             try:
@@ -347,6 +356,7 @@ class SessionLLM:
                     output_tokens=reply.output_tokens,
                     cost_usd=cost,
                     attempts=attempts[0],
+                    reply=reply_record(reply),
                 )
             return reply, cost
 

@@ -18,6 +18,7 @@ from rlm_mcp import safefs, telemetry
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router
+from rlm_mcp.llm.types import Backend
 from rlm_mcp.memory.service import Memory
 from rlm_mcp.session.running import Spawn
 from rlm_mcp.session.session import ChildServer, Session
@@ -52,12 +53,13 @@ class SessionRegistry:
     sessions a minute.
     """
 
-    def __init__(self, settings: Settings, children: ChildServer | None = None) -> None:
-        """`children` serves the sessions' rlm_query (see rlm_mcp/engine/children.py)."""
+    def __init__(self, settings: Settings, children: ChildServer | None = None, backend: Backend | None = None) -> None:
+        """`children` serves the sessions' rlm_query (see rlm_mcp/engine/children.py); `backend`, if given,
+        answers every model call (see Router)."""
         self.settings = settings
         self.children = children
         self.memory = Memory(settings)
-        self.router = Router(settings, self.memory)
+        self.router = Router(settings, self.memory, backend)
         self.store = SessionStore(settings.workspace)
         self._sessions: dict[str, Session] = {}
         self._started_by: dict[str, deque[float]] = defaultdict(deque)  # client address -> session start times

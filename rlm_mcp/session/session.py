@@ -255,7 +255,13 @@ class Session:
         `stop` is set when the client cancels this call, which stops the cell too (a call that ends because
         the client went away leaves it running)."""
         shown_wait = None if wait_s is None or math.isinf(wait_s) else wait_s  # the trace is strict JSON
-        arguments = {"code": code, "timeout_s": timeout_s, "wait_s": shown_wait, "interrupt": interrupt}
+        arguments = {
+            "code": code,
+            "timeout_s": timeout_s,
+            "wait_s": shown_wait,
+            "interrupt": interrupt,
+            "max_output_chars": max_output_chars,  # replay re-runs the cell with the same cap on its output
+        }
         with self.tracer.event("tool", "run_code", arguments=arguments) as event:
             wait = self._checked_wait(wait_s)
             earlier = None

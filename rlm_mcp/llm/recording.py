@@ -1,0 +1,84 @@
+"""What a trace records of a model call so that `rlm-mcp replay` can answer the same call again.
+
+A sub-call is known by the digest of what was asked (system, prompt, max_tokens), not of the backend or the
+model: the model a trace names is the one the provider says answered, and the default model depends on
+the backend, so neither would be the same in a replay that has no provider. A root model's turn (a child
+RLM's, or `ask`'s) is recorded with two digests: of the whole request, and of what stays the same when its
+tool results carry timings ("[ok, state kept, 0.012 s]"): the question, how many turns in it is, the tools
+and max_tokens. Replay answers turns by the second. Both sides (the router recording, the replay answering)
+compute them here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from rlm_mcp.llm.types import ChatReply, ChatRequest, SubCall, ToolCall, Turn
+from rlm_mcp.trace import REPLAY_LIMIT
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def sub_call_sha256(call: SubCall) -> str:
+    return _digest([call.system, call.prompt, call.max_tokens])
+
+
+def _turn(turn: Turn) -> dict[str, Any]:
+    return {
+        "role": turn.role,
+        "text": turn.text,
+        "calls": [_call(call) for call in turn.calls],
+        "results": [[result.call_id, result.text, result.is_error] for result in turn.results],
+    }
+
+
+def _call(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "name": call.name, "arguments": call.arguments}
+
+
+def chat_sha256(request: ChatRequest) -> str:
+    """The whole request, tools by name (their descriptions are the server's own text, not the session's)."""
+    return _digest(
+        {
+            "system": request.system,
+            "turns": [_turn(turn) for turn in request.turns],
+            "tools": [tool.name for tool in request.tools],
+            "max_tokens": request.max_tokens,
+        }
+    )
+
+
+def turn_sha256(request: ChatRequest) -> str:
+    """The conversation's question, how far into it this turn is, the tools and max_tokens. Not the system
+    prompt: it names what the memory offered, and a replay runs without the memory."""
+    question = request.turns[0].text if request.turns else ""
+    return _digest([question, len(request.turns), [tool.name for tool in request.tools], request.max_tokens])
+
+
+def reply_record(reply: ChatReply) -> dict[str, Any] | None:
+    """The reply as replay needs it back, or None if its JSON is longer than a trace keeps a text."""
+    record = {"text": reply.text, "calls": [_call(call) for call in reply.calls]}
+    size = len(json.dumps(record, ensure_ascii=False, default=str))
+    return record if size <= REPLAY_LIMIT else None
+
+
+def reply_calls(record: Any) -> tuple[ToolCall, ...] | None:
+    """The tool calls of a recorded reply, or None if the record is not one `reply_record` could write."""
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        return None
+    if not isinstance(record.get("calls"), list):
+        return None
+    calls = []
+    for call in record["calls"]:
+        if not isinstance(call, dict):
+            return None
+        call_id, name, arguments = call.get("id"), call.get("name"), call.get("arguments")
+        if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, dict)):
+            return None
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
