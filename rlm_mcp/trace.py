@@ -51,6 +51,7 @@ TEXT_LIMIT = 4_000
 # Past this size a trace keeps recording every event, but without its texts (code, output, prompts, answers),
 # so a session of a million sub-calls cannot fill the disk with its own record.
 FULL_TEXT_BYTES = 256 * MiB
+RESUME_TAIL_BYTES = 4 * MiB  # read to find where a resumed session's numbering goes on
 TEXT_FIELDS = ("code", "stdout", "stderr", "result", "prompt", "system", "answer", "arguments", "reply")
 # Replay (rlm-mcp replay) re-runs a cell's code and answers its sub-calls from the trace, so those two texts
 # are kept whole up to a limit few reach; every other text is for reading and is kept to TEXT_LIMIT.
@@ -110,12 +111,22 @@ class Tracer:
             self._size = 0
 
     def _next_id(self) -> int:
-        """Continue the numbering of an existing trace (a resumed session appends to it)."""
+        """Continue the numbering of an existing trace (a resumed session appends to it): past the largest id
+        near its end, not the last line's, since a parent's line comes after its children's (it ends later)
+        and has the smallest id of them."""
         try:
-            last = safefs.read_tail(self.path, 65536).splitlines()[-1]
-            return int(json.loads(last)["id"]) + 1
-        except (OSError, IndexError, ValueError, KeyError, TypeError):
+            tail = safefs.read_tail(self.path, RESUME_TAIL_BYTES)
+        except OSError:
             return 1
+        largest = 0
+        for line in tail.splitlines()[1:] if len(tail) == RESUME_TAIL_BYTES else tail.splitlines():
+            try:
+                event_id = json.loads(line)["id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(event_id, int) and not isinstance(event_id, bool):
+                largest = max(largest, event_id)
+        return largest + 1
 
     def write(self, fields: dict[str, Any]) -> None:
         if self._size >= self.full_text_bytes:

@@ -115,3 +115,16 @@ async def test_session_info_is_a_readable_resource(tmp_path: Path, data_dir: Pat
         handle = info["session"]
         by_handle = json.loads(await read_json(client, f"rlm://sessions/{handle}/info"))
         assert by_handle["variables"] == info["variables"]
+
+
+def test_a_resumed_trace_numbers_on_past_its_largest_id(tmp_path: Path) -> None:
+    from rlm_mcp.trace import Tracer
+
+    path = tmp_path / "session" / "trace.jsonl"
+    first = Tracer(path)
+    with first.event("tool", "run_code"), first.event("cell", "cell 1"), first.event("sub_call", "model"):
+        pass
+    again = Tracer(path)  # a resumed session: its parent's line (the smallest id) was written last
+    with again.event("tool", "load_context"):
+        pass
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [3, 2, 1, 4]

@@ -20,6 +20,7 @@ from mcp import Client
 
 from rlm_mcp.server import build_server
 from rlm_mcp.viewer import write_html
+from rlm_mcp.viewer.events import load_events
 from rlm_mcp.viewer.page import asset
 from testkit.browser import Browser, chromium_path
 from testkit.fakes import FakeProvider
@@ -160,6 +161,14 @@ def forged_lines() -> list[str]:
         Raw("[" * 50_000 + "]" * 50_000),
     ]
     lines += [{"id": 100 + i, "parent": 99 + i if i else None, "type": "cell", "name": f"deep {i}"} for i in range(200)]
+    lines += [
+        {"id": 2**53, "type": "tool", "name": "an id a browser would round"},
+        {"id": 400, "type": "cell", "name": "huge numbers", "input_tokens": 10**400, "started": 1e15},
+        Raw('{"id": 401, "type": "tool"}\r{"id": 402, "type": "tool"}'),  # one line: only "\n" ends one
+        Raw('{"id": 500, "type": "tool", "name": "' + "x" * 5_000_000 + '"}'),  # past the longest line read
+        {"id": 501, "type": "tool", "name": "after the long line"},
+        *(Raw(f"junk {i}") for i in range(60)),
+    ]
     return [line if isinstance(line, Raw) else json.dumps(line) for line in lines]
 
 
@@ -215,7 +224,7 @@ def test_a_forged_trace_stays_data_in_the_page(tmp_path: Path) -> None:
     assert not [attrs for _, attrs in page.elements if any(name.startswith("on") for name in attrs)]  # no handler
     data = json.loads(page.scripts[0])  # one JSON value: nothing in it closed the element
     by_id = {event["id"]: event for event in data["events"]}
-    assert len(by_id) == written.events == 1 + 2 + 1 + 3 + 200  # every valid event, once
+    assert len(by_id) == written.events == 1 + 2 + 1 + 3 + 200 + 2  # every valid event, once
     assert by_id[1]["type"] == "event" and by_id[1]["unknown_type"] == f'tool" ontoggle="{PWN}" x="'
     assert by_id[5]["stdout"] == f"</pre></script><script>{PWN}</script>"  # kept as text, shown as text
     assert "elapsed_s" not in by_id[5] and "input_tokens" not in by_id[6] and "cached" not in by_id[6]
@@ -226,7 +235,11 @@ def test_a_forged_trace_stays_data_in_the_page(tmp_path: Path) -> None:
     for number, why in [(2, "id is not an integer"), (3, "not JSON"), (4, "not a JSON object"), (5, "not a JSON")]:
         assert f"line {number}: {why}" in problems
     assert "line 8: event 7: parent is not an earlier event" in problems and "line 9: id 1 repeated" in problems
-    assert "line 10: id is not an integer (true)" in problems and "line 15: not JSON" in problems
+    assert "line 10: id is not an integer of at most 2**53 (true)" in problems and "line 15: not JSON" in problems
+    assert "line 216: id is not an integer of at most 2**53 (9007199254740992)" in problems
+    assert "input_tokens" not in by_id[400] and "started" not in by_id[400]  # numbers no page can hold
+    assert "line 218: not JSON" in problems and "line 219: longer than 4,194,304 bytes" in problems
+    assert 501 in by_id and data["problem_count"] == written.problems == 14 + 60 and len(data["problems"]) == 50
     policy = next(attrs["content"] for tag, attrs in page.elements if attrs.get("http-equiv"))
     assert "default-src 'none'" in policy and "script-src 'nonce-" in policy and "unsafe-inline" not in policy
 
@@ -240,7 +253,7 @@ def test_a_forged_trace_runs_no_injected_script_in_chromium(tmp_path: Path, brow
     trace = write_forged(tmp_path)
     page = tmp_path / "trace.html"
     done = subprocess.run([console_script(), "trace", str(trace), "-o", str(page)], capture_output=True, text=True)
-    assert done.returncode == 0 and "(207 events)" in done.stdout, done.stderr
+    assert done.returncode == 0 and "(209 events)" in done.stdout, done.stderr
     assert "lines of the trace were skipped or changed" in done.stderr
     browser.open(page.as_uri() + "#select=6")
     assert "<script>" in detail(browser)  # the sub-call named in the address, its prompt shown as text
@@ -252,10 +265,8 @@ def test_a_forged_trace_runs_no_injected_script_in_chromium(tmp_path: Path, brow
     assert f'tool" ontoggle="{PWN}" x="' in detail(browser)
     assert browser.evaluate("document.documentElement.dataset.pwned") is None
     assert browser.evaluate("document.querySelectorAll('img,svg,iframe,object,embed,script[src]').length") == 0
-    assert "207" not in browser.evaluate("document.getElementById('problems').textContent")
-    assert "lines of the trace skipped or changed" in browser.evaluate(
-        "document.getElementById('problems').textContent"
-    )
+    problems = browser.evaluate("document.getElementById('problems').textContent")
+    assert "74 lines of the trace skipped or changed" in problems and "and 24 more" in problems
     deepest = browser.evaluate(
         "Math.max(...[...document.querySelectorAll('.row')].map(r => parseInt(r.style.paddingLeft)))"
     )
@@ -368,15 +379,24 @@ async def test_follow_updates_the_page_while_the_session_runs(
                 await anyio.to_thread.run_sync(
                     browser.wait_for, "document.getElementById('totals').textContent.startsWith('1 tool calls')"
                 )
-                running = await client.call_tool(
-                    "run_code", {"code": "import time\nfor i in range(3):\n    llm_query(f'q{i}')\n", "wait_s": 0}
+                flag = data_dir / "go-on"  # the cell waits for it, so the page is seen while the cell runs
+                code = (
+                    "import os, time\nfor i in range(3):\n    llm_query(f'q{i}')\n"
+                    f"for _ in range(1200):\n    if os.path.exists({str(flag)!r}):\n        break\n"
+                    "    time.sleep(0.05)\n"
                 )
+                running = await client.call_tool("run_code", {"code": code, "wait_s": 0})
                 assert running.structured_content["outcome"] == "running"
                 # sub-calls land before their cell: the page shows them under the cell, marked running
                 placeholder = await anyio.to_thread.run_sync(
                     browser.wait_for, f"{ROWS}.find(r => r.textContent.includes('not finished'))?.textContent"
                 )
                 assert "running" in placeholder
+                await anyio.to_thread.run_sync(browser.click, "#q")
+                await anyio.to_thread.run_sync(browser.type, "notes")  # a search open while events arrive
+                await anyio.to_thread.run_sync(browser.wait_for, "document.getElementById('matches').textContent")
+                await anyio.to_thread.run_sync(browser.click, '.row[data-id="1"] .kind')
+                flag.write_text("")
                 await run(client, "print('done')")
                 final = await anyio.to_thread.run_sync(
                     browser.wait_for,
@@ -385,6 +405,7 @@ async def test_follow_updates_the_page_while_the_session_runs(
                 )
                 assert "3 cells" in final or "2 cells" in final
                 assert "following" in browser.evaluate("document.getElementById('status').textContent")
+                assert browser.evaluate("location.hash") == "#select=1"  # new events did not move the selection
                 artifact(browser, "trace-follow.png")
             finally:
                 follow.stop()
@@ -408,3 +429,42 @@ def test_follow_reads_only_whole_lines(tmp_path: Path) -> None:
         assert batch["offset"] == trace.stat().st_size and batch["line"] == 2
     finally:
         follow.stop()
+
+
+def test_follow_and_the_static_page_read_a_forged_trace_alike(tmp_path: Path) -> None:
+    trace = write_forged(tmp_path)
+    events, reader = load_events(trace)
+    follow = Follow(trace.parent)
+    try:
+        followed: list[dict[str, Any]] = []
+        problems: list[str] = []
+        offset = line = 0
+        while True:
+            batch = json.loads(follow.get(follow.path + f"events?offset={offset}&line={line}")[1])
+            followed += batch["events"]
+            problems += batch["problems"]
+            offset, line = batch["offset"], batch["line"]
+            if not batch["more"]:
+                break
+    finally:
+        follow.stop()
+    assert followed == events and problems[:50] == reader.problems  # the same events, the same line numbers
+    assert offset == trace.stat().st_size
+
+
+def test_a_timeline_of_one_instant_still_draws_its_bars(tmp_path: Path, browser: Browser) -> None:
+    trace = tmp_path / "instant" / "trace.jsonl"
+    trace.parent.mkdir()
+    lines = [{"id": 1, "type": "tool", "name": "run_code", "started": 1.8e9, "elapsed_s": 0}]
+    lines += [{"id": 2, "parent": 1, "type": "cell", "name": "cell 1", "started": 1.8e9, "elapsed_s": 0}]
+    lines += [{"id": i, "parent": 2, "type": "sub_call", "started": 1.8e9, "elapsed_s": 0} for i in (3, 4, 5)]
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_html(trace, tmp_path / "instant.html")
+    browser.open((tmp_path / "instant.html").as_uri() + "#select=2")
+    assert browser.evaluate("({...document.getElementById('timeline-caption').dataset})") == {"bars": "3", "peak": "3"}
+    painted = browser.evaluate(
+        "(c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 0; i < d.length; i += 4) if (d[i] > 180 && d[i + 2] < 120) n++; return n; })"
+        "(document.getElementById('timeline'))"
+    )
+    assert painted > 20  # sub-call bars (amber) were drawn, not lost to a span of zero

@@ -22,6 +22,6 @@ def title_of(trace: Path) -> str:
 
 def write_html(trace: Path, output: Path) -> Written:
     """Render `trace` into `output`: how many events it shows, and how many lines it skipped or changed."""
-    events, problems = load_events(trace)
-    output.write_text(render(events, title_of(trace), problems), encoding="utf-8")
-    return Written(len(events), len(problems))
+    events, reader = load_events(trace)
+    output.write_text(render(events, title_of(trace), reader.problems, reader.problem_count), encoding="utf-8")
+    return Written(len(events), reader.problem_count)

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlm_mcp import safefs
 from rlm_mcp.escaping import printable
+from rlm_mcp.units import MiB
 
 Event = dict[str, Any]
 
@@ -52,7 +54,11 @@ TEXTS = (
 NAME_LIMIT = 200
 LABEL_LIMIT = 160
 TEXT_LIMIT = 100_000  # one text; the tracer keeps most texts to 4,000 characters, answers and code to 100,000
-MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is forged: the tracer's are far shorter
+MAX_LINE_BYTES = 4 * MiB  # a longer line is forged: the tracer's are far shorter
+BATCH_BYTES = MAX_LINE_BYTES + 1  # of the trace read at once: a line of MAX_LINE_BYTES and its newline
+MAX_SAFE_INTEGER = 2**53 - 1
+LATEST_START = 32_503_680_000.0  # the year 3000: a later (or negative) start is forged, and no date can show it
+LISTED_PROBLEMS = 50  # the problems kept as text; the rest are counted
 LABEL_ARGUMENTS = ("path", "paths", "url", "name", "code", "prompt", "question", "handle")
 
 
@@ -73,14 +79,16 @@ def _text(value: Any) -> str | None:
     return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + f"... [{len(text) - TEXT_LIMIT:,} more characters]"
 
 
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer the page's script holds exactly (a JavaScript number is a double: beyond 2**53 two ids
+    could become one, and an event its own parent)."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SAFE_INTEGER
+
+
+def _number(value: Any) -> float | int | None:
+    if _is_int(value):
+        return value
+    return value if isinstance(value, float) and math.isfinite(value) else None
 
 
 def _first_line(text: Any) -> str:
@@ -122,7 +130,7 @@ def clean_event(raw: Any) -> tuple[Event | None, str | None]:
         return None, f"not a JSON object ({type(raw).__name__})"
     event_id = raw.get("id")
     if not _is_int(event_id):
-        return None, f"id is not an integer ({printable(_json(event_id), NAME_LIMIT)})"
+        return None, f"id is not an integer of at most 2**53 ({printable(_json(event_id), NAME_LIMIT)})"
     problem = None
     parent = raw.get("parent")
     if parent is not None and not (_is_int(parent) and parent < event_id):
@@ -139,7 +147,7 @@ def clean_event(raw: Any) -> tuple[Event | None, str | None]:
         event["code"] = _text(raw["arguments"]["code"])
     for name in NUMBERS:
         number = _number(raw.get(name))
-        if number is not None:
+        if number is not None and (name != "started" or 0 <= number <= LATEST_START):
             event[name] = number
     for name in NAMES:
         text = _text(raw.get(name))
@@ -159,56 +167,86 @@ def clean_event(raw: Any) -> tuple[Event | None, str | None]:
 
 @dataclass
 class TraceReader:
-    """Reads a trace's lines, whole or as they are appended, into checked events and numbered problems."""
+    """Checks a trace's lines into events and numbered problems, the line numbers counting on from `line`.
 
-    seen: set[int] = field(default_factory=set)
+    The first LISTED_PROBLEMS problems are kept as text, the rest only counted, so a forged trace of a
+    million bad lines costs a number, not a list. Ids are checked for repeats among the lines this reader
+    has read (a followed page checks the rest itself, see page.js `ingest`).
+    """
+
     line: int = 0  # lines read so far
-    problems: int = 0
+    problem_count: int = 0
+    problems: list[str] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)
 
-    def read_lines(self, lines: list[bytes]) -> tuple[list[Event], list[str]]:
+    def _problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < LISTED_PROBLEMS:
+            self.problems.append(text)
+
+    def read_lines(self, lines: list[bytes | None]) -> list[Event]:
+        """The events of `lines` (None: a line longer than MAX_LINE_BYTES, skipped unread)."""
         events: list[Event] = []
-        problems: list[str] = []
         for data in lines:
             self.line += 1
+            if data is None:
+                self._problem(f"line {self.line}: longer than {MAX_LINE_BYTES:,} bytes; skipped")
+                continue
             if not data.strip():
                 continue
-            if len(data) > MAX_LINE_BYTES:
-                problems.append(f"line {self.line}: longer than {MAX_LINE_BYTES:,} bytes; skipped")
-                continue
             try:
-                raw = json.loads(data.decode("utf-8", "replace"))
+                event, problem = clean_event(json.loads(data.decode("utf-8", "replace")))
             except (ValueError, RecursionError):
-                problems.append(f"line {self.line}: not JSON; skipped")
+                self._problem(f"line {self.line}: not JSON; skipped")
                 continue
-            event, problem = clean_event(raw)
             if event is not None and event["id"] in self.seen:
                 event, problem = None, f"id {event['id']} repeated"
             if problem:
-                problems.append(f"line {self.line}: {problem}" + ("" if event else "; skipped"))
+                self._problem(f"line {self.line}: {problem}" + ("" if event else "; skipped"))
             if event is not None:
                 self.seen.add(event["id"])
                 events.append(event)
-        self.problems += len(problems)
-        return events, problems
+        return events
 
 
-def load_events(path: Path) -> tuple[list[Event], list[str]]:
-    """The valid events of a whole trace, and a line-numbered list of what was skipped or changed.
+def whole_lines(path: Path, offset: int) -> tuple[list[bytes | None], int, int]:
+    """The whole lines written from byte `offset` on (about BATCH_BYTES of them), the offset after them and
+    the file's size; a line longer than MAX_LINE_BYTES is None. One reader for `rlm-mcp trace` and
+    `--follow`, so that both split a trace the same way (on "\\n" only). Never follows a link or opens a
+    FIFO (the session's directory is written while model-written code runs)."""
+    data, size = safefs.read_from(path, offset, BATCH_BYTES)
+    end = data.rfind(b"\n") + 1
+    if end:
+        return data[: end - 1].split(b"\n"), offset + end, size
+    if len(data) < BATCH_BYTES:  # a line still being written, or none at all
+        return [], offset, size
+    position = offset + len(data)  # one line longer than a batch: skip to its end, if it has one yet
+    while True:
+        more, size = safefs.read_from(path, position, BATCH_BYTES)
+        newline = more.find(b"\n")
+        if newline >= 0:
+            return [None], position + newline + 1, size
+        if len(more) < BATCH_BYTES:
+            return [], offset, size
+        position += len(more)
+
+
+def load_events(path: Path) -> tuple[list[Event], TraceReader]:
+    """The valid events of a whole trace, and the reader that holds what was skipped or changed.
 
     Not trace.read_events: that stops at the first line that is not JSON, and a trace worth looking at may
     end in a line cut short by a crash, or be forged. Undecodable bytes become U+FFFD.
     """
+    path.lstat()  # a missing trace is an error here (following, it is one not written yet)
     reader = TraceReader()
     events: list[Event] = []
-    problems: list[str] = []
-    with open(path, "rb") as handle:
-        batch: list[bytes] = []
-        for line in handle:
-            batch.append(line)
-            if len(batch) >= 10_000:
-                more, wrong = reader.read_lines(batch)
-                events += more
-                problems += wrong
-                batch = []
-        more, wrong = reader.read_lines(batch)
-    return events + more, problems + wrong
+    offset, size = 0, 1
+    while offset < size:
+        lines, after, size = whole_lines(path, offset)
+        if after == offset:  # the last line has no newline (a crash cut it): read it as it is
+            data, _ = safefs.read_from(path, offset, BATCH_BYTES)
+            events += reader.read_lines([data if data and len(data) <= MAX_LINE_BYTES else None] if data else [])
+            break
+        events += reader.read_lines(lines)
+        offset = after
+    return events, reader

@@ -1,9 +1,8 @@
 """`rlm-mcp trace --follow`: a session's page served on 127.0.0.1, fed the trace's new lines as they land.
 
 The page is the static viewer's (page.py) started empty; its script asks `events?offset=N&line=L` once a
-second and gets the complete lines appended since byte N, checked by the same TraceReader the static page
-uses. The server reads the trace without following a link or opening a FIFO (safefs), since the session
-directory is written while model-written code runs.
+second and gets the whole lines appended since byte N, read and checked as the static page's are
+(events.whole_lines, TraceReader: no link followed, no FIFO opened).
 
 A trace holds the session's code, prompts and answers, and any local user can connect to 127.0.0.1: so the
 page lives under a random path printed once (like a notebook server's token), a request whose Host is not
@@ -15,66 +14,52 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from rlm_mcp import safefs
-from rlm_mcp.units import MiB
 from rlm_mcp.viewer import title_of
-from rlm_mcp.viewer.events import TraceReader
+from rlm_mcp.viewer.events import TraceReader, whole_lines
 from rlm_mcp.viewer.page import embedded_json, render
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 4 * MiB  # of the trace per answer; the page asks again at once while there is more
 
+def batch(trace: Path, offset: int, line: int) -> dict[str, object]:
+    """The events of the whole lines written since byte `offset` (line `line`), for a following page.
 
-class Follower:
-    """The trace being followed, read from where each page left off (a reader per page, by its offset)."""
-
-    def __init__(self, trace: Path) -> None:
-        self.trace = trace
-        self._lock = threading.Lock()
-        self._readers: dict[tuple[int, int], TraceReader] = {}  # (offset, line) a page reached -> its reader
-
-    def batch(self, offset: int, line: int) -> dict[str, object]:
-        data, size = safefs.read_from(self.trace, offset, BATCH_BYTES)
-        reset = size < offset  # the trace was replaced by a shorter one: start the page again
-        if reset:
-            offset, line = 0, 0
-            data, size = safefs.read_from(self.trace, 0, BATCH_BYTES)
-        end = data.rfind(b"\n") + 1  # only whole lines; the rest comes when its newline has been written
-        if end == 0 and len(data) == BATCH_BYTES:  # one line longer than a batch: skip it, the reader says so
-            end = len(data)
-        with self._lock:
-            reader = self._readers.pop((offset, line), None) or TraceReader(line=line)
-        events, problems = reader.read_lines(data[:end].splitlines())
-        with self._lock:
-            self._readers[(offset + end, reader.line)] = reader
-            while len(self._readers) > 64:  # pages that went away
-                self._readers.pop(next(iter(self._readers)))
-        return {
-            "events": events,
-            "problems": problems,
-            "offset": offset + end,
-            "line": reader.line,
-            "more": offset + end < size,
-            "reset": reset,
-            "trace": self.trace.parent.name or self.trace.name,
-        }
+    Stateless: the page sends back where it is, so any number of pages can follow one trace, and the page
+    checks repeated ids itself across batches. A trace now shorter than `offset` was replaced: the page
+    starts again from its first line (`reset`).
+    """
+    lines, after, size = whole_lines(trace, offset)
+    reset = size < offset
+    if reset:
+        offset, line = 0, 0
+        lines, after, size = whole_lines(trace, 0)
+    reader = TraceReader(line=line)
+    events = reader.read_lines(lines)
+    return {
+        "events": events,
+        "problems": reader.problems,
+        "problem_count": reader.problem_count,
+        "offset": after,
+        "line": reader.line,
+        "more": after > offset and after < size,  # another batch is ready: the page asks at once
+        "reset": reset,
+        "trace": trace.parent.name or trace.name,
+    }
 
 
 def make_server(trace: Path, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """The server (not yet serving) and the page's address."""
-    follower = Follower(trace)
     token = secrets.token_urlsafe(24)
     page = render([], title_of(trace), follow=True).encode("utf-8")
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "rlm-mcp-trace"
+        timeout = 30  # an idle connection is closed: any local user can open some, token or not
         sys_version = ""
 
         def log_message(self, format: str, *args: object) -> None:
@@ -92,10 +77,11 @@ def make_server(trace: Path, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
                 query = parse_qs(url.query)
                 try:
                     offset, line = (max(0, int(query.get(name, ["0"])[0])) for name in ("offset", "line"))
-                    body = embedded_json(follower.batch(offset, line)).encode("ascii")
                 except ValueError:
                     self._send(HTTPStatus.BAD_REQUEST, b"offset and line are whole numbers\n", "text/plain")
                     return
+                try:
+                    body = embedded_json(batch(trace, offset, line)).encode("ascii")
                 except OSError as exc:
                     message = f"cannot read the trace: {exc.strerror or exc}\n".encode("utf-8", "replace")
                     self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, "text/plain")

@@ -24,7 +24,7 @@
   const open = new Set(), defaulted = new Set();
   let order = [], roots = [], rows = [], rowAt = new Map(), selected = null, shownKey = '';
   let matches = [], matchSet = new Set(), matchAt = -1, searched = '';
-  let problems = DATA.problems.slice(), problemCount = DATA.problem_count;
+  let problems = DATA.problems.slice(), problemCount = DATA.problem_count, revision = 0;
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -47,12 +47,24 @@
     return value < 7200 ? (value / 60).toFixed(1) + ' min' : (value / 3600).toFixed(1) + ' h';
   }
 
+  function when(started) {  // the trace's Unix time as a UTC date (events.py keeps it within the year 3000)
+    const date = new Date(started * 1000);
+    return isNaN(date.getTime()) ? String(started) : date.toISOString().replace('T', ' ').replace('Z', ' UTC');
+  }
+
   // -- the model: nodes, their tree and their rolled-up figures ------------------------------------------
   function ingest(events) {
     for (const e of events) {
       const n = nodes.get(e.id);
+      if (n && n.e) { addProblems(['event ' + e.id + ' came again; the first is shown'], 1); continue; }
       if (n) { n.e = e; n.hay = null; } else nodes.set(e.id, {id: e.id, e, kids: [], tot: null, hay: null});
     }
+    revision++;
+  }
+
+  function addProblems(texts, count) {
+    problems = problems.concat(texts.slice(0, Math.max(0, 50 - problems.length)));
+    problemCount += count;
   }
 
   function rebuild() {
@@ -214,7 +226,7 @@
   }
 
   function showDetail() {
-    const key = selected === null ? 'session:' + nodes.size : selected + ':' + JSON.stringify(nodes.get(selected).tot)
+    const key = selected === null ? 'session:' + revision : selected + ':' + JSON.stringify(nodes.get(selected).tot)
       + (nodes.get(selected).e ? 'e' : '');
     if (key === shownKey) return;
     shownKey = key;
@@ -229,7 +241,7 @@
     field(facts, 'id', selected);
     if (e && e.parent !== undefined) { facts.append(el('dt', '', 'parent')); facts.append(el('dd')); facts.lastChild.append(jump(e.parent, 'event ' + e.parent)); }
     if (e) {
-      if (e.started !== undefined) field(facts, 'started', new Date(e.started * 1000).toISOString().replace('T', ' ').replace('Z', ' UTC'));
+      if (e.started !== undefined) field(facts, 'started', when(e.started));
       field(facts, 'took', seconds(e.elapsed_s));
       field(facts, 'model', e.model); field(facts, 'backend', e.backend); field(facts, 'outcome', e.outcome);
       if (kind === 'sub_call' || kind === 'root_call') {
@@ -312,7 +324,7 @@
     const busy = heap((a, b) => a[0] < b[0]), free = heap((a, b) => a < b);
     let count = 0;
     for (const bar of bars) {
-      while (busy.size() && busy.peek()[0] <= bar.start) free.push(busy.pop()[1]);
+      while (busy.size() && busy.peek()[0] < bar.start) free.push(busy.pop()[1]);  // an instant overlaps itself
       bar.lane = free.size() ? free.pop() : count++;
       busy.push([bar.end, bar.lane]);
     }
@@ -359,6 +371,7 @@
     const byLane = Array.from({length: peak}, () => []);
     for (const bar of bars) byLane[bar.lane].push(bar);
     const failed = bars.filter((bar) => bar.bad);
+    t1 = t0 + span;  // a span of zero (one instant) still gets a width
     let v0 = t0, v1 = t1;  // the part of the span in view: the wheel zooms about the pointer, a double-click resets
     const x = (time) => (time - v0) / (v1 - v0) * (width - 2) + 1;
     function paintBars() {
@@ -409,7 +422,7 @@
       if (v1 - v0 < least) v1 = v0 + least;
       paintBars();
     }, {passive: false});
-    canvas.addEventListener('dblclick', () => { v0 = t0; v1 = t1; paintBars(); });
+    canvas.addEventListener('dblclick', () => { v0 = t0; v1 = t1; paintBars(); });  // t1 = t0 + span, above
   }
 
   // -- the header: totals, problems, search ---------------------------------------------------------------
@@ -454,15 +467,16 @@
     return n.hay;
   }
 
-  function search(force) {
+  function search(again) {  // `again`: the events changed (following); the matches are found anew, staying put
     const query = $('#q').value.trim().toLowerCase();
-    if (query === searched && !force) return;
+    if (query === searched && !again) return;
     searched = query;
     matches = query ? order.filter((id) => haystack(nodes.get(id)).includes(query)) : [];
     matchSet = new Set(matches);
-    matchAt = -1;
-    $('#matches').textContent = query ? int(matches.length) + (matches.length === 1 ? ' match' : ' matches') : '';
-    if (matches.length) step(1); else paint();
+    matchAt = again ? matches.indexOf(selected) : -1;
+    const count = int(matches.length) + (matches.length === 1 ? ' match' : ' matches');
+    $('#matches').textContent = !query ? '' : (matchAt >= 0 ? int(matchAt + 1) + ' of ' + count : count);
+    if (matches.length && !again) step(1); else paint();
   }
 
   function step(direction) {
@@ -532,11 +546,14 @@
         const reply = await fetch('events?offset=' + offset + '&line=' + line, {cache: 'no-store'});
         if (!reply.ok) throw new Error('HTTP ' + reply.status);
         const batch = await reply.json();
-        if (batch.reset) { nodes.clear(); open.clear(); defaulted.clear(); problems = []; problemCount = 0; selected = null; }
+        if (batch.reset) {  // the trace was replaced: start again
+          nodes.clear(); open.clear(); defaulted.clear(); problems = []; problemCount = 0; selected = null;
+          matches = []; matchSet = new Set(); matchAt = -1; searched = '';
+        }
         offset = batch.offset; line = batch.line; more = batch.more; failures = 0;
-        if (batch.events.length || batch.problems.length || batch.reset) {
+        if (batch.events.length || batch.problem_count || batch.reset) {
           ingest(batch.events);
-          problems = problems.concat(batch.problems); problemCount += batch.problems.length;
+          addProblems(batch.problems, batch.problem_count);
           refresh();
         }
         $('#status').textContent = 'following ' + batch.trace + ' \u00b7 ' + int(nodes.size) + ' events \u00b7 updated '

@@ -22,9 +22,8 @@ from importlib import resources
 from typing import Any
 
 from rlm_mcp.escaping import printable
-from rlm_mcp.viewer.events import NAME_LIMIT, Event
+from rlm_mcp.viewer.events import LISTED_PROBLEMS, NAME_LIMIT, Event
 
-LISTED_PROBLEMS = 50
 ASSETS = resources.files("rlm_mcp.viewer")
 
 
@@ -39,19 +38,16 @@ def embedded_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def problems_part(problems: Sequence[str]) -> dict[str, Any]:
-    return {
-        "problems": [printable(problem, 300) for problem in problems[:LISTED_PROBLEMS]],
-        "problem_count": len(problems),
-    }
-
-
-def render(events: list[Event], title: str, problems: Sequence[str] = (), follow: bool = False) -> str:
-    """The page for events made by `clean_event`; `problems` (lines skipped or changed) are listed at its top.
-    With `follow`, the page asks the server that served it for the trace's new lines every second."""
+def render(
+    events: list[Event], title: str, problems: Sequence[str] = (), problem_count: int = 0, follow: bool = False
+) -> str:
+    """The page for events made by `clean_event`; `problems` (the first lines skipped or changed, of
+    `problem_count`) are listed at its top. With `follow`, the page asks the server that served it for the
+    trace's new lines every second."""
     nonce = secrets.token_urlsafe(18)
     title = printable(title, NAME_LIMIT)
-    data = {"title": title, "events": events, "follow": follow, **problems_part(problems)}
+    listed = [printable(problem, 300) for problem in problems[:LISTED_PROBLEMS]]
+    data = {"title": title, "events": events, "follow": follow, "problems": listed, "problem_count": problem_count}
     policy = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src data:; "
         f"connect-src 'self'; base-uri 'none'; form-action 'none'"
