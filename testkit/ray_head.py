@@ -18,6 +18,9 @@ from collections.abc import Iterator
 ENVIRONMENT = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+STOP_GRACE_S = 3.0  # for the head to stop its processes (it rarely does, in 30 s); then the group is killed
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -33,9 +36,9 @@ def ray_head(cpus: int = 2, timeout_s: float = 90.0) -> Iterator[str]:
     command = [*cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
                "--object-store-memory=100000000", f"--temp-dir={temp}"]  # fmt: skip
-    process = subprocess.Popen(
-        command, env={**os.environ, **ENVIRONMENT}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+    log = open(os.path.join(temp, "head.log"), "w+b")  # noqa: SIM115 (closed below) a file, not a pipe that
+    process = subprocess.Popen(  # nobody reads: a full pipe would block the head while it shuts down
+        command, env={**os.environ, **ENVIRONMENT}, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout_s
@@ -44,7 +47,8 @@ def ray_head(cpus: int = 2, timeout_s: float = 90.0) -> Iterator[str]:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                said = process.stderr.read().decode()[-2000:] if process.stderr and process.poll() is not None else ""
+                log.seek(0)
+                said = log.read().decode(errors="replace")[-2000:] if process.poll() is not None else ""
                 raise RuntimeError(f"the Ray head did not start: {said or 'no answer on its port'}")
             time.sleep(0.2)
         yield f"127.0.0.1:{port}"
@@ -52,8 +56,10 @@ def ray_head(cpus: int = 2, timeout_s: float = 90.0) -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(30)
+            process.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
         shutil.rmtree(temp, ignore_errors=True)
