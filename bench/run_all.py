@@ -36,6 +36,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str] | None]] = [
     ("bench_children.py", "Child RLMs: what one costs before it works", ["--quick"], ["--quick"]),
     ("bench_memory.py", "Memory across sessions: repeated tasks, and what it costs", ["--quick"], ["--quick"]),
     ("bench_viewer.py", "The trace viewer at 1k, 10k and 100k sub-calls", ["--quick"], None),
+    ("bench_replay.py", "Replay: a session re-run from its trace", ["--quick"], None),
     ("bench_cluster.py", "Maps on a Ray cluster: rlm_map and llm_map", ["--quick"], None),
     ("bench_cli_backends.py", "Sub-calls through the Claude Code and Codex CLIs", ["--quick"], None),
     ("bench_peers.py", "Side by side with the peers", ["--quick"], None),
