@@ -13,7 +13,8 @@ Schema version 1 (`"v": 1` on every line); fields by `type`:
 - "sub_call": model (the model that answered), requested_model (the one asked for), backend, prompt, system,
   max_tokens, answer (shortened to 100,000 characters, the other texts to 4,000), request_sha256 (of the JSON
   of [system, prompt, max_tokens]: what `rlm-mcp replay` answers it by), input_tokens, output_tokens,
-  cost_usd (null when the model's price is unknown), cached, attempts, latency_s; on failure error and kind
+  cost_usd (null when the model's price is unknown), cached (with cache: "session" or "memory", which one
+  answered), attempts, latency_s; on failure error and kind
 - "rlm": a child RLM (under the cell whose rlm_query started it) or an `rlm-mcp ask` run: prompt, level
   (its recursion depth, the client's model being 1), outcome (how it stopped), answer, iterations; its
   session's tool calls, cells and sub-calls are its children

@@ -224,9 +224,54 @@ def test_a_child_rlm_replays_from_its_recorded_turns(
     def forget(event: dict[str, Any]) -> None:
         event.pop("reply", None)
 
+    (data_dir / "book.txt").write_text(BOOK + "chapter four\n")  # the child now reads other data
+    exit_code, report = replay(trace, data_dir, capsys)
+    assert exit_code == 1 and steps(report)["cell 1"]["status"] == "differs" and report["not_recorded"] >= 1
+    (data_dir / "book.txt").write_text(BOOK)
+
     edit(trace, forget)
     exit_code, report = replay(trace, data_dir, capsys)
     assert exit_code == 1 and report["not_recorded"] >= 1
+
+
+def test_answers_from_the_sessions_own_cache_are_not_served_twice(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell = "print(llm_query('P'), llm_query('P'), llm_query('P', model='claude-other'))"
+    trace = record(tmp_path, data_dir, monkeypatch, cells=[cell], answer=lambda p, s, model: f"{p} by {model}")
+    cached = [event for event in events_of(trace) if event.get("cached")]
+    assert [event.get("cache") for event in cached] == ["session"]  # the second 'P' came from the cache
+    exit_code, report = replay(trace, data_dir, capsys)
+    assert exit_code == 0, report  # the third call gets its own answer, not the second's
+
+
+def test_a_refused_call_does_not_shift_the_steps_after_it(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = record(tmp_path, data_dir, monkeypatch, cells=["print('A')", "print('B')", "print('C')"])
+
+    def forge(event: dict[str, Any]) -> None:  # a timeout the tool's schema refuses before the session
+        if event["type"] == "tool" and "print('A')" in str(event.get("arguments")):
+            event["arguments"]["timeout_s"] = 10**400  # an int no float can hold
+
+    edit(trace, forge)
+    exit_code, report = replay(trace, data_dir, capsys)
+    assert exit_code == 1
+    by_step = steps(report)
+    assert by_step["cell 1"]["status"] == "not replayed" and "refused" in by_step["cell 1"]["why"]
+    assert by_step["cell 2"]["status"] == by_step["cell 3"]["status"] == "same"
+
+
+def test_a_save_trace_path_that_cannot_be_written_is_said_before_replaying(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = record(tmp_path, data_dir, monkeypatch, cells=["print(1)"])
+    capsys.readouterr()
+    assert main([str(trace), "--root", str(data_dir), "--save-trace", str(tmp_path / "no" / "such" / "t.jsonl")]) == 2
+    assert "cannot write --save-trace" in capsys.readouterr().err
+    kept = tmp_path / "replayed.jsonl"
+    assert main([str(trace), "--root", str(data_dir), "--save-trace", str(kept)]) == 0
+    assert [event["type"] for event in events_of(kept)].count("cell") == 1
 
 
 def test_a_forged_or_garbage_trace_is_refused_clearly(
@@ -244,6 +289,8 @@ def test_a_forged_or_garbage_trace_is_refused_clearly(
         + json.dumps({"v": 1, "id": 2, "parent": None, "type": "cell", "name": "cell 1\x1b[31m"})
         + "\n"
     )
+    escapes = tmp_path / "escapes.jsonl"
+    escapes.write_text(json.dumps({"v": 1, "id": 1, "parent": None, "type": "tool", "name": "\x1b]0;PWN\x07"}) + "\n")
     link = tmp_path / "link.jsonl"
     link.symlink_to(forged)
     for path, said in [
@@ -251,6 +298,7 @@ def test_a_forged_or_garbage_trace_is_refused_clearly(
         (garbage, "holds no rlm-mcp trace events"),
         (not_events, "holds no rlm-mcp trace events"),
         (forged, "no top-level tool calls"),
+        (escapes, "nothing in the trace can be replayed"),
         (link, "symbolic link"),
         (tmp_path, "not a regular file"),
     ]:

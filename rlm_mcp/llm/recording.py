@@ -3,20 +3,26 @@
 A sub-call is known by the digest of what was asked (system, prompt, max_tokens), not of the backend or the
 model: the model a trace names is the one the provider says answered, and the default model depends on
 the backend, so neither would be the same in a replay that has no provider. A root model's turn (a child
-RLM's, or `ask`'s) is recorded with two digests: of the whole request, and of what stays the same when its
-tool results carry timings ("[ok, state kept, 0.012 s]"): the question, how many turns in it is, the tools
-and max_tokens. Replay answers turns by the second. Both sides (the router recording, the replay answering)
-compute them here, so they cannot drift apart.
+RLM's, or `ask`'s) is recorded with two digests: of the whole request, and of what stays the same in a
+replay (the conversation without the times its tool results report, "[ok, state kept, 0.012 s]", and the
+system prompt without what the memory offered). Replay answers turns by the second. Both sides (the router
+recording, the replay answering) compute them here, so they cannot drift apart. Two children whose first
+requests are the same (one question, like contexts) may get each other's recorded turns, since nothing tells
+them apart until their tool results do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from rlm_mcp.llm.types import ChatReply, ChatRequest, SubCall, ToolCall, Turn
+from rlm_mcp.memory.text import MEMORY_HEADING
 from rlm_mcp.trace import REPLAY_LIMIT
+
+DURATION = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|s|min)\b")  # what differs between two runs of the same turn
 
 
 def _digest(value: Any) -> str:
@@ -53,11 +59,26 @@ def chat_sha256(request: ChatRequest) -> str:
     )
 
 
+def _timeless(text: str) -> str:
+    return DURATION.sub("<time>", text)
+
+
 def turn_sha256(request: ChatRequest) -> str:
-    """The conversation's question, how far into it this turn is, the tools and max_tokens. Not the system
-    prompt: it names what the memory offered, and a replay runs without the memory."""
-    question = request.turns[0].text if request.turns else ""
-    return _digest([question, len(request.turns), [tool.name for tool in request.tools], request.max_tokens])
+    """The request as it is again in a replay of the same session: the conversation so far, with the times
+    its tool results report ("0.012 s") left out, the system prompt without what the memory offered (a
+    replay runs without the memory), the tools and max_tokens. So a child whose data or code changed asks
+    something new from its second turn on."""
+    system = (request.system or "").split(MEMORY_HEADING, 1)[0]
+    turns = [
+        {
+            "role": turn.role,
+            "text": _timeless(turn.text),
+            "calls": [[call.name, call.arguments] for call in turn.calls],
+            "results": [[_timeless(result.text), result.is_error] for result in turn.results],
+        }
+        for turn in request.turns
+    ]
+    return _digest([system, turns, [tool.name for tool in request.tools], request.max_tokens])
 
 
 def reply_record(reply: ChatReply) -> dict[str, Any] | None:

@@ -52,10 +52,14 @@ def usage_since(now: SubCallUsage, earlier: SubCallUsage) -> SubCallUsage:
 
 @dataclass(frozen=True)
 class Answer:
+    """`cache`: which cache answered, "session" or "memory" (the workspace's, across sessions); None if the
+    backend did."""
+
     completion: Completion
     backend: str
     cost_usd: float | None
     cached: bool
+    cache: str | None = None
 
 
 class Router:
@@ -281,6 +285,7 @@ class SessionLLM:
                     output_tokens=completion.output_tokens,
                     cost_usd=answer.cost_usd,
                     cached=answer.cached,
+                    cache=answer.cache,  # a replay answers a session-cache hit from its own cache again
                     attempts=attempts[0],
                     subscription=completion.subscription,  # cost_usd is then the API price, not a charge
                 )
@@ -292,7 +297,7 @@ class SessionLLM:
         if cached is not None:
             self.usage.cache_hits += 1
             self._model_usage(call.model).cache_hits += 1
-            return Answer(cached.completion, cached.backend, 0.0, cached=True)
+            return Answer(cached.completion, cached.backend, 0.0, cached=True, cache="session")
 
         memory = self.router.memory
         stored_key = key_of(*key) if memory is not None and backend.name != "sampling" else None
@@ -302,7 +307,7 @@ class SessionLLM:
                 self.usage.cache_hits += 1
                 self._model_usage(call.model).cache_hits += 1
                 completion = Completion(stored.text, stored.model, stored.input_tokens, stored.output_tokens)
-                answer = Answer(completion, backend.name, 0.0, cached=True)
+                answer = Answer(completion, backend.name, 0.0, cached=True, cache="memory")
                 self._cache[key] = answer
                 return answer
 

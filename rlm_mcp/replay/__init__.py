@@ -59,6 +59,13 @@ def main(argv: list[str]) -> int:
         print(f"rlm-mcp replay: {exc}", file=sys.stderr)
         return 2
 
+    if args.save_trace is not None:  # a path that cannot be written is said now, not after the whole replay
+        try:
+            args.save_trace.touch()
+        except OSError as exc:
+            print(f"rlm-mcp replay: cannot write --save-trace {args.save_trace}: {exc.strerror}", file=sys.stderr)
+            return 2
+
     import anyio  # deferred past the trace's checks: bad input is refused at once
 
     from rlm_mcp.config import SettingsError, load_settings

@@ -35,6 +35,11 @@ EVENT_TYPES = ("tool", "cell", "sub_call", "rlm", "root_call")
 REPLAYED_TOOLS = ("load_context", "run_code", "sub_query")  # the server's tools; all of them change the session
 ROUTER_KINDS = ("window", "budget")  # failures the router itself gives before a backend is asked: not answers
 SHA256_HEX = 64
+BUSY = "run_code() without code waits for its result"  # in the refusal of code sent while a cell runs
+# The fields replay reads; the rest of an event is dropped as it is read, so a forged field costs nothing.
+KEPT = ("v", "id", "parent", "type", "name", "arguments", "code", "stdout", "stderr", "result", "outcome", "error")
+KEPT += ("kind", "chars", "cached", "cache", "request_sha256", "turn_sha256", "requested_model", "model")
+KEPT += ("input_tokens", "output_tokens", "subscription", "answer", "reply", "texts_dropped")
 
 
 class TraceError(Exception):
@@ -81,7 +86,7 @@ class Step:
         name = self.arguments.get("name")
         if self.tool == "load_context" and isinstance(name, str):
             return f"load_context {printable(name, 80)}"
-        return f"{self.tool} (call {self.number})"
+        return f"{printable(self.tool, 40)} (call {self.number})"
 
 
 @dataclass
@@ -161,7 +166,7 @@ def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not valid:
             skipped += 1
             continue
-        events[raw["id"]] = raw
+        events[raw["id"]] = {name: raw[name] for name in KEPT if name in raw}
     if not events and newer:
         raise TraceError(f"the trace was written by a newer rlm-mcp (schema v{max(newer)}); upgrade to replay it")
     if not events:
@@ -200,10 +205,16 @@ def _count(events: list[dict[str, Any]]) -> tuple[int, int]:
     return sub_calls, not_recorded
 
 
-def _skip(tool: str, arguments: dict[str, Any], cell: dict[str, Any] | None) -> tuple[str, bool]:
+def _skip(event: dict[str, Any], tool: str, arguments: dict[str, Any], cell: dict[str, Any] | None) -> tuple[str, bool]:
     """Why a step cannot be re-issued as recorded ("" if it can), and whether it only waited for a cell."""
     if tool not in REPLAYED_TOOLS:
         return f"{printable(tool, 40)} is not a tool replay knows", False
+    dropped = event.get("texts_dropped")
+    if isinstance(dropped, list) and "arguments" in dropped:
+        return "the trace was past its size for texts and kept none of this call's arguments", False
+    error = event.get("error")
+    if tool == "run_code" and cell is None and isinstance(error, str) and BUSY in error:
+        return "it was refused because a cell was still running (when depends on timing)", False
     if tool == "run_code" and arguments.get("code") is None:
         if arguments.get("interrupt") is True:
             return "run_code(interrupt=True) is not replayed (when it landed depends on timing)", False
@@ -240,7 +251,7 @@ def steps_of(events: list[dict[str, Any]], tree: Tree) -> list[Step]:
         cells = [child for child in tree.children.get(event["id"], ()) if child["type"] == "cell"]
         cell = cells[0] if cells else None
         sub_calls, not_recorded = _count(below)
-        skip, wait = _skip(tool, arguments, cell)
+        skip, wait = _skip(event, tool, arguments, cell)
         steps.append(Step(len(steps) + 1, tool, event, arguments, cell, sub_calls, not_recorded, skip, wait))
     return steps
 
@@ -253,6 +264,8 @@ def _tokens(event: dict[str, Any], name: str) -> int:
 def _answer(event: dict[str, Any]) -> Answer | None:
     """What a sub_call or root_call event recorded as its answer; None if it is not an answer a backend gave
     (a failure of the router's own, or an event written before replay was recorded)."""
+    if event.get("cached") is True and event.get("cache") != "memory":
+        return None  # the session's own cache answered it, and the replay's answers it again the same way
     error, kind = event.get("error"), event.get("kind")
     model = event.get("model") if isinstance(event.get("model"), str) else ""
     used = _tokens(event, "input_tokens"), _tokens(event, "output_tokens")
@@ -285,6 +298,9 @@ def load(path: Path) -> Recording:
         raise TraceError(
             "the trace holds no top-level tool calls to replay (an `rlm-mcp ask` run's trace cannot be replayed)"
         )
+    if all(step.skip or step.wait for step in steps):
+        raise TraceError("nothing in the trace can be replayed: " + (next((s.skip for s in steps if s.skip), "")
+                         or "its tool calls only waited for cells"))  # fmt: skip
     recording = Recording(path, steps, skipped_lines=skipped)
     requested: Counter[str] = Counter()
     unkeyed = 0

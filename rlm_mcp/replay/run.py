@@ -11,18 +11,21 @@ field, so both sides are shortened the same way by the same tracer.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.escaping import printable
 from rlm_mcp.replay.backend import ReplayBackend
-from rlm_mcp.replay.record import Recording, Step, TraceError, code_of, load
+from rlm_mcp.replay.record import BUSY, Recording, Step, TraceError, code_of, load
 
 CELL_FIELDS = ("outcome", "stdout", "stderr", "result", "error")
 TOOL_FIELDS = {"load_context": ("outcome", "error", "kind", "chars"), "sub_query": ("outcome", "error")}
 MAX_WAITS = 10  # run_code() calls to wait for one cell; each waits up to --max-timeout-s, and a cell stops by then
+READ_BYTES = 16 * 1024 * 1024  # of the replay's trace at once, counting its calls
 DIFF_LINES = 12  # of one field's unified diff
 LINE_CHARS = 200  # of one line of a diff
 
@@ -115,27 +118,68 @@ async def replay(recording: Recording, settings: Settings, keep_trace: Path | No
     backend = ReplayBackend(recording)
     sent: list[Step] = []
     reports: dict[int, StepReport] = {}
+    recorded_calls = CallCounter(settings.workspace)
     async with Client(build_server(settings, backend=backend)) as client:
         for step in recording.steps:
             if step.wait:
                 continue
             arguments = _arguments(step) if not step.skip else step.skip
             if isinstance(arguments, str):
-                skipped = step.tool == "run_code" and step.arguments.get("code") is None  # an interrupt
+                skipped = step.tool == "run_code" and (
+                    step.arguments.get("code") is None or BUSY in str(step.event.get("error"))
+                )  # an interrupt, or a call refused while a cell ran: timing, not analysis
                 reports[step.number] = _not_replayed(step, arguments, "skipped" if skipped else "not replayed")
                 continue
             await _send(client, step, arguments, settings)
-            sent.append(step)
+            if recorded_calls.grew():
+                sent.append(step)
+            else:  # refused before the session (the SDK checks the arguments): it has no step to pair with
+                why = "the replay server refused its recorded arguments before the session saw them"
+                reports[step.number] = _not_replayed(step, why)
     replayed = _replayed_steps(settings.workspace, keep_trace)
-    for index, recorded in enumerate(sent):
+    for index, recorded in enumerate(sent):  # the n-th call the replay's session recorded is the n-th sent
         again = replayed[index] if index < len(replayed) else None
         if again is None or again.tool != recorded.tool:
-            why = "the replay server did not record this call (it refused it before the session)"
-            reports[recorded.number] = _not_replayed(recorded, why)
+            reports[recorded.number] = _not_replayed(recorded, "the replay's trace does not hold this call")
         else:
             reports[recorded.number] = compare(recorded, again)
     steps = [reports[number] for number in sorted(reports)]
     return Report(recording.path, steps, backend.not_recorded, recording.notes)
+
+
+class CallCounter:
+    """Counts the top-level calls the replay's session has recorded (not the ones that only waited for a
+    cell), reading its trace on from where it last stopped: after each call sent, whether the session saw it."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.trace: Path | None = None
+        self.offset = 0
+        self.count = 0
+        self._counted = 0
+
+    def grew(self) -> bool:
+        if self.trace is None:
+            self.trace = next(iter(sorted((self.workspace / "sessions").glob("*/trace.jsonl"))), None)
+        while self.trace is not None:
+            data, _ = safefs.read_from(self.trace, self.offset, READ_BYTES)
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                break
+            self.offset += end
+            for line in data[:end].split(b"\n"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                arguments = event.get("arguments") if isinstance(event.get("arguments"), dict) else {}
+                waited = event.get("name") == "run_code" and arguments.get("code") is None
+                if event.get("type") == "tool" and event.get("parent") is None and not waited:
+                    self.count += 1
+        grew, self._counted = self.count > self._counted, self.count
+        return grew
 
 
 def _not_replayed(step: Step, why: str, status: str = "not replayed") -> StepReport:
