@@ -60,6 +60,9 @@ REPLAY_LIMIT = 100_000
 LIMITS = {"code": REPLAY_LIMIT, "answer": REPLAY_LIMIT}
 _MARKER = re.compile(r"\.\.\. \[[0-9,]+ more characters\]")
 
+MAX_LINE_BYTES = 4 * MiB  # a longer line than this when reading a trace is forged: the tracer's are far shorter
+BATCH_BYTES = MAX_LINE_BYTES + 1  # of a trace read at once: a line of MAX_LINE_BYTES and its newline
+
 _parent: contextvars.ContextVar[tuple[Tracer, int, int] | None] = contextvars.ContextVar("rlm_trace", default=None)
 
 
@@ -194,3 +197,26 @@ def read_events(path: Path) -> list[dict[str, Any]]:
             if line.strip():
                 events.append(json.loads(line))
     return events
+
+
+def whole_lines(path: Path, offset: int) -> tuple[list[bytes | None], int, int]:
+    """The whole lines written from byte `offset` on (about BATCH_BYTES of them), the offset after them and
+    the file's size; a line longer than MAX_LINE_BYTES is None. One reader for every consumer that reads a
+    trace as it grows (`rlm-mcp trace` and `--follow`, replay counting its calls), so all split it the same
+    way (on "\\n" only). Never follows a link or opens a FIFO (the session's directory is written while
+    model-written code runs)."""
+    data, size = safefs.read_from(path, offset, BATCH_BYTES)
+    end = data.rfind(b"\n") + 1
+    if end:
+        return data[: end - 1].split(b"\n"), offset + end, size
+    if len(data) < BATCH_BYTES:  # a line still being written, or none at all
+        return [], offset, size
+    position = offset + len(data)  # one line longer than a batch: skip to its end, if it has one yet
+    while True:
+        more, size = safefs.read_from(path, position, BATCH_BYTES)
+        newline = more.find(b"\n")
+        if newline >= 0:
+            return [None], position + newline + 1, size
+        if len(more) < BATCH_BYTES:
+            return [], offset, size
+        position += len(more)

@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.escaping import printable
 from rlm_mcp.replay.backend import ReplayBackend
 from rlm_mcp.replay.record import BUSY, Recording, Step, TraceError, code_of, load
+from rlm_mcp.trace import whole_lines
 
 CELL_FIELDS = ("outcome", "stdout", "stderr", "result", "error")
 TOOL_FIELDS = {"load_context": ("outcome", "error", "kind", "chars"), "sub_query": ("outcome", "error")}
 MAX_WAITS = 10  # run_code() calls to wait for one cell; each waits up to --max-timeout-s, and a cell stops by then
-READ_BYTES = 16 * 1024 * 1024  # of the replay's trace at once, counting its calls
 DIFF_LINES = 12  # of one field's unified diff
 LINE_CHARS = 200  # of one line of a diff
 
@@ -162,14 +161,13 @@ class CallCounter:
         if self.trace is None:
             self.trace = next(iter(sorted((self.workspace / "sessions").glob("*/trace.jsonl"))), None)
         while self.trace is not None:
-            data, _ = safefs.read_from(self.trace, self.offset, READ_BYTES)
-            end = data.rfind(b"\n") + 1
-            if end == 0:
+            lines, after, _ = whole_lines(self.trace, self.offset)
+            if after == self.offset:
                 break
-            self.offset += end
-            for line in data[:end].split(b"\n"):
+            self.offset = after
+            for line in lines:
                 try:
-                    event = json.loads(line)
+                    event = json.loads(line) if line is not None else None
                 except ValueError:
                     continue
                 if not isinstance(event, dict):

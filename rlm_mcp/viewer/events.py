@@ -21,7 +21,7 @@ from typing import Any
 
 from rlm_mcp import safefs
 from rlm_mcp.escaping import printable
-from rlm_mcp.units import MiB
+from rlm_mcp.trace import BATCH_BYTES, MAX_LINE_BYTES, whole_lines
 
 Event = dict[str, Any]
 
@@ -54,8 +54,6 @@ TEXTS = (
 NAME_LIMIT = 200
 LABEL_LIMIT = 160
 TEXT_LIMIT = 100_000  # one text; the tracer keeps most texts to 4,000 characters, answers and code to 100,000
-MAX_LINE_BYTES = 4 * MiB  # a longer line is forged: the tracer's are far shorter
-BATCH_BYTES = MAX_LINE_BYTES + 1  # of the trace read at once: a line of MAX_LINE_BYTES and its newline
 MAX_SAFE_INTEGER = 2**53 - 1
 LATEST_START = 32_503_680_000.0  # the year 3000: a later (or negative) start is forged, and no date can show it
 LISTED_PROBLEMS = 50  # the problems kept as text; the rest are counted
@@ -207,28 +205,6 @@ class TraceReader:
                 self.seen.add(event["id"])
                 events.append(event)
         return events
-
-
-def whole_lines(path: Path, offset: int) -> tuple[list[bytes | None], int, int]:
-    """The whole lines written from byte `offset` on (about BATCH_BYTES of them), the offset after them and
-    the file's size; a line longer than MAX_LINE_BYTES is None. One reader for `rlm-mcp trace` and
-    `--follow`, so that both split a trace the same way (on "\\n" only). Never follows a link or opens a
-    FIFO (the session's directory is written while model-written code runs)."""
-    data, size = safefs.read_from(path, offset, BATCH_BYTES)
-    end = data.rfind(b"\n") + 1
-    if end:
-        return data[: end - 1].split(b"\n"), offset + end, size
-    if len(data) < BATCH_BYTES:  # a line still being written, or none at all
-        return [], offset, size
-    position = offset + len(data)  # one line longer than a batch: skip to its end, if it has one yet
-    while True:
-        more, size = safefs.read_from(path, position, BATCH_BYTES)
-        newline = more.find(b"\n")
-        if newline >= 0:
-            return [None], position + newline + 1, size
-        if len(more) < BATCH_BYTES:
-            return [], offset, size
-        position += len(more)
 
 
 def load_events(path: Path) -> tuple[list[Event], TraceReader]:

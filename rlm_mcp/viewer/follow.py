@@ -19,8 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from rlm_mcp.trace import whole_lines
 from rlm_mcp.viewer import title_of
-from rlm_mcp.viewer.events import TraceReader, whole_lines
+from rlm_mcp.viewer.events import TraceReader
 from rlm_mcp.viewer.page import embedded_json, render
 
 log = logging.getLogger(__name__)
