@@ -51,6 +51,7 @@ async def test_a_killed_server_is_resumed_with_its_contexts_and_variables(tmp_pa
             await run(
                 client, "counts = {'chapters': book.count('chapter')}\nimport re\ndef shout(s):\n    return s.upper()"
             )
+            await run(client, "print('a cell that changes no variable')")
             (pid,) = server_pids(workspace)
             os.kill(pid, signal.SIGKILL)
             await run(client, "1")
@@ -64,6 +65,7 @@ async def test_a_killed_server_is_resumed_with_its_contexts_and_variables(tmp_pa
         notes = " ".join(result.structured_content["notes"])  # type: ignore[index]
         assert "resumed session" in notes and "contexts reloaded: book" in notes
         assert "variables restored from the last successful cell: counts, re, shout" in notes
+        assert result.structured_content["cell"] == 3  # type: ignore[index]  # numbered on, not reusing 2
 
     # Without --resume, a new server starts a new, empty session.
     async with Client(stdio_params(data_dir, workspace)) as client:

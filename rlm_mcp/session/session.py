@@ -175,8 +175,7 @@ class Session:
                 f"{printable(name, 80)} ({printable(str(why), 160)})" for name, why in list(news.items())[:10]
             )
             notes.append(f"not saved for recovery (lost if the worker restarts): {listed}")
-        if report.get("saved") or report.get("removed") or unsaved:
-            self._save_record()
+        self._save_record()  # also after a cell that changed no variable: its number, so a resumed session goes on
 
     # -- load_context -----------------------------------------------------------------------------
 
