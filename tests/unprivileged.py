@@ -36,6 +36,7 @@ SECURITY_TESTS = (
     "tests/test_attacks.py",
     "tests/test_child_rlm.py",  # the depth cap and budget shares hold for any user
     "tests/test_memory.py",  # hostile distilled text stays inert; the memory file is the user's, mode 0600
+    "tests/test_replay.py",  # a forged trace is refused, and a replay's code runs sandboxed, for any user
 )
 # Created by .ci/run; `nobody` stands in where it does not exist.
 DEDICATED_USER = "rlm-mcp-test"
