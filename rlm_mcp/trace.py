@@ -19,10 +19,10 @@ Schema version 1 (`"v": 1` on every line); fields by `type`:
   (its recursion depth, the client's model being 1), outcome (how it stopped), answer, iterations; its
   session's tool calls, cells and sub-calls are its children
 - "root_call": one turn of a root model driven by the server: model, backend, answer, tool_calls (names),
-  input_tokens, output_tokens, cost_usd, attempts; for replay also request_sha256 (the whole request),
-  turn_sha256 (its question, turn number, tools and max_tokens: what stays the same when the tool results
-  it carries hold timings) and reply ({"text", "calls": [{"id", "name", "arguments"}]}, left out when its
-  JSON passes 100,000 characters); see rlm_mcp/llm/recording.py
+  input_tokens, output_tokens, cost_usd, attempts; for replay also turn_sha256 (the conversation so far
+  without the times its tool results report, the system prompt without the memory's part, tools and
+  max_tokens: what a replay of the same session asks again) and reply ({"text", "calls": [{"id", "name",
+  "arguments"}]}, left out when its JSON passes 100,000 characters); see rlm_mcp/llm/recording.py
 Once the file passes 256 MiB, events keep coming but without their texts, and `texts_dropped` lists which.
 Consumers must ignore fields they do not know; a change that removes or renames a field bumps `v`.
 """

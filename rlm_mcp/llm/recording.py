@@ -3,9 +3,9 @@
 A sub-call is known by the digest of what was asked (system, prompt, max_tokens), not of the backend or the
 model: the model a trace names is the one the provider says answered, and the default model depends on
 the backend, so neither would be the same in a replay that has no provider. A root model's turn (a child
-RLM's, or `ask`'s) is recorded with two digests: of the whole request, and of what stays the same in a
-replay (the conversation without the times its tool results report, "[ok, state kept, 0.012 s]", and the
-system prompt without what the memory offered). Replay answers turns by the second. Both sides (the router
+RLM's, or `ask`'s) is recorded with the digest of what stays the same in a replay: the conversation without
+the times its tool results report ("[ok, state kept, 0.012 s]"), and the system prompt without what the
+memory offered. Both sides (the router
 recording, the replay answering) compute them here, so they cannot drift apart. Two children whose first
 requests are the same (one question, like contexts) may get each other's recorded turns, since nothing tells
 them apart until their tool results do.
@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from rlm_mcp.llm.types import ChatReply, ChatRequest, SubCall, ToolCall, Turn
+from rlm_mcp.llm.types import ChatReply, ChatRequest, SubCall, ToolCall
 from rlm_mcp.memory.text import MEMORY_HEADING
 from rlm_mcp.trace import REPLAY_LIMIT
 
@@ -34,29 +34,8 @@ def sub_call_sha256(call: SubCall) -> str:
     return _digest([call.system, call.prompt, call.max_tokens])
 
 
-def _turn(turn: Turn) -> dict[str, Any]:
-    return {
-        "role": turn.role,
-        "text": turn.text,
-        "calls": [_call(call) for call in turn.calls],
-        "results": [[result.call_id, result.text, result.is_error] for result in turn.results],
-    }
-
-
 def _call(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "name": call.name, "arguments": call.arguments}
-
-
-def chat_sha256(request: ChatRequest) -> str:
-    """The whole request, tools by name (their descriptions are the server's own text, not the session's)."""
-    return _digest(
-        {
-            "system": request.system,
-            "turns": [_turn(turn) for turn in request.turns],
-            "tools": [tool.name for tool in request.tools],
-            "max_tokens": request.max_tokens,
-        }
-    )
 
 
 def _timeless(text: str) -> str:

@@ -22,7 +22,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.llm.budget import Budget
 from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
-from rlm_mcp.llm.recording import chat_sha256, reply_record, sub_call_sha256, turn_sha256
+from rlm_mcp.llm.recording import reply_record, sub_call_sha256, turn_sha256
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
 from rlm_mcp.memory.answers import StoredAnswer, key_of
@@ -335,7 +335,7 @@ class SessionLLM:
         )
         with recording or contextlib.nullcontext() as event:
             if event is not None:
-                event.set(request_sha256=chat_sha256(request), turn_sha256=turn_sha256(request))
+                event.set(turn_sha256=turn_sha256(request))
             attempts = [0]
             estimate = estimate_tokens(request.system, *(_turn_text(turn) for turn in request.turns))
             try:
