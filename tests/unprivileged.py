@@ -37,6 +37,12 @@ SECURITY_TESTS = (
     "tests/test_child_rlm.py",  # the depth cap and budget shares hold for any user
     "tests/test_memory.py",  # hostile distilled text stays inert; the memory file is the user's, mode 0600
     "tests/test_replay.py",  # a forged trace is refused, and a replay's code runs sandboxed, for any user
+    # issue 26: the surfaces added since the sandbox, each held for any user
+    "tests/test_security_gaps.py",  # the one-line guards: roots, the worker's environment, stderr, signatures
+    "tests/test_security_worker.py",  # the disk cap, planted snapshot files, lower-only limits
+    "tests/test_security_cli.py",  # no process holding a secret readable by the worker, in any sandbox mode
+    "tests/test_remote.py",  # URLs checked as sent, crawled links and redirects, fetched copies bounded
+    "tests/test_cluster.py",  # map code locked down on the node, nothing a map made unpickled in the server
 )
 # Created by .ci/run; `nobody` stands in where it does not exist.
 DEDICATED_USER = "rlm-mcp-test"
