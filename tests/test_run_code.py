@@ -191,7 +191,7 @@ async def test_missing_layers_are_told_to_the_model_in_its_terms_and_advice_goes
     from rlm_mcp.sandbox.policy import model_note
 
     advice = f"bwrap not found; {bubblewrap.INSTALL_HINT}"
-    monkeypatch.setattr(bubblewrap, "availability", lambda: (None, advice))
+    monkeypatch.setattr(bubblewrap, "availability", lambda *_: (None, advice))
     async with Client(build_server(make_settings(tmp_path, data_dir))) as client:
         first = await run(client, "1")
     assert "pip install" not in text_of(first) and "bubblewrap" not in text_of(first)  # nothing the code may do

@@ -158,10 +158,11 @@ class WorkerHost:
         self._captures = [safefs.create_fresh(self.private_dir / f"{name}.capture") for name in ("stdout", "stderr")]
         extra_paths = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
         worker = [sys.executable, "-I", "-c", self.program, WORKER_MARKER, PACKAGE_PARENT, *map(str, self._captures)]
-        bwrap, bwrap_detail = bubblewrap.availability() if self.policy.mode != "off" else (None, "RLM_MCP_SANDBOX=off")
+        hidden = tuple(self.policy.hidden)
+        off = self.policy.mode == "off"
+        bwrap, bwrap_detail = (None, "RLM_MCP_SANDBOX=off") if off else bubblewrap.availability(hidden)
         self._wrapped = bwrap is not None
         passed = list(self._captures)
-        hidden = tuple(self.policy.hidden)
         revealed = [
             p for p in self.policy.read_only if any(p == h or p.startswith(h.rstrip("/") + "/") for h in hidden)
         ]

@@ -17,8 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+
+from rlm_mcp.sandbox.policy import python_paths
 
 PROBE_TIMEOUT_S = 10
 HIDDEN_TMPFS_BYTES = 64 * 1024  # room for the mount points bwrap makes, none for anything else
@@ -45,11 +47,12 @@ def command(
     any process can read.
     """
     options = ["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for path in filter(os.path.isdir, hidden):  # bwrap cannot make a mount point on the read-only /
+    hidden = [path for path in hidden if os.path.isdir(path)]  # bwrap cannot make a mount point on the read-only /
+    for path in hidden:
         options += ["--size", str(HIDDEN_TMPFS_BYTES), "--perms", "0555", "--tmpfs", path]
     for path in writable:
         options += ["--bind", path, path]
-    for path in readable:
+    for path in [*readable, *python_under(hidden)]:
         options += ["--ro-bind", path, path]
     data = b"".join(option.encode() + b"\0" for option in options)
     read_end, write_end = os.pipe()
@@ -60,13 +63,28 @@ def command(
     return [bwrap, "--args", str(read_end), "--", *worker], read_end
 
 
+def python_under(hidden: Sequence[str]) -> list[str]:
+    """The Python installation's directories that lie inside a hidden one (a venv under a workspace in /tmp,
+    say): bound back read-only, or the worker could not start. Never a directory holding a hidden one."""
+    tops = [path.rstrip("/") + "/" for path in hidden]
+    inside = [path for path in python_paths() if any(path.startswith(top) for top in tops)]
+    return [path for path in inside if not any(other != path and path.startswith(other + "/") for other in inside)]
+
+
 @functools.cache
-def availability() -> tuple[str | None, str]:
-    """(path to a bwrap that works here, None if none) and a one-line explanation for the report."""
+def availability(hidden: tuple[str, ...] = ()) -> tuple[str | None, str]:
+    """(path to a bwrap that works here, None if none) and a one-line explanation for the report.
+
+    The probe is the worker's own command line under the worker's own mounts (the same hidden directories,
+    the same interpreter flags, the package imported from where the worker imports it), so a layer that would
+    fail for the worker fails here, and one that works for the worker is never dropped."""
     bwrap = find()
     if bwrap is None:
         return None, f"bwrap not found; {INSTALL_HINT}"
-    probe, options = command(bwrap, [sys.executable, "-c", "pass"], [], hidden=[tempfile.gettempdir()])
+    package_parent = str(Path(__file__).resolve().parents[2])
+    program = "import sys; sys.path.insert(0, sys.argv[1]); import rlm_mcp.worker"
+    worker = [sys.executable, "-I", "-c", program, package_parent]
+    probe, options = command(bwrap, worker, [], hidden=hidden)
     try:
         done = subprocess.run(
             probe, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, pass_fds=[options]
