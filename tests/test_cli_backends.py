@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import stat
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -252,6 +253,72 @@ async def test_codex_with_an_api_key_login_answers_a_batch_in_order(
         answers = await value_of(client, "llm_query_batched([f'c{i}' for i in range(5)])")
         assert answers == repr([f"ans:c{i}" for i in range(5)])
     assert {request.api_key for request in provider.requests if request.api == "responses"} == {CODEX_KEY}
+
+
+def stand_in_mcp_server(tmp_path: Path, name: str, marker_name: str) -> tuple[Path, str]:
+    """A stand-in for one of the user's MCP servers: the command records that it was started, then exits.
+    Returns the marker it writes and the TOML of its `[mcp_servers.<name>]` table (a quoted key)."""
+    marker = tmp_path / f"started-{marker_name}"
+    script = tmp_path / "mcp_stand_in.py"
+    script.write_text("import pathlib, sys\npathlib.Path(sys.argv[1]).write_text('started')\n")
+    table = f"[mcp_servers.{json.dumps(name)}]\ncommand = {json.dumps(sys.executable)}\n"
+    table += f"args = [{json.dumps(str(script))}, {json.dumps(str(marker))}]\n"
+    return marker, table
+
+
+@needs_codex
+async def test_a_codex_sub_call_starts_none_of_the_users_mcp_servers(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path
+) -> None:
+    """The user's Codex config names MCP servers (one with a dot and a quote in its name); a sub-call
+    through codex must start none of them: an injected sub-model would otherwise have their tools."""
+    home = tmp_path / "codex"
+    codex_home(monkeypatch, provider, home)
+    plain, plain_table = stand_in_mcp_server(tmp_path, "files", "plain")
+    odd, odd_table = stand_in_mcp_server(tmp_path, 'odd.name "quoted"', "odd")
+    config = home / "config.toml"
+    config.write_text('default_tools_approval_mode = "approve"\n' + config.read_text() + plain_table + odd_table)
+    settings = settings_for(tmp_path, data_dir, backend="codex", cli_concurrency=1)
+    async with Client(build_server(settings)) as client:
+        assert await value_of(client, "llm_query('hello')") == "'ans:hello'"
+    assert not plain.exists() and not odd.exists()
+    config.write_text(config.read_text() + "[mcp_servers.broken\n")  # a config codex cannot read: no sub-call
+    async with Client(build_server(settings)) as client:
+        refused = await run(client, "llm_query('hello again')")
+        assert "MCP servers" in text_of(refused) and "ans:" not in text_of(refused), text_of(refused)
+
+
+@needs_claude
+async def test_a_claude_code_sub_call_starts_none_of_the_users_mcp_servers(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MCP servers in the user's ~/.claude.json and settings, and in a .mcp.json where the CLI runs: `claude -p`
+    starts none of them (--strict-mcp-config with no --mcp-config, and no setting sources: either holds)."""
+    from rlm_mcp.llm.claude_code_backend import ClaudeCodeBackend
+    from rlm_mcp.llm.types import SubCall
+
+    claude_logged_in(monkeypatch)
+    markers = {where: tmp_path / f"started-{where}" for where in ("user", "settings", "project")}
+    script = tmp_path / "mcp_stand_in.py"
+    script.write_text("import pathlib, sys\npathlib.Path(sys.argv[1]).write_text('started')\n")
+
+    def servers(where: str) -> str:
+        return json.dumps(
+            {"mcpServers": {where: {"command": sys.executable, "args": [str(script), str(markers[where])]}}}
+        )
+
+    home = Path(os.environ["HOME"])
+    (home / ".claude.json").write_text(servers("user"))
+    (home / ".claude").mkdir()
+    (home / ".claude" / "settings.json").write_text(servers("settings")[:-1] + ', "enableAllProjectMcpServers": true}')
+    backend = ClaudeCodeBackend(str(CLAUDE), concurrency=1, subscription=True)
+    try:
+        (Path(backend._workdir.name) / ".mcp.json").write_text(servers("project"))  # where the CLI runs
+        answer = await backend.complete(SubCall("hello", None, "claude-haiku-4-5", 100), 60)
+        assert answer.text == "ans:hello"
+    finally:
+        await backend.aclose()
+    assert not [where for where, marker in markers.items() if marker.exists()]
 
 
 @needs_claude
