@@ -8,6 +8,11 @@ session and event ids: a child names its parent's id before the parent's span ex
 whole. Attributes follow the GenAI semantic conventions (gen_ai.operation.name, gen_ai.request.model,
 gen_ai.usage.*) plus rlm.* ones; prompts, answers and code only with --otel-texts, since they hold pieces of
 the user's data.
+
+Without --otel-texts nothing a cell, an input or a model wrote leaves: a failed event's status carries only
+its error's type (a traceback holds code lines and values of the data), names are exported only when they
+look like names (a tool, "cell 3", a model id), and the session is a one-way tag (a session id resumes the
+session: it is a credential, never exported, with or without the flag).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from typing import Any
 
@@ -25,10 +31,44 @@ OPERATION = {"tool": "execute_tool", "cell": "execute_code", "sub_call": "chat",
              "rlm": "invoke_agent", "distill": "chat"}  # fmt: skip
 TEXT_FIELDS = {"code": "rlm.code", "prompt": "gen_ai.prompt", "answer": "gen_ai.completion", "stdout": "rlm.stdout"}
 TEXT_CHARS = 4_000
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/@\[\]-]{0,127}")  # a tool, "cell 3", a model id: never free text
+ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
+HIDDEN_NAME = "(name not shown)"
 
 
 def configured() -> bool:
     return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+def session_tag(session: str) -> str:
+    """The session as spans name it: stable, so its spans group, and one-way (the id resumes the session)."""
+    return hashlib.sha256(f"rlm-mcp session tag\0{session}".encode()).hexdigest()[:24]
+
+
+def error_type(fields: dict[str, Any]) -> str:
+    """What a failed event's status may say without --otel-texts: the error's type, never its text. A cell's
+    error is Python's `Type: message` (a SyntaxError's is preceded by the indented code it points at); a
+    sub-call's has a kind; anything else says how the event ended."""
+    for key in ("error_type", "kind"):
+        value = fields.get(key)
+        if isinstance(value, str) and ERROR_TYPE.fullmatch(value):
+            return value
+    lines = str(fields.get("error") or "").splitlines()
+    headers = [index for index, line in enumerate(lines) if line == "Traceback (most recent call last):"]
+    first = next((line for line in lines[headers[-1] + 1 if headers else 0 :] if line[:1].strip()), "")
+    found = ERROR_TYPE.match(first)
+    if found and first[found.end() : found.end() + 1] in (":", ""):
+        return found.group()
+    outcome = fields.get("outcome")
+    return outcome if isinstance(outcome, str) and ERROR_TYPE.fullmatch(outcome) else "error"
+
+
+def shown_name(value: Any, texts: bool) -> str:
+    """An event's name or a model's, as exported: names only, unless texts are exported anyway."""
+    name = str(value)
+    if texts:
+        return name[:TEXT_CHARS]
+    return name if NAME.fullmatch(name) else HIDDEN_NAME
 
 
 def _id(session: str, event: int, bits: int) -> int:
@@ -88,33 +128,36 @@ class Exporter:
         with self._lock:  # the planned ids are per thread, the lock keeps them with their span
             self.ids.next.trace, self.ids.next.span = trace_id, _id(session, event, 64)
             span = self.tracer.start_span(
-                f"{OPERATION.get(kind, kind)} {fields.get('name')}",
+                f"{OPERATION.get(kind, kind)} {shown_name(fields.get('name'), self.texts)}",
                 context=context,
                 start_time=int(started * 1e9),
                 attributes=self._attributes(session, kind, fields),
             )
             self.ids.next.trace = self.ids.next.span = 0
         if fields.get("error"):
-            span.set_status(Status(StatusCode.ERROR, str(fields["error"])[:500]))
+            span.set_status(Status(StatusCode.ERROR, str(fields["error"])[:500] if self.texts else error_type(fields)))
         span.end(end_time=int((started + elapsed) * 1e9))
 
     def _attributes(self, session: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        attributes: dict[str, Any] = {"gen_ai.operation.name": OPERATION.get(kind, kind), "rlm.session": session,
-                                      "rlm.event": kind, "rlm.name": str(fields.get("name"))}  # fmt: skip
+        name = shown_name(fields.get("name"), self.texts)
+        attributes: dict[str, Any] = {"gen_ai.operation.name": OPERATION.get(kind, kind), "rlm.event": kind,
+                                      "rlm.session": session_tag(session), "rlm.name": name}  # fmt: skip
         if kind in ("sub_call", "root_call"):
             for key, names in (("model", ("gen_ai.request.model",)),
                                ("backend", ("gen_ai.provider.name", "gen_ai.system"))):  # fmt: skip
                 if isinstance(fields.get(key), str):
-                    attributes.update(dict.fromkeys(names, fields[key]))
+                    attributes.update(dict.fromkeys(names, shown_name(fields[key], self.texts)))
             for key in ("input_tokens", "output_tokens"):
                 if isinstance(fields.get(key), int):
                     attributes[f"gen_ai.usage.{key}"] = fields[key]
         for key in ("outcome", "cost_usd", "attempts", "cached", "level", "iterations", "state"):
             value = fields.get(key)
-            if isinstance(value, (str, int, float, bool)):
+            if isinstance(value, str):
+                attributes[f"rlm.{key}"] = shown_name(value, self.texts)
+            elif isinstance(value, (int, float, bool)):
                 attributes[f"rlm.{key}"] = value
         if kind == "cell":
-            attributes["rlm.cell"] = str(fields.get("name"))
+            attributes["rlm.cell"] = name
         if self.texts:
             for key, name in TEXT_FIELDS.items():
                 if isinstance(fields.get(key), str):

@@ -119,3 +119,30 @@ async def test_without_an_endpoint_nothing_is_exported(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     await session(tmp_path, data_dir)
     assert telemetry.active() is None
+
+
+MARKER = "PRIVATE-MARKER-7f3a9c"  # a value only the loaded file holds
+
+
+async def test_without_texts_no_data_from_a_cell_and_no_session_id_leave_in_any_span(
+    receiver: list[Any], provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    """Failing cells whose tracebacks hold a value of the loaded file (in the message and in a code line),
+    and a sub-call whose prompt holds it: only the error's type is exported, and the session (a resume
+    handle) only as a one-way tag."""
+    async with Client(build_server(make_settings(tmp_path, data_dir))) as client:
+        await load(client, text=f"name,value\nkey,{MARKER}\n", name="table")
+        await run(client, "value = table.splitlines()[1].split(',')[1]\nraise ValueError('bad value ' + value)")
+        await run(client, "assert 'nothing' in table, table")
+        await run(client, f"exec(compile({MARKER!r} + ' + 1', 'cell', 'exec'))")  # the value in a code line
+        await run(client, "answer = llm_query('summarise ' + table)")
+    session_ids = {path.parent.name for path in (tmp_path / "workspace").rglob("trace.jsonl")}
+    assert session_ids and receiver
+    errors = sorted(span.status.message for span in receiver if span.status.code == span.status.STATUS_CODE_ERROR)
+    assert errors == ["AssertionError", "SyntaxError", "ValueError"], errors
+    for span in receiver:  # its name, attributes, events, status and links, as sent
+        sent = span.SerializeToString()
+        assert MARKER.encode() not in sent, span
+        assert not [session for session in session_ids if session.encode() in sent], span
+    tags = {attributes(span)["rlm.session"] for span in receiver}
+    assert len(tags) == 1 and len(next(iter(tags))) >= 16  # one session, one stable tag: its spans group

@@ -425,6 +425,7 @@ class Session:
                     stderr=text_field(reply.get("stderr")) or outcome.stderr_tail,
                     result=text_field(reply.get("result")),
                     error=text_field(reply.get("error")) or outcome.cause or None,
+                    error_type=reply.get("error_type"),  # what telemetry may say of it without --otel-texts
                 )
             elapsed = time.perf_counter() - started
             sub_calls = cell_usage(usage_since(self.llm.usage, usage_before))
