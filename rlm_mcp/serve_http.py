@@ -1,8 +1,10 @@
 """Serving over streamable HTTP: many clients, each in its own session, on loopback unless a token guards it.
 
 The MCP SDK's app does the protocol, Host/Origin checks (DNS rebinding), the body limit and its own session
-cap; this module adds the bearer token (compared in constant time). A REPL server that accepts requests
-without a token is code execution for anyone who can reach it, and on loopback that is every local user:
+cap; this module adds the bearer token (compared in constant time) and refuses a request with more than
+one Authorization header (the header that passed the check is the one that owns named sessions and
+tasks). A REPL server that accepts requests without a token is code execution for anyone who can reach
+it, and on loopback that is every local user:
 so on loopback without `--auth-token` a token is minted at start and printed to stderr (as Jupyter does),
 unless `--no-auth` says otherwise; beyond loopback the operator must give one.
 """
@@ -52,21 +54,38 @@ def bearer_token(settings: Settings) -> str | None:
 
 
 class BearerToken:
-    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
+    """ASGI middleware: every HTTP request must carry exactly one Authorization header, and with a token,
+    `Authorization: Bearer <token>`. One, because the same header names the owner of a named session or a
+    task (`authorization()`): two would let the check read one and the owner lookup the other."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str | None) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                await send({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})  # fmt: skip
-                await send({"type": "http.response.body", "body": b"missing or wrong bearer token"})
+            given = [value for name, value in scope.get("headers") or [] if name.lower() == b"authorization"]
+            if len(given) > 1:
+                await _refuse(send, 400, b"more than one Authorization header")
+                return
+            if self.expected is not None and not hmac.compare_digest(given[0] if given else b"", self.expected):
+                await _refuse(send, 401, b"missing or wrong bearer token")
                 return
         await self.app(scope, receive, send)
+
+
+async def _refuse(send: Any, status: int, why: bytes) -> None:
+    headers = [(b"content-type", b"text/plain")] + ([(b"www-authenticate", b"Bearer")] if status == 401 else [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": why})
+
+
+def authorization(headers: Any) -> str:
+    """The request's Authorization header, the credential a named session or a task belongs to ('' without
+    one). BearerToken refuses a request with two; should one get here anyway, its headers joined name an
+    owner no single-header request can match."""
+    values = headers.getlist("authorization") if hasattr(headers, "getlist") else [headers.get("authorization", "")]
+    return "\n".join(str(value) for value in values)
 
 
 def build_app(settings: Settings) -> Any:
@@ -87,8 +106,7 @@ def build_app(settings: Settings) -> Any:
         transport_security=security,
         host=settings.host,
     )
-    token = bearer_token(settings)
-    return BearerToken(app, token) if token else app
+    return BearerToken(app, bearer_token(settings))  # without a token (--no-auth), still one header at most
 
 
 def serve(settings: Settings) -> None:

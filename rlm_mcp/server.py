@@ -32,6 +32,7 @@ from rlm_mcp.models import RunResult
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.sandbox.prctl import make_undumpable
+from rlm_mcp.serve_http import authorization
 from rlm_mcp.session.registry import Resolved, SessionRegistry
 from rlm_mcp.session.session import Session
 from rlm_mcp.tasks import Tasks, current_task
@@ -158,7 +159,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
     def resolve(ctx: Context, handle: str | None) -> Resolved:
         headers = _headers(ctx) or {}
         name = headers.get(SESSION_HEADER)
-        named = (headers.get("authorization", ""), name) if name else None
+        named = (authorization(headers), name) if name else None  # the one header BearerToken checked
         return sessions.resolve(handle, headers.get("mcp-session-id"), _client_address(ctx), named)
 
     async def serve(

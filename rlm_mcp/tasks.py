@@ -31,6 +31,7 @@ from mcp_types import INVALID_PARAMS, CallToolRequestParams, RequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
+from rlm_mcp.serve_http import authorization
 from rlm_mcp.session.running import Spawn
 
 log = logging.getLogger(__name__)
@@ -134,9 +135,8 @@ def _declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 def _owner(ctx: ServerRequestContext[Any, Any]) -> str:
     """Whose task it is: the caller's credentials over HTTP; on stdio there is one client."""
-    request = ctx.request
-    headers = getattr(request, "headers", None)
-    return str(headers.get("authorization", "")) if headers is not None else ""
+    headers = getattr(ctx.request, "headers", None)  # the one Authorization header BearerToken checked
+    return authorization(headers) if headers is not None else ""
 
 
 class Tasks(Extension):

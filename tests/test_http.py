@@ -203,3 +203,15 @@ async def test_a_session_started_on_one_replica_resumes_on_another_sharing_the_w
     finally:
         second.terminate()
         second.wait(10)
+
+
+def test_two_authorization_headers_are_refused_whichever_comes_first(server: str) -> None:
+    """The token check and the owner of a named session or task must read the same header: a request that
+    carries two (the right token in either place) is refused, not checked by one and keyed by the other."""
+    base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    for pair in (("Bearer wrong", f"Bearer {TOKEN}"), (f"Bearer {TOKEN}", "Bearer wrong")):
+        headers = [*base.items(), *(("authorization", value) for value in pair)]
+        response = httpx2.post(server, content=json.dumps(INIT), headers=headers, timeout=10)
+        assert response.status_code in (400, 401), (pair, response.status_code, response.text)
+    twice = [*base.items(), ("authorization", f"Bearer {TOKEN}"), ("authorization", f"Bearer {TOKEN}")]
+    assert httpx2.post(server, content=json.dumps(INIT), headers=twice, timeout=10).status_code == 400
