@@ -41,6 +41,7 @@ from testkit.study import study_models
 
 def settings_for(directory: Path, **overrides: Any) -> Settings:
     values = {"roots": [directory], "workspace": directory / "ws", "structured_content": True, "timeout_s": 300}
+    values["memory_auto_approve"] = True  # measures the memory as offered: what models filed, approved at once
     return load_settings({**values, **overrides}, environ={})
 
 
@@ -53,8 +54,8 @@ def seed_handbook(workspace: Path, count: int) -> None:
             topic = " ".join(words[(index + step) % len(words)] for step in range(4))
             behavior = handbook.proposed(f"behavior_{index}_{topic}", f"when {topic}: do step {index}", topic, topic)
             connection.execute(
-                "INSERT INTO behaviors (name, instruction, applies, input_kind, created, updated) "
-                "VALUES (?, ?, ?, ?, 0, 0)",
+                "INSERT INTO behaviors (name, instruction, applies, input_kind, created, updated, status) "
+                "VALUES (?, ?, ?, ?, 0, 0, 'approved')",
                 (behavior.name, behavior.instruction, behavior.applies, behavior.input_kind),
             )
 

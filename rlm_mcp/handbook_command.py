@@ -1,7 +1,9 @@
-"""`rlm-mcp handbook`: read, edit, move and wipe the workspace's memory, and distil a saved session.
+"""`rlm-mcp handbook`: read, edit, move and wipe the workspace's memory, review what models proposed for
+it, and distil a saved session.
 
 Every text printed here was written by a model after reading untrusted inputs (or by a user), so each goes
-through `printable` on its way to the terminal.
+through `printable` on its way to the terminal. What models distil or remember is a proposal that no model
+is shown until a person approves it here (`review`, then `approve ID...` or `reject ID...`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rlm_mcp.memory.database import FILENAME, Database, MemoryUnavailable
 from rlm_mcp.memory.handbook import HandbookError
 from rlm_mcp.units import MiB
 
+REVIEW_LIMIT = 200  # proposals of each kind listed by one review
 EXPORT_FORMAT = "rlm-mcp-handbook"
 EXPORT_MAX_BYTES = 16 * MiB
 WIPE_PARTS = ("all", "behaviors", "findings", "cache")
@@ -53,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     distill = commands.add_parser("distill", help="distil a saved session's trace now (uses the sub-model)")
     distill.add_argument("session")
     commands.add_parser("findings", help="the latest findings, with the input digest they are filed under")
+    commands.add_parser("review", help="what models proposed (behaviors b<N>, findings f<N>), for approve or reject")
+    for verb, what in (("approve", "offer them to models from now on"), ("reject", "delete them")):
+        decide = commands.add_parser(verb, help=f"decide proposals by their ids from review: {what}")
+        decide.add_argument("ids", nargs="*", metavar="ID")
+        decide.add_argument("--all", action="store_true", help="every proposal review lists")
     wipe = commands.add_parser("wipe", help="delete the memory, or one part of it")
     wipe.add_argument("part", nargs="?", choices=WIPE_PARTS, default="all")
     return parser
@@ -81,19 +89,26 @@ def _run(args: argparse.Namespace, settings: Settings, database: Database) -> in
         return _wipe(settings, database, args.part)
     if command == "distill":
         return _distill(settings, database, args.session)
+    if command == "review":
+        return _review(database)
+    if command in ("approve", "reject"):
+        return _decide(database, args.ids, args.all, approve=command == "approve")
     if command == "list":
         behaviors = database.run(lambda c: handbook.all_behaviors(c))
         for behavior in behaviors:
             counts = (
                 f"[{behavior.uses} uses, {behavior.good_uses} in sessions that ended well, merged {behavior.merged}x]"
             )
-            print(f"{printable(behavior.name)}  {counts}\n    {printable(behavior.instruction)}")
-        stats = database.run(lambda c: (c.execute("SELECT COUNT(*) FROM findings").fetchone()[0], answers.stats(c)))
-        cache = stats[1]
+            status = "" if behavior.status == handbook.APPROVED else f"  (proposal b{behavior.id}: not shown to models)"
+            print(f"{printable(behavior.name)}  {counts}{status}\n    {printable(behavior.instruction)}")
+        (found, found_pending), cache = database.run(lambda c: (findings.counts(c), answers.stats(c)))
+        pending = sum(behavior.status != handbook.APPROVED for behavior in behaviors)
         print(
-            f"{len(behaviors)} behaviors; {stats[0]} findings; sub-call cache: {cache['entries']} answers, "
+            f"{len(behaviors)} behaviors; {found} findings; sub-call cache: {cache['entries']} answers, "
             f"{cache['bytes'] / MiB:.1f} MiB, {cache['hits']} hits ({database.path})"
         )
+        if pending or found_pending:
+            print(f"{pending} behaviors and {found_pending} findings await review: rlm-mcp handbook review")
         return 0
     if command == "show":
         behavior = database.run(lambda c: handbook.get(c, args.name, with_sources=True))
@@ -126,11 +141,81 @@ def _run(args: argparse.Namespace, settings: Settings, database: Database) -> in
     if command == "findings":
         for item in database.run(lambda c: findings.listed(c, 200)):
             day = time.strftime("%Y-%m-%d", time.localtime(float(str(item["created"]))))
+            status = "" if item["status"] == findings.APPROVED else f"  [proposal f{item['id']}]"
             print(
                 f"{str(item['digest'])[:12]}  {day}  {printable(str(item['text']))}  ({printable(str(item['source']))})"
+                + status
             )
         return 0
     raise AssertionError(command)
+
+
+def _day(when: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(when))
+
+
+LEGACY_NOTE = "made before approval existed: a proposal like the others until approved"
+
+
+def _review(database: Database) -> int:
+    """Every proposal with its id, its text escaped and where it came from; nothing here is shown to a model."""
+    behaviors, found = database.run(
+        lambda c: (handbook.proposals(c)[:REVIEW_LIMIT], findings.listed(c, REVIEW_LIMIT, proposals=True))
+    )
+    if not behaviors and not found:
+        print("nothing to review: no model's proposal waits for approval")
+        return 0
+    print(
+        f"{len(behaviors)} behaviors and {len(found)} findings proposed by models; none is shown to a model until "
+        "approved (rlm-mcp handbook approve ID... | reject ID...):"
+    )
+    for behavior in behaviors:
+        when = f" (when: {printable(behavior.applies)})" if behavior.applies else ""
+        origin = f"proposed by session {printable(behavior.session or '?')}, {_day(behavior.created)}"
+        legacy = f"; {LEGACY_NOTE}" if behavior.status == handbook.LEGACY else ""
+        print(f"b{behavior.id}  behavior {printable(behavior.name)}: {printable(behavior.instruction)}{when}")
+        print(f"      {origin}, from {len(behavior.sources)} sources{legacy}")
+    for item in reversed(found):
+        how = "remembered" if item["origin"] == "remember" else "distilled"
+        about = f"{printable(str(item['source']))} (content {str(item['digest'])[:12]})"
+        legacy = f"; {LEGACY_NOTE}" if item["status"] == findings.LEGACY else ""
+        print(f"f{item['id']}  finding about {about}: {printable(str(item['text']))}")
+        print(f"      {how} by session {printable(str(item['session']))}, {_day(float(str(item['created'])))}{legacy}")
+    return 0
+
+
+def _decide(database: Database, ids: list[str], every: bool, approve: bool) -> int:
+    """Approve or reject proposals by id (b<N> a behavior, f<N> a finding), or with --all every one."""
+    verb = "approve" if approve else "reject"
+    if every == bool(ids):
+        print(f"rlm-mcp handbook {verb}: give the ids `rlm-mcp handbook review` lists, or --all", file=sys.stderr)
+        return 2
+    wanted: list[tuple[str, int]] = []
+    for identifier in ids:
+        kind, number = identifier[:1].lower(), identifier[1:]
+        if kind not in ("b", "f") or not number.isdigit():
+            raise ValueError(f"{identifier!r} is not an id of `rlm-mcp handbook review` (b12, f34)")
+        wanted.append((kind, int(number)))
+
+    def decide(connection: Any) -> list[str]:
+        if every:
+            chosen = [("b", b.id) for b in handbook.proposals(connection)]
+            chosen += [("f", int(str(item["id"]))) for item in findings.listed(connection, 1_000_000, proposals=True)]
+        else:
+            chosen = wanted
+        done = []
+        for kind, number in chosen:
+            store = handbook if kind == "b" else findings
+            text = store.decide(connection, number, approve)
+            if text is None:
+                raise ValueError(f"no {'behavior' if kind == 'b' else 'finding'} {kind}{number}; review lists them")
+            done.append(f"{kind}{number} {printable(text, 80)}")
+        return done
+
+    done = database.run(decide)  # one transaction: an unknown id decides nothing
+    said = "approved (offered to models from now on)" if approve else "rejected (deleted)"
+    print(f"{said}: {len(done)}" + "".join(f"\n  {line}" for line in done))
+    return 0
 
 
 def _printable_json(value: Any) -> Any:
@@ -155,14 +240,14 @@ def _import(database: Database, file: Path) -> int:
     def merge(connection: Any) -> None:
         for item in data["behaviors"][: handbook.MAX_BEHAVIORS]:
             try:
-                outcome, _ = handbook.add(connection, handbook.proposed_from(item), source)
-                outcomes[outcome] += 1
+                outcome, _ = handbook.add(connection, handbook.proposed_from(item), source, quota=None)
+                outcomes["dropped" if outcome == "refused" else outcome] += 1
             except HandbookError:
                 outcomes["dropped"] += 1
 
     database.run(merge)
     print(f"imported from {printable(str(file))}: {outcomes['added']} added, {outcomes['merged']} merged, "
-          f"{outcomes['dropped']} dropped")  # fmt: skip
+          f"{outcomes['dropped']} dropped; those added are proposals (rlm-mcp handbook review)")  # fmt: skip
     return 0
 
 

@@ -112,6 +112,7 @@ def test_the_memory_study_runs_each_input_without_then_with_the_first_pass_memor
     # The second pass's root was offered the behavior and the finding in its system prompt, and followed it.
     offered = ["From this workspace's memory" in (system or "") for system in root.systems]
     assert offered == [False] * 8 + [True] * 4  # 4 turns a task in pass 1, 2 in pass 2
-    assert "found in this same content (context): one record per line" in (root.systems[-1] or "")
+    assert "found in this same content (context): finding (unverified, from session s" in (root.systems[-1] or "")
+    assert '): "one record per line' in (root.systems[-1] or "")  # quoted data, with its provenance
     assert all(row["tool_calls"] == 4 and row["sub_calls"] == 8 for row in first)
     assert all(row["tool_calls"] == 2 and row["sub_calls"] == 2 for row in second)

@@ -54,7 +54,9 @@ MEMORY_LINES = 8
 
 def system_prompt(contexts: dict[str, str], iterations: int, can_recurse: bool, memory: Sequence[str] = ()) -> str:
     """`contexts`: each loaded variable's name and a short description (type and size); `memory`: what
-    the workspace's memory offered when they were loaded (escaped lines)."""
+    the workspace's memory offered when they were loaded: only what a person approved (or the operator's
+    --memory-auto-approve let through), behaviors escaped and findings quoted with their provenance, each
+    one bounded line (memory/service.py), under a heading that says they are data."""
     listed = "; ".join(f"`{name}` ({what})" for name, what in contexts.items()) or "nothing yet"
     prompt = SYSTEM.format(contexts=listed, recursion=RECURSION if can_recurse else "", iterations=iterations)
     if memory:

@@ -52,10 +52,12 @@ def merge_memory(source: Path, target: Database) -> None:
     def write(connection: sqlite3.Connection) -> None:
         for behavior in behaviors:
             sessions = ",".join(sorted({str(s["session"]) for s in behavior.sources}))
-            handbook.add(connection, behavior, sessions or "merged")
+            # Approved: the person running the study takes what its first pass learnt (review is not measured).
+            handbook.add(connection, behavior, sessions or "merged", approved=True)
         for item in found:
             ref = InputRef(item["kind"], int(item["size"]))
-            findings.add(connection, item["digest"], ref, item["text"], item["session"], item["origin"], item["source"])
+            text, session, origin, source = item["text"], item["session"], item["origin"], item["source"]
+            findings.add(connection, item["digest"], ref, text, session, origin, source, approved=True)
 
     target.run(write)
 

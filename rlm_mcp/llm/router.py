@@ -25,7 +25,7 @@ from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.recording import reply_record, sub_call_sha256, turn_sha256
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
-from rlm_mcp.memory.answers import StoredAnswer, key_of
+from rlm_mcp.memory.answers import StoredAnswer, endpoint_of, key_of
 from rlm_mcp.memory.service import Memory
 from rlm_mcp.models import SubCallUsage
 from rlm_mcp.trace import current_tracer
@@ -300,7 +300,8 @@ class SessionLLM:
             return Answer(cached.completion, cached.backend, 0.0, cached=True, cache="session")
 
         memory = self.router.memory
-        stored_key = key_of(*key) if memory is not None and backend.name != "sampling" else None
+        endpoint = endpoint_of(backend.name, self.settings)  # one model name at two endpoints is two models
+        stored_key = key_of(*key, endpoint=endpoint) if memory is not None and backend.name != "sampling" else None
         if memory is not None and stored_key is not None:
             stored = await memory.stored_answer(stored_key)
             if stored is not None:  # an earlier session paid for this very call

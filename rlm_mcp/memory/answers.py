@@ -1,7 +1,9 @@
 """Sub-call answers kept across sessions, so analysing the same data twice does not pay twice.
 
 Keyed like the session's own cache (backend, model, system prompt, prompt, max_tokens: the prompt holds
-the piece of content asked about), as a SHA-256, so the workspace holds answers but not the prompts that
+the piece of content asked about) and by where the backend's calls go (its endpoint or CLI: one model name
+at two endpoints, say a local server and a hosted API, is two models, and the workspace is shared by
+servers configured differently), as a SHA-256, so the workspace holds answers but not the prompts that
 asked for them. Entries older than --cache-days are not used; past --cache-max-mb the oldest go (checked
 every PRUNE_EVERY writes, so the cap may be passed by that many answers in between). Answers of the client's
 own model (sampling: whichever model the client picks) are not kept.
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
+
+from rlm_mcp.config import Settings
 
 PRUNE_EVERY = 64
 
@@ -26,9 +31,22 @@ class StoredAnswer:
     output_tokens: int
 
 
-def key_of(backend: str, model: str, system: str | None, prompt: str, max_tokens: int) -> str:
-    parts = json.dumps([backend, model, system, prompt, max_tokens], ensure_ascii=False)
+def key_of(backend: str, model: str, system: str | None, prompt: str, max_tokens: int, endpoint: str = "") -> str:
+    parts = json.dumps(["answer/2", backend, endpoint, model, system, prompt, max_tokens], ensure_ascii=False)
     return hashlib.sha256(parts.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def endpoint_of(backend: str, settings: Settings) -> str:
+    """Where the named backend's calls go, as configured: its API's base URL, or its CLI."""
+    if backend == "anthropic":  # the SDK reads the same variable
+        return os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+    if backend == "openai":
+        return settings.openai_base_url or ""
+    if backend == "claude-code":
+        return settings.claude_command
+    if backend == "codex":
+        return settings.codex_command
+    return ""
 
 
 def get(connection: sqlite3.Connection, key: str, max_age_s: float) -> StoredAnswer | None:

@@ -23,7 +23,7 @@ from rlm_mcp import safefs
 log = logging.getLogger(__name__)
 
 FILENAME = "memory.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: behaviors and findings have a status (proposed until a person approves them)
 BUSY_TIMEOUT_S = 5.0  # another server of the workspace holding the write lock: wait this long, then go without
 Result = TypeVar("Result")
 
@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS behaviors (
     updated REAL NOT NULL,
     uses INTEGER NOT NULL DEFAULT 0,
     good_uses INTEGER NOT NULL DEFAULT 0,
-    merged INTEGER NOT NULL DEFAULT 0
+    merged INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'proposed',
+    session TEXT NOT NULL DEFAULT ''
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS behaviors_fts USING fts5(
     name, instruction, applies, input_kind, content='behaviors', content_rowid='id', tokenize='unicode61'
@@ -82,6 +84,7 @@ CREATE TABLE IF NOT EXISTS findings (
     source TEXT NOT NULL DEFAULT '',
     origin TEXT NOT NULL,
     created REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'proposed',
     UNIQUE (digest, text)
 );
 CREATE INDEX IF NOT EXISTS findings_by_shape ON findings(kind, size);
@@ -108,6 +111,32 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 CREATE INDEX IF NOT EXISTS answers_by_age ON answers(created);
 """
+# Schema 1 had no approval: its behaviors and findings were shown as soon as a model wrote them. They get
+# the status LEGACY, which nothing offers to a model (only APPROVED is), and `rlm-mcp handbook review`
+# lists them, saying they were made before approval existed. A behavior's proposer is its first source.
+MIGRATIONS = {
+    "behaviors": (
+        "ALTER TABLE behaviors ADD COLUMN status TEXT NOT NULL DEFAULT 'legacy'",
+        "ALTER TABLE behaviors ADD COLUMN session TEXT NOT NULL DEFAULT ''",
+        "UPDATE behaviors SET session = COALESCE((SELECT s.session FROM behavior_sources s "
+        "WHERE s.behavior_id = behaviors.id ORDER BY s.at LIMIT 1), '')",
+    ),
+    "findings": ("ALTER TABLE findings ADD COLUMN status TEXT NOT NULL DEFAULT 'legacy'",),
+}
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS findings_by_session ON findings(session)",
+    "CREATE INDEX IF NOT EXISTS findings_by_status ON findings(status)",
+    "CREATE INDEX IF NOT EXISTS behaviors_by_session ON behaviors(session)",
+)
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring a schema-1 database's tables to this schema (inside the opening transaction)."""
+    for table, statements in MIGRATIONS.items():
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}  # names from MIGRATIONS
+        if "status" not in columns:
+            for statement in statements:
+                connection.execute(statement)
 
 
 class MemoryUnavailable(OSError):
@@ -146,7 +175,12 @@ class Database:
                 raise MemoryUnavailable(
                     f"{self.path} was written by a newer rlm-mcp (schema {version}); upgrade, or move it away"
                 )
-            connection.executescript(f"BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+            # One transaction: the script opens it (executescript would commit one already open), the
+            # migration and the rest go on in it with execute().
+            connection.executescript(f"BEGIN IMMEDIATE;{SCHEMA}")
+            _migrate(connection)
+            for statement in (*INDEXES, f"PRAGMA user_version={SCHEMA_VERSION}", "COMMIT"):
+                connection.execute(statement)
         except sqlite3.Error as exc:
             connection.close()
             raise MemoryUnavailable(f"cannot use {self.path}: {exc}; move it away to start a new memory") from None

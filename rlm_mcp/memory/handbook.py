@@ -4,7 +4,13 @@ A behavior is a canonical name and a one-line instruction ("behavior_grep_before
 with grep(..., count=True) before reading a log in chunks"), with when it applies, the kind of input it
 came from, where it came from (session, cells) and how it fared: `uses` counts the sessions it was shown
 in, `good_uses` those of them that ended well by their distillation's verdict. Near-duplicates merge into
-the behavior already there instead of piling up; past MAX_BEHAVIORS the least proven ones go.
+the behavior already there instead of piling up.
+
+A distilled or imported behavior is a proposal until a person approves it (`rlm-mcp handbook approve`, or
+the operator's --memory-auto-approve): only approved ones are searched for a model (load results, the
+REPL's behaviors(), behavior-conditioned system prompts), and a proposal merged into an approved behavior
+changes none of its words. A session proposes at most MAX_SESSION_BEHAVIORS; past MAX_BEHAVIORS a new one
+takes room only from its own session's least proven, never from another session's.
 
 Functions take an open connection and run inside Database.run (one transaction each).
 """
@@ -30,6 +36,8 @@ NAME_PREFIX = "behavior_"
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 BM25_WEIGHTS = (2.0, 1.0, 1.0, 1.5)  # name, instruction, applies, input_kind
 MAX_USE_ROWS = 20_000  # which session was shown which behavior: the latest are enough to count each once
+MAX_SESSION_BEHAVIORS = 25  # proposed by one session (an import, a person's act, has no quota)
+PROPOSED, APPROVED, LEGACY = "proposed", "approved", "legacy"
 
 
 class HandbookError(ValueError):
@@ -49,6 +57,8 @@ class Behavior:
     updated: float = 0.0
     id: int | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
+    status: str = PROPOSED
+    session: str = ""  # the session that first proposed it
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,36 +94,53 @@ def proposed_from(item: Any, applies_key: str = "applies") -> Behavior:
     return proposed(*texts)
 
 
-_COLUMNS = "id, name, instruction, applies, input_kind, uses, good_uses, merged, created, updated"
+_COLUMNS = "id, name, instruction, applies, input_kind, uses, good_uses, merged, created, updated, status, session"
 
 
 def _behavior(row: sqlite3.Row | tuple[Any, ...]) -> Behavior:
-    identifier, name, instruction, applies, kind, uses, good, merged, created, updated = row
-    return Behavior(name, instruction, applies, kind, uses, good, merged, created, updated, identifier)
+    identifier, name, instruction, applies, kind, uses, good, merged, created, updated, status, session = row
+    numbers = (uses, good, merged, created, updated, identifier)
+    return Behavior(name, instruction, applies, kind, *numbers, status=status, session=session)
 
 
 def add(
-    connection: sqlite3.Connection, behavior: Behavior, session: str, cells: str = "", now: float | None = None
+    connection: sqlite3.Connection,
+    behavior: Behavior,
+    session: str,
+    cells: str = "",
+    now: float | None = None,
+    approved: bool = False,
+    quota: int | None = MAX_SESSION_BEHAVIORS,
 ) -> tuple[str, Behavior]:
-    """Store a proposed behavior, or merge it into the one it duplicates (same name, or most of the same
-    words). Returns ("added" or "merged", the stored behavior)."""
+    """Store a behavior, a proposal unless `approved`, or merge it into the one it duplicates (same name, or
+    most of the same words). Returns ("added", "merged" or "refused", the behavior): refused when `session`
+    has proposed `quota` behaviors already, or the handbook is full of other sessions' behaviors."""
     now = time.time() if now is None else now
+    session = session[:80]
     twin = _twin(connection, behavior)
     if twin is not None:
+        # A proposal's words never reach an approved behavior; an approved merge approves its twin.
+        fill = approved or twin.status != APPROVED
         connection.execute(
-            "UPDATE behaviors SET merged = merged + 1, updated = ?, applies = CASE WHEN applies = '' THEN ? "
-            "ELSE applies END WHERE id = ?",
-            (now, behavior.applies, twin.id),
+            "UPDATE behaviors SET merged = merged + 1, updated = ?, applies = CASE WHEN applies = '' AND ? THEN ? "
+            "ELSE applies END, status = CASE WHEN ? THEN ? ELSE status END WHERE id = ?",
+            (now, fill, behavior.applies, approved, APPROVED, twin.id),
         )
         _add_source(connection, twin.id, session, cells, behavior.input_kind, now)
         return "merged", get(connection, twin.name)
+    if quota is not None:
+        (before,) = connection.execute("SELECT COUNT(*) FROM behaviors WHERE session = ?", (session,)).fetchone()
+        if before >= quota:
+            return "refused", behavior
+    if not _make_room(connection, session, approved):
+        return "refused", behavior
     cursor = connection.execute(
-        "INSERT INTO behaviors (name, instruction, applies, input_kind, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
-        (behavior.name, behavior.instruction, behavior.applies, behavior.input_kind, now, now),
-    )
-    added = cursor.lastrowid
-    _add_source(connection, added, session, cells, behavior.input_kind, now)
-    _evict(connection, keep=added)
+        "INSERT INTO behaviors (name, instruction, applies, input_kind, created, updated, status, session) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (behavior.name, behavior.instruction, behavior.applies, behavior.input_kind, now, now,
+         APPROVED if approved else PROPOSED, session),
+    )  # fmt: skip
+    _add_source(connection, cursor.lastrowid, session, cells, behavior.input_kind, now)
     return "added", get(connection, behavior.name)
 
 
@@ -123,7 +150,7 @@ def _twin(connection: sqlite3.Connection, behavior: Behavior) -> Behavior | None
         return _behavior(same)
     words = f"{behavior.name.replace('_', ' ')} {behavior.instruction}"
     best, best_score = None, MERGE_SIMILARITY
-    for candidate in search(connection, words, 8):
+    for candidate in search(connection, words, 8, approved_only=False):
         score = similarity(words, f"{candidate.name.replace('_', ' ')} {candidate.instruction}")
         if score >= best_score:
             best, best_score = candidate, score
@@ -144,31 +171,42 @@ def _add_source(
     )
 
 
-def _evict(connection: sqlite3.Connection, keep: int | None) -> None:
-    """Past the cap, the behaviors that did least for anyone go: fewest good uses, fewest uses, oldest;
-    never `keep`, the one just added (it has had no chance to be used yet)."""
+def _make_room(connection: sqlite3.Connection, session: str, approved: bool) -> bool:
+    """Room for one more below the cap, taken from `session`'s own behaviors that did least (proposals first,
+    then fewest good uses, fewest uses, oldest; an approved one only for an approved one); False if it has
+    too few: another session's never go."""
     (count,) = connection.execute("SELECT COUNT(*) FROM behaviors").fetchone()
-    if count > MAX_BEHAVIORS:
-        connection.execute(
-            "DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors WHERE id != ? "
-            "ORDER BY good_uses, uses, updated LIMIT ?)",
-            (keep, count - MAX_BEHAVIORS),
-        )
+    excess = count - MAX_BEHAVIORS + 1
+    if excess <= 0:
+        return True
+    own = connection.execute(
+        "SELECT id FROM behaviors WHERE session = ? AND (status != ? OR ?) "
+        "ORDER BY status = ?, good_uses, uses, updated LIMIT ?",
+        (session, APPROVED, approved, APPROVED, excess),
+    ).fetchall()
+    if len(own) < excess:
+        return False
+    connection.executemany("DELETE FROM behaviors WHERE id = ?", own)
+    return True
 
 
-def search(connection: sqlite3.Connection, query: str, k: int) -> list[Behavior]:
-    """The `k` behaviors most relevant to `query` by BM25 over name, instruction, when it applies and input
-    kind; with a query of no words, the most proven ones."""
+def search(connection: sqlite3.Connection, query: str, k: int, approved_only: bool = True) -> list[Behavior]:
+    """The `k` approved behaviors most relevant to `query` by BM25 over name, instruction, when it applies
+    and input kind; with a query of no words, the most proven ones. `approved_only=False` (proposals too) is
+    for finding a duplicate, never for showing a model."""
+    status = f"AND b.status = '{APPROVED}'" if approved_only else ""
+    columns = ", ".join(f"b.{column.strip()}" for column in _COLUMNS.split(","))
     match = fts_query(query)
     if match is None:
         rows = connection.execute(
-            f"SELECT {_COLUMNS} FROM behaviors ORDER BY good_uses DESC, uses DESC, updated DESC LIMIT ?", (k,)
+            f"SELECT {columns} FROM behaviors b WHERE 1 = 1 {status} "
+            "ORDER BY b.good_uses DESC, b.uses DESC, b.updated DESC LIMIT ?",
+            (k,),
         ).fetchall()
         return [_behavior(row) for row in rows]
-    columns = ", ".join(f"b.{column.strip()}" for column in _COLUMNS.split(","))
     rows = connection.execute(
         f"SELECT {columns} FROM behaviors_fts JOIN behaviors b ON b.id = behaviors_fts.rowid "
-        f"WHERE behaviors_fts MATCH ? ORDER BY bm25(behaviors_fts, {', '.join(map(str, BM25_WEIGHTS))}), "
+        f"WHERE behaviors_fts MATCH ? {status} ORDER BY bm25(behaviors_fts, {', '.join(map(str, BM25_WEIGHTS))}), "
         "b.good_uses DESC LIMIT ?",
         (match, k),
     ).fetchall()
@@ -215,9 +253,34 @@ def get(connection: sqlite3.Connection, name: str, with_sources: bool = False) -
     return behavior
 
 
-def all_behaviors(connection: sqlite3.Connection, with_sources: bool = False) -> list[Behavior]:
-    names = connection.execute("SELECT name FROM behaviors ORDER BY good_uses DESC, uses DESC, name").fetchall()
+def all_behaviors(
+    connection: sqlite3.Connection, with_sources: bool = False, status: str | None = None
+) -> list[Behavior]:
+    """Every behavior (or those of one status), the most proven first."""
+    where, params = ("WHERE status = ?", (status,)) if status is not None else ("", ())
+    names = connection.execute(
+        f"SELECT name FROM behaviors {where} ORDER BY good_uses DESC, uses DESC, name", params
+    ).fetchall()
     return [get(connection, name, with_sources) for (name,) in names]
+
+
+def proposals(connection: sqlite3.Connection) -> list[Behavior]:
+    """The behaviors not approved yet, oldest first, with their sources (for review)."""
+    names = connection.execute("SELECT name FROM behaviors WHERE status != ? ORDER BY id", (APPROVED,)).fetchall()
+    return [get(connection, name, with_sources=True) for (name,) in names]
+
+
+def decide(connection: sqlite3.Connection, identifier: int, approve: bool) -> str | None:
+    """Approve a behavior (it is then offered to models) or reject it (it is deleted); returns its name, or
+    None if there is no such behavior."""
+    row = connection.execute("SELECT name FROM behaviors WHERE id = ?", (identifier,)).fetchone()
+    if row is None:
+        return None
+    if approve:
+        connection.execute("UPDATE behaviors SET status = ? WHERE id = ?", (APPROVED, identifier))
+    else:
+        connection.execute("DELETE FROM behaviors WHERE id = ?", (identifier,))
+    return str(row[0])
 
 
 def edit(connection: sqlite3.Connection, name: str, **changes: str) -> Behavior:
@@ -242,3 +305,8 @@ def delete(connection: sqlite3.Connection, name: str) -> None:
 
 def counts(connection: sqlite3.Connection) -> int:
     return int(connection.execute("SELECT COUNT(*) FROM behaviors").fetchone()[0])
+
+
+def pending(connection: sqlite3.Connection) -> int:
+    """How many behaviors wait for a person's approval."""
+    return int(connection.execute("SELECT COUNT(*) FROM behaviors WHERE status != ?", (APPROVED,)).fetchone()[0])

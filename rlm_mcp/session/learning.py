@@ -2,8 +2,10 @@
 distillation of its work when it closes (or when asked).
 
 Everything the worker sends here is bounded and checked: the text of a finding is stored as one line and
-shown escaped, the input it is about is the server's own record of what was loaded (the worker names a
-context, never a digest or a path), and nothing that comes back from the memory is run.
+shown quoted and escaped, the input it is about is the server's own record of what was loaded (the worker
+names a context, never a digest or a path), and nothing that comes back from the memory is run. What a
+session remembers or distils is a proposal: no model sees it (here, in a load's result, or in a system
+prompt built from `session.offered`) until a person approves it, unless --memory-auto-approve.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
             return {"ok": False, "error": "remember(text): the fact as a non-empty str"}
         added = await memory.remember(session.id, ref, text[:4_000], session.contexts[name].source)
         said = "remembered" if added else "already remembered"
-        return {"ok": True, "text": f"{said} about {name!r} (shown when this same content is loaded again)"}
+        shown = "shown when this same content is loaded again"
+        if not memory.auto_approve:
+            shown = f"a proposal: {shown} once a person approves it"
+        return {"ok": True, "text": f"{said} about {name!r} ({shown})"}
     except (UserError, MemoryUnavailable, FindingsFull) as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # the worker waits for a reply: it must get one, whatever failed here

@@ -97,7 +97,7 @@ def test_only_well_formed_proposals_are_kept() -> None:
 async def test_distilling_twice_merges_and_credits_the_verdict_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    memory = Memory(make_settings(tmp_path, data))
+    memory = Memory(make_settings(tmp_path, data, memory_auto_approve=True))  # offered at once, as distilled
     trace = tmp_path / "trace.jsonl"
     tracer = scripted_trace(trace)
     distiller = ScriptedDistiller(

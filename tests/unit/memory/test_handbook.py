@@ -21,7 +21,8 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 
 def add(database: Database, name: str, instruction: str, kind: str = "", session: str = "s1") -> str:
-    outcome, _ = database.run(lambda c: handbook.add(c, proposed(name, instruction, "", kind), session, "1,2"))
+    behavior = proposed(name, instruction, "", kind)
+    outcome, _ = database.run(lambda c: handbook.add(c, behavior, session, "1,2", approved=True))
     return outcome
 
 
