@@ -219,18 +219,18 @@ class Settings(BaseModel):
         description="When a sub-model distils a session's trace into behaviors and findings: on-close (and on "
         "demand), manual (distill() in the REPL, `rlm-mcp handbook distill`), or off.",
     )
-    behavior_sub_calls: bool = Field(
-        default=False,
-        description="Add the handbook's relevant behaviors to every sub-call's system prompt (per call: "
-        "llm_query(..., behaviors=True)).",
-    )
-    cache_days: float = Field(
     memory_auto_approve: bool = Field(
         default=False,
         description="Behaviors and findings that models distil or remember are offered to later sessions at once, "
         "not only once a person approves them (`rlm-mcp handbook review`); an instruction planted in a loaded "
         "file can then reach later models.",
     )
+    behavior_sub_calls: bool = Field(
+        default=False,
+        description="Add the handbook's relevant behaviors to every sub-call's system prompt (per call: "
+        "llm_query(..., behaviors=True)).",
+    )
+    cache_days: float = Field(
         default=7.0, ge=0, description="Sub-call answers are reused across sessions for this many days (0: never)."
     )
     cache_max_mb: int = Field(default=64, ge=1, description="Most MiB of sub-call answers kept across sessions.")
