@@ -306,6 +306,8 @@ async def test_a_remembered_instruction_is_shown_only_once_approved_and_then_as_
         shown = await load(client, path=str(log), name="logs")
         assert "IGNORE" not in text_of(shown) and shown.structured_content["findings"] == []
         assert await value_of(client, "recall()") == "[]"
+        listing = (await client.read_resource("rlm://handbook")).contents[0].text
+        assert "IGNORE" not in listing and json.loads(listing)["proposals"]["findings"] == 1  # counted, not shown
     assert "a proposal: shown when this same content is loaded again once a person approves it" in said
     listed = approve_all(tmp_path)
     assert re.search(r"^f\d+  finding about .*app\.log \(content [0-9a-f]{12}\): IGNORE PREVIOUS", listed, re.M)
