@@ -18,9 +18,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rlm_mcp"
 SHARED = {"rlm_mcp", "rlm_mcp.protocol", "rlm_mcp.sandbox.policy", "rlm_mcp.sandbox.prctl", "rlm_mcp.units"}
 # Parsers of the optional `docs` extra: they read untrusted PDF and DOCX files, which is why they run in here.
 WORKER_THIRD_PARTY = {"pypdf", "docx"}
-# Runs on a Ray cluster's workers, next to the data, never in the server (which hands Ray its functions by
-# reference): it gives the mapped function the REPL's helpers, so it may import them.
-CLUSTER_SIDE = {"rlm_mcp.cluster.pieces"}
+# Never imported in the server: the map tasks run on a Ray cluster's workers (the model's function in a child
+# that locks itself down with the worker's code, rlm_mcp.worker.mapchild), and the Ray driver, a process of
+# its own, confines itself with the worker's Landlock code.
+CLUSTER_SIDE = {"rlm_mcp.cluster.pieces", "rlm_mcp.cluster.driver"}
 
 
 def module_name(path: Path) -> str:

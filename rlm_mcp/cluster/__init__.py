@@ -1,7 +1,7 @@
 """Work beyond one machine: maps over a remote corpus on a Ray cluster (extra `rlm-mcp[ray]`).
 
-The server submits the tasks and collects their results; the REPL worker only asks for a map and gets
-the results. What runs on the cluster is model-written code, with the cluster's rights: rlm-mcp's sandbox
-does not extend there (the cluster's own containers are the sandbox), which is why a map runs only where
-the operator named a cluster (RLM_MCP_RAY_ADDRESS).
+The server lists the source and asks its Ray driver, a process of its own without secrets (driver.py), to
+run the tasks (pieces.py); it gets the results back as checked JSON and never imports Ray. On the nodes the
+model's function runs in a child locked down as the REPL worker is (rlm_mcp/worker/mapchild.py). A map
+runs only where the operator named a cluster (RLM_MCP_RAY_ADDRESS), which is trusted infrastructure.
 """

@@ -11,20 +11,31 @@ within the session's one budget and the server's one concurrency limit.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 
+from rlm_mcp import protocol
 from rlm_mcp.cluster import pieces
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, has_glob
 from rlm_mcp.contexts.remote import MAX_LISTING_DEPTH, check_allowed, filesystem_for, scheme_of
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.sandbox.policy import PASSED_THROUGH
 from rlm_mcp.units import MiB
 
 if TYPE_CHECKING:
@@ -32,11 +43,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAP_RETRIES = 2
-WAIT_S = 0.5
 MAX_CODE_CHARS = 100_000
 MAX_OBJECT_BYTES = 512 * MiB  # what one task reads of its object
 MAX_REPLY_CHARS = 16 * MiB  # all of a map's results, as the worker receives them
+MAX_DRIVER_BYTES = 1024 * MiB  # all the driver may send for one map (an llm_map's prompts, mostly)
+MAX_ERROR_CHARS = 600
+DRIVER_GRACE_S = 15.0  # past the map's deadline, for the driver to cancel what is left and say so
+REAP_TIMEOUT_S = 5.0
+READ_CHUNK = 1 << 20
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# The driver's program (cluster/driver.py), where Ray is imported: run in its own process, never imported here.
+DRIVER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from rlm_mcp.cluster.driver import main; sys.exit(main(sys.argv[1:]))"
+)
 OnDone = Callable[[int, int], Awaitable[None]]
 
 
@@ -45,89 +64,196 @@ class MapError(Exception):
 
 
 class RayCluster:
-    """The server's connection to one Ray cluster, made on the first map (in a thread: it blocks)."""
+    """The server's side of one Ray cluster: a driver process (cluster/driver.py), started on the first map
+    with no secret in its environment, and started again when it has died. Maps take turns on it.
+
+    Ray runs only in the driver: the server never imports it, and never unpickles anything a map produced.
+    What the driver says is hostile input: every frame is bounded (protocol.py), every field checked, and a
+    driver that breaks the protocol, dies, or overruns the map's time is killed, and the map fails in one
+    line. The sessions live on; the next map starts a fresh driver.
+    """
 
     def __init__(self, address: str) -> None:
         self.address = address
+        self.loop = anyio.lowlevel.current_token()  # the driver's pipes belong to this event loop
         self._lock = anyio.Lock()
-        self._ray: Any = None
+        self._process: anyio.abc.Process | None = None
+        self._frames = protocol.FrameBuffer()
+        self._log: IO[bytes] | None = None
 
-    async def ray(self) -> Any:
-        async with self._lock:
-            if self._ray is None:
-                self._ray = await anyio.to_thread.run_sync(self._connect)
-        return self._ray
-
-    def _connect(self) -> Any:
-        try:
-            import ray
-        except ImportError:
-            raise MapError(
-                "rlm_map and llm_map need `pip install 'rlm-mcp[ray]'` in the server's environment"
-            ) from None
-        try:  # a driver joining a running cluster: it starts no processes here and writes nothing to stdout
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
-        except Exception as exc:
-            raise MapError(f"cannot reach the Ray cluster at {self.address} (RLM_MCP_RAY_ADDRESS): {exc}") from None
-        return ray
+    @property
+    def pid(self) -> int | None:
+        """The driver's process id while one runs (the tests kill it)."""
+        return self._process.pid if self._process is not None and self._process.returncode is None else None
 
     async def run(
-        self, function: Callable[..., dict[str, Any]], urls: list[str], arguments: tuple[Any, ...],
-        on_done: OnDone | None, deadline: float,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+        self, kind: str, urls: list[str], arguments: list[Any], on_done: OnDone | None, deadline: float
+    ) -> list[dict[str, Any]]:
         """One task per URL; results in order: {"ok": True, ...the task's fields} or {"ok": False, "error"}."""
-        ray = await self.ray()
-        remote = ray.remote(max_retries=MAP_RETRIES, retry_exceptions=True)(function)
-        refs = [remote.remote(url, *arguments) for url in urls]
-        position = {ref: index for index, ref in enumerate(refs)}
         results: list[dict[str, Any]] = [{"ok": False, "error": "not run"} for _ in urls]
+        with anyio.move_on_after(max(deadline - time.monotonic(), 0)) as waiting:
+            await self._lock.acquire()
+        if waiting.cancelled_caught:
+            said = "stopped at the cell's time limit (another map held the cluster)"
+            return [{"ok": False, "error": said} for _ in urls]
         try:
-            await self._gather(ray, list(refs), position, results, on_done, deadline, len(urls))
-        finally:  # the cell stopped, or the call was cancelled: what is left on the cluster stops too
-            for ref in refs:
-                if results[position[ref]].get("error") == "not run":
-                    with contextlib.suppress(Exception):
-                        ray.cancel(ref, force=True)
+            await self._run_locked(kind, urls, arguments, on_done, deadline, results)
+        finally:
+            self._lock.release()
         return results
 
-    async def _gather(
-        self, ray: Any, pending: list[Any], position: dict[Any, int], results: list[dict[str, Any]],
-        on_done: OnDone | None, deadline: float, total: int,
-    ) -> int:  # fmt: skip
-        done = 0
-        while pending:
-            if time.monotonic() >= deadline:
-                for ref in pending:
-                    with contextlib.suppress(Exception):
-                        ray.cancel(ref, force=True)
-                    results[position[ref]] = {"ok": False, "error": "stopped at the cell's time limit"}
-                break
-            ready, pending = await anyio.to_thread.run_sync(_wait, ray, pending)
-            for ref in ready:
-                try:
-                    got = await anyio.to_thread.run_sync(ray.get, ref)
-                    results[position[ref]] = {"ok": True, **got} if isinstance(got, dict) else _malformed()
-                except Exception as exc:  # after its retries: the task's own error, said in its place
-                    results[position[ref]] = {"ok": False, "error": _error_of(exc)}
-                done += 1
-            if ready and on_done is not None:
-                await on_done(done, total)
-        return done
+    async def _run_locked(
+        self, kind: str, urls: list[str], arguments: list[Any], on_done: OnDone | None, deadline: float,
+        results: list[dict[str, Any]],
+    ) -> None:  # fmt: skip
+        timeout = max(deadline - time.monotonic(), 0.0)
+        ok = False
+        try:
+            process = await self._started()
+            await process.stdin.send(protocol.encode(
+                {"op": "map", "kind": kind, "urls": urls, "arguments": arguments, "timeout_s": timeout}
+            ))  # fmt: skip
+            with anyio.fail_after(timeout + DRIVER_GRACE_S):
+                await self._collect(kind, results, on_done)
+            ok = True
+        except TimeoutError:
+            raise MapError(f"the Ray driver did not finish the map within {timeout + DRIVER_GRACE_S:.0f} s; "
+                           "it was stopped, and the next map starts a new one") from None  # fmt: skip
+        except (_DriverGone, protocol.ProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise MapError(f"{self._gone(exc)}; the next map starts a new driver") from None
+        finally:
+            if not ok:  # cancelled, timed out, or broken: a driver mid-map is of no further use
+                with anyio.CancelScope(shield=True):
+                    await self.stop()
+
+    async def _collect(self, kind: str, results: list[dict[str, Any]], on_done: OnDone | None) -> None:
+        seen: set[int] = set()
+        received = 0
+        while True:
+            frame = await self._next_frame()
+            received += len(json.dumps(frame))
+            if received > MAX_DRIVER_BYTES:
+                raise _DriverGone(f"the Ray driver sent over {MAX_DRIVER_BYTES:,} bytes for one map")
+            if frame.get("op") == "done":
+                error = frame.get("error")
+                if error is not None:
+                    raise MapError(printable(str(error), MAX_ERROR_CHARS))
+                return
+            index = frame.get("index")
+            if frame.get("op") != "result" or type(index) is not int or not 0 <= index < len(results) or index in seen:
+                raise _DriverGone("the Ray driver sent a malformed frame")
+            seen.add(index)
+            results[index] = checked_result(kind, frame.get("result"))
+            if on_done is not None:
+                await on_done(len(seen), len(results))
+
+    async def _started(self) -> anyio.abc.Process:
+        if self._process is not None and self._process.returncode is None:
+            return self._process
+        await self.stop()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _stop) the driver's stderr, for its tail
+        self._frames = protocol.FrameBuffer()
+        self._process = await anyio.open_process(
+            [sys.executable, "-c", DRIVER, PACKAGE_PARENT, self.address],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd="/",
+            env=driver_environment(), start_new_session=True,
+        )  # fmt: skip
+        return self._process
+
+    async def _next_frame(self) -> dict[str, Any]:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        while True:
+            try:
+                frame = self._frames.next_frame()
+            except RecursionError:
+                raise protocol.ProtocolError("a frame nested too deep") from None
+            if frame is not None:
+                return frame
+            try:
+                chunk = await process.stdout.receive(READ_CHUNK)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise _DriverGone("") from None
+            self._frames.feed(chunk)
+
+    def _gone(self, exc: BaseException) -> str:
+        said = str(exc) or "the Ray driver exited"
+        tail = ""
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.seek(0, os.SEEK_END)
+                self._log.seek(max(self._log.tell() - 4096, 0))
+                lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
+                tail = lines[-1] if lines else ""
+        return printable(f"{said} ({tail})" if tail else said, MAX_ERROR_CHARS)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with anyio.move_on_after(REAP_TIMEOUT_S):
+                await process.wait()
+            with contextlib.suppress(Exception):
+                await process.aclose()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def abandon(self) -> None:
+        """Kill the driver without waiting (its event loop is gone: a test's, or the server's at exit)."""
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class _DriverGone(Exception):
+    """The driver exited or broke the protocol; the message says how (empty: it exited)."""
+
+
+def checked_result(kind: str, result: Any) -> dict[str, Any]:
+    """One task's result as the driver sent it, checked as hostile: only the fields a map uses, each typed
+    and bounded; anything else is that object's error."""
+    if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+        return _malformed()
+    if not result["ok"]:
+        error = result.get("error")
+        said = error if isinstance(error, str) else "the task failed"
+        return {"ok": False, "error": printable(said, MAX_ERROR_CHARS)}
+    if kind == "llm":
+        prompt = result.get("prompt")
+        if not isinstance(prompt, str) or len(prompt) > pieces.MAX_PROMPT_CHARS:
+            return _malformed()
+        return {"ok": True, "prompt": prompt}
+    if "value" not in result or len(json.dumps(result["value"])) > pieces.MAX_RESULT_CHARS:
+        return _malformed()
+    gaps = result.get("gaps")
+    if not isinstance(gaps, list) or len(gaps) > pieces.MAX_GAPS or not all(isinstance(gap, str) for gap in gaps):
+        gaps = []
+    return {"ok": True, "value": result["value"], "gaps": [printable(gap, MAX_ERROR_CHARS) for gap in gaps]}
 
 
 def _malformed() -> dict[str, Any]:
     return {"ok": False, "error": "the task answered something other than its fields"}
 
 
-def _wait(ray: Any, pending: list[Any]) -> tuple[list[Any], list[Any]]:
-    return ray.wait(pending, num_returns=len(pending), timeout=WAIT_S)
+def driver_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The driver's variables: an allow-list (as the REPL worker's) and Ray's own RAY_* settings; never a key."""
+    environ = os.environ if environ is None else environ
+    env = {name: environ[name] for name in (*PASSED_THROUGH, "HOME", "TMPDIR") if name in environ}
+    env.update({name: value for name, value in environ.items() if name.startswith("RAY_")})
+    env.setdefault("PATH", os.defpath)
+    env.update(PYTHONIOENCODING="utf-8", PYTHONDONTWRITEBYTECODE="1")
+    return env
 
 
 def _bounded(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Results within MAX_REPLY_CHARS in all (the frame back to the worker is bounded too): past it, each
     further one is an error that says so."""
-    import json
-
     used = 0
     for index, result in enumerate(results):
         used += len(json.dumps(result, default=str))
@@ -137,9 +263,20 @@ def _bounded(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
-def _error_of(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    return printable(f"{type(cause).__name__}: {cause}", 500) + f" (after {MAP_RETRIES} retries)"
+def sandbox_limits(settings: Settings, deadline: float) -> dict[str, Any]:
+    """What the node's locked-down child is held to: the REPL worker's mode and limits, the map's time."""
+    return {
+        "mode": settings.sandbox,
+        "memory_bytes": settings.memory_limit_mb * MiB,
+        "write_bytes": min(settings.write_limit_mb, settings.disk_limit_mb) * MiB,
+        "timeout_s": max(min(deadline - time.monotonic(), pieces.FUNCTION_TIMEOUT_S), 1.0),
+    }
+
+
+def _gaps_of(results: list[dict[str, Any]]) -> str | None:
+    """The lockdown layers some node could not apply, once each, for the model to read."""
+    gaps = sorted({gap for result in results for gap in result.pop("gaps", None) or []})
+    return printable("; ".join(gaps), 2_000) if gaps else None
 
 
 _clusters: dict[str, RayCluster] = {}
@@ -151,7 +288,12 @@ def cluster_for(settings: Settings) -> RayCluster:
             "rlm_map and llm_map run on a Ray cluster: start the server with RLM_MCP_RAY_ADDRESS=host:port; "
             "without one, load_context the data and loop over it in the REPL"
         )
-    return _clusters.setdefault(settings.ray_address, RayCluster(settings.ray_address))
+    cluster = _clusters.get(settings.ray_address)
+    if cluster is None or cluster.loop != anyio.lowlevel.current_token():
+        if cluster is not None:
+            cluster.abandon()
+        cluster = _clusters[settings.ray_address] = RayCluster(settings.ray_address)
+    return cluster
 
 
 def list_source(source: str, settings: Settings) -> list[str]:
@@ -205,12 +347,15 @@ async def serve_map(
                 or not name.isidentifier()
             ):
                 return {"ok": False, "error": "rlm_map needs a function defined with def (its source is sent)"}
-            results = await cluster.run(pieces.run_function, urls, (code, name, MAX_OBJECT_BYTES), on_done, deadline)
-            return {"ok": True, "results": _bounded([{"path": url, **r} for url, r in zip(urls, results, strict=True)])}
+            limits = sandbox_limits(session.settings, deadline)
+            results = await cluster.run("function", urls, [code, name, MAX_OBJECT_BYTES, limits], on_done, deadline)
+            gaps = _gaps_of(results)
+            paired = _bounded([{"path": url, **r} for url, r in zip(urls, results, strict=True)])
+            return {"ok": True, "results": paired, "sandbox": gaps} if gaps else {"ok": True, "results": paired}
         template = frame.get("template")
         if not isinstance(template, str) or "{text}" not in template or len(template) > MAX_CODE_CHARS:
             return {"ok": False, "error": "llm_map needs a template str holding {text} (and optionally {path})"}
-        prompts = await cluster.run(pieces.make_prompt, urls, (template, MAX_OBJECT_BYTES), None, deadline)
+        prompts = await cluster.run("llm", urls, [template, MAX_OBJECT_BYTES], None, deadline)
         return await _ask_each(session, frame, urls, prompts, client_session, on_done)
     except (MapError, ContextError) as exc:
         return {"ok": False, "error": str(exc)}

@@ -1,43 +1,59 @@
 """What a Ray task runs next to the data: read one object of a remote source, then run the map on it.
 
-Imported on the cluster's workers (rlm-mcp installed there); it depends on the standard library, fsspec and
-the worker-side helpers only. The model's function never runs in the task's own process: the task reads the
-object (with the cluster's credentials), then runs the function in a child Python with no credentials in its
-environment, which gets the text on stdin and answers JSON on stdout. The task parses that JSON into plain
-values (dicts, lists, strings, numbers) before returning, so what Ray carries back to the server, and
-unpickles there, was made by this module's code from plain data, never by the model's.
+Imported on the cluster's workers (rlm-mcp installed there) and in the Ray driver process (cluster/driver.py),
+never in the server; it depends on the standard library, fsspec and stdlib-only parts of rlm-mcp.
+
+The model's function never runs in the task's own process, which holds the cluster's credentials. The task
+reads the object, writes it to a file, and starts a child Python (rlm_mcp/worker/mapchild.py) in a fresh
+scratch directory, with an allow-listed environment (no credentials, no tokens). The child locks itself down
+with the REPL worker's own code before it reads the text or runs anything of the model's: no network, no
+processes, no reading other processes (the task's /proc/<pid>/environ included), no signals outside itself,
+writes only in its scratch directory, memory, file-size and CPU limits; under RLM_MCP_SANDBOX=strict it runs
+nothing where a layer is missing, otherwise its answer names the missing layers. When it ends, or at the
+time limit, the task kills its whole process tree (and anything orphaned from it, which the task adopts as
+a child subreaper) and removes the scratch directory: nothing it started outlives the task.
+
+The child answers one line of JSON in a file; the task parses it into plain values (dicts, lists, strings,
+numbers) and returns only those, so what Ray carries back was made by this module's code from plain data,
+never by the model's. The Ray driver, in its own process without secrets, checks them again and hands the
+server JSON; the server never unpickles anything a map produced.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
+import ctypes
 import gzip
 import json
 import lzma
 import os
+import select
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from rlm_mcp.host.proctree import descendants, kill_tree
+from rlm_mcp.sandbox.policy import worker_environment
 
 MAX_RESULT_CHARS = 100_000
 MAX_PROMPT_CHARS = 2_000_000
+MAX_ERROR_CHARS = 500
+MAX_GAPS = 10
 FUNCTION_TIMEOUT_S = 600
 DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
-# The child's environment: enough to run Python, nothing of the task's (no cloud credentials, no tokens).
-KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "HOME", "TMPDIR")
-RUNNER = r"""
-import json, sys
-from rlm_mcp.worker.helpers import HELPERS
-request = json.loads(sys.stdin.buffer.read())
-namespace = {"__name__": "rlm_map", **HELPERS}
-exec(compile(request["code"], "<rlm_map " + request["name"] + ">", "exec"), namespace)
-value = namespace[request["name"]](request["text"], request["path"])
-try:
-    out = json.dumps({"value": value})
-except (TypeError, ValueError):
-    out = json.dumps({"value": repr(value)})
-sys.stdout.write(out)
-"""
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# -I: no PYTHON* variables, no user site-packages, no working directory on sys.path: nothing the model could
+# have written is imported (and it can write only its scratch directory anyway).
+CHILD = (
+    "import sys; sys.path.insert(0, sys.argv[1]); sys.dont_write_bytecode = True; "
+    "from rlm_mcp.worker.mapchild import main; sys.exit(main(sys.argv[1:]))"
+)
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class MapFailure(Exception):
@@ -58,29 +74,135 @@ def read_text(url: str, max_bytes: int) -> str:
     return data.decode("utf-8", "replace")
 
 
-def run_function(url: str, code: str, name: str, max_bytes: int) -> dict[str, Any]:
-    """The model's function on one object's text, in a child process; its answer as plain data."""
-    request = json.dumps({"code": code, "name": name, "text": read_text(url, max_bytes), "path": url})
-    environment = {key: os.environ[key] for key in KEPT_VARIABLES if key in os.environ}
+def run_function(url: str, code: str, name: str, max_bytes: int, limits: dict[str, Any]) -> dict[str, Any]:
+    """The model's function on one object's text, in a locked-down child; its answer as plain data:
+    {"value": <JSON value>, "gaps": [missing lockdown layers]}. `limits`: the server's sandbox mode,
+    memory_bytes, write_bytes and timeout_s."""
+    text = read_text(url, max_bytes)
+    timeout = min(float(limits.get("timeout_s") or FUNCTION_TIMEOUT_S), FUNCTION_TIMEOUT_S)
+    header = {
+        "mode": limits.get("mode", "auto"),
+        "memory_bytes": int(limits["memory_bytes"]),
+        "write_bytes": int(limits["write_bytes"]),
+        "cpu_s": timeout + 5,
+        "code": code,
+        "name": name,
+        "path": url,
+    }
+    private = tempfile.mkdtemp(prefix="rlm-map-")  # the task's own (0700); the child may write only scratch/
     try:
-        done = subprocess.run(
-            [sys.executable, "-I", "-c", RUNNER] if "PYTHONPATH" not in environment else [sys.executable, "-c", RUNNER],
-            input=request.encode(), capture_output=True, timeout=FUNCTION_TIMEOUT_S, env=environment,
+        scratch = Path(private) / "scratch"
+        (scratch / "home" / "tmp").mkdir(parents=True, mode=0o700)
+        request = Path(private) / "request"
+        request.write_bytes(json.dumps(header).encode() + b"\n" + text.encode("utf-8", "surrogatepass"))
+        del text
+        answer = _run_child(scratch, request, Path(private) / "answer", timeout, url)
+    finally:
+        _remove(private)
+    return _parsed(answer, url)
+
+
+def _run_child(scratch: Path, request: Path, answer: Path, timeout: float, url: str) -> bytes:
+    """Start the child on the request, wait for it (at most `timeout`), then kill whatever is left of it."""
+    with contextlib.suppress(OSError, AttributeError):  # orphans of the child come to us, to be killed
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    with open(request, "rb") as stdin, open(answer, "w+b") as stdout:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-c", CHILD, PACKAGE_PARENT], stdin=stdin, stdout=stdout,
+            stderr=subprocess.DEVNULL, cwd=scratch, env=worker_environment(scratch / "home", os.environ),
+            start_new_session=True, close_fds=True,
         )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise MapFailure(f"the function ran over {FUNCTION_TIMEOUT_S} s on {url}") from None
-    if done.returncode != 0:
-        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise MapFailure(last[0][:500])
-    if len(done.stdout) > MAX_RESULT_CHARS:
-        raise MapFailure(f"the result for {url} is {len(done.stdout):,} bytes as JSON, over {MAX_RESULT_CHARS:,}")
+        try:
+            finished = _wait_exit(child.pid, timeout)
+        finally:
+            _end_tree(child)
+        if not finished:
+            raise MapFailure(f"the function ran over {timeout:g} s on {url}")
+        stdout.seek(0)
+        return stdout.read(MAX_RESULT_CHARS + 64 * 1024)
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Whether the child exited within `timeout`; it is not reaped, so its pid stays ours to kill by."""
     try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        raise MapFailure(f"the function's process answered something other than JSON for {url}") from None
-    if not isinstance(answer, dict) or "value" not in answer:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        handle = -1
+    if handle >= 0:
+        try:
+            return bool(select.select([handle], [], [], timeout)[0])
+        finally:
+            os.close(handle)
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _end_tree(child: subprocess.Popen[bytes]) -> None:
+    """Kill the child's tree, then anything of it that was orphaned to us (every descendant of this process
+    in another session: the child started a session of its own), and reap them all."""
+    kill_tree(child.pid)
+    child.wait()
+    own_session = os.getsid(0)
+    for _ in range(3):
+        strays = [pid for pid in descendants(os.getpid()) if _session_of(pid) not in (own_session, None)]
+        if not strays:
+            break
+        for pid in strays:
+            kill_tree(pid)
+        for pid in strays:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, 0)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat_line = handle.read()
+    except OSError:
+        return None
+    return int(stat_line[stat_line.rfind(b")") + 2 :].split()[3])
+
+
+def _remove(path: str) -> None:
+    """Remove the task's directory, whatever modes the child left on what it made there."""
+
+    def writable(function: Any, name: str, _: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(name), stat.S_IRWXU)
+            if os.path.isdir(name) and not os.path.islink(name):
+                os.chmod(name, stat.S_IRWXU)
+            function(name)
+
+    shutil.rmtree(path, onerror=writable)
+    if os.path.exists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _parsed(answer: bytes, url: str) -> dict[str, Any]:
+    """The child's one line of JSON, checked as untrusted: a value (or an error), and the gaps."""
+    if len(answer) > MAX_RESULT_CHARS + 16 * 1024:
+        raise MapFailure(f"the result for {url} is over {MAX_RESULT_CHARS:,} characters as JSON; return less")
+    try:
+        parsed = json.loads(answer)
+    except (ValueError, RecursionError):
+        raise MapFailure(f"the function's process answered no result for {url} (it exited, or was killed)") from None
+    if not isinstance(parsed, dict):
+        raise MapFailure(f"the function's process answered no result for {url}")
+    gaps = parsed.get("gaps")
+    gaps = [str(gap)[:MAX_ERROR_CHARS] for gap in gaps[:MAX_GAPS]] if isinstance(gaps, list) else []
+    if "error" in parsed:
+        raise MapFailure(str(parsed["error"])[:MAX_ERROR_CHARS])
+    if "value" not in parsed:
         raise MapFailure(f"the function's process answered no value for {url}")
-    return {"value": answer["value"]}
+    if len(json.dumps(parsed["value"])) > MAX_RESULT_CHARS:
+        raise MapFailure(f"the result for {url} is over {MAX_RESULT_CHARS:,} characters as JSON; return less")
+    return {"value": parsed["value"], "gaps": gaps}
 
 
 def make_prompt(url: str, template: str, max_bytes: int) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 Each is one request to the server, which lists the remote source and runs the work on its Ray cluster; the
 worker sends the function's source (it has no network, and cannot reach the cluster) and gets the results.
+On the nodes the function runs locked down as this REPL is (worker/mapchild.py); a layer a node could not
+apply is said on stderr, so the model reads it with the results.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 import textwrap
 from typing import Any
 
@@ -24,6 +27,8 @@ def make_cluster_functions(channel: Any, llm_error: type[Exception]) -> dict[str
         reply = channel.request({"op": "map", **message})
         if "results" not in reply:
             raise MapError(str(reply.get("error", "the map failed")))
+        if reply.get("sandbox"):
+            print(f"rlm_map: sandbox gaps on the cluster's nodes: {reply['sandbox']}", file=sys.stderr)
         return list(reply["results"])
 
     def rlm_map(fn: Any, source: str) -> dict[str, Any]:

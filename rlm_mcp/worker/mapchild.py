@@ -1,0 +1,126 @@
+"""The child a map task starts on a cluster node: the model's function runs here, locked down like the REPL.
+
+A Ray task (rlm_mcp/cluster/pieces.py) reads its object with the cluster's credentials, then starts this
+module as `python -I -c BOOTSTRAP <package parent>`, with an allow-listed environment, a fresh scratch
+directory as its working directory, and as stdin a file the task wrote: one line of JSON (the sandbox mode
+and limits, the function's source and name, the object's URL), then the object's text as UTF-8.
+
+The child reads that one line, then locks itself down with the REPL worker's own code (worker/lockdown:
+no network, no processes, no reading other processes, writes only in its scratch directory, rlimits and a
+CPU backstop) before it reads the text, imports the helpers or runs any of the model's code. Under
+RLM_MCP_SANDBOX=strict it refuses to run the function if a layer is missing; otherwise it names the
+missing layers in its answer ("gaps"). It answers one line of JSON on its original stdout: {"value": ...}
+(or the value's repr when it is not JSON) or {"error": "Type: message"}; the function's own prints go to
+stderr. The task treats that answer as untrusted text: it is parsed as JSON and nothing else.
+
+Worker side (tests/test_boundary.py): standard library and the worker's own modules only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rlm_mcp.sandbox.policy import SYSTEM_READ_ONLY, SandboxPolicy, python_paths
+from rlm_mcp.sandbox.prctl import make_undumpable
+from rlm_mcp.worker import lockdown
+from rlm_mcp.worker.lockdown.limits import set_cpu_backstop
+
+MAX_HEADER_BYTES = 1_048_576  # the function's source is at most 100,000 characters
+MAX_ERROR_CHARS = 500
+MODES = ("auto", "strict", "off")
+
+
+class Refused(Exception):
+    """The request is malformed, or the sandbox cannot hold as the mode demands; said in the answer."""
+
+
+def policy_for(header: dict[str, Any], scratch: str) -> SandboxPolicy:
+    """Reads: this Python and the system's libraries (never the roots: the text comes on stdin). Writes:
+    the scratch directory alone."""
+    mode = header.get("mode")
+    if mode not in MODES:
+        raise Refused(f"unknown sandbox mode {mode!r}")
+    numbers = [header.get(key) for key in ("memory_bytes", "write_bytes", "cpu_s")]
+    if not all(isinstance(number, int | float) and number > 0 for number in numbers):
+        raise Refused("the task sent no limits")
+    return SandboxPolicy(
+        mode=mode,
+        read_only=(*python_paths(), *SYSTEM_READ_ONLY),
+        read_write=(scratch,),
+        memory_bytes=int(numbers[0]),
+        write_bytes=int(numbers[1]),
+        cell_cpu_s=float(numbers[2]),
+    )
+
+
+def lock_down(policy: SandboxPolicy) -> list[str]:
+    """Apply every layer this node allows; the missing ones as "name (why)". Strict mode refuses a gap."""
+    report = lockdown.apply(policy)
+    make_undumpable()
+    if policy.mode != "off":
+        set_cpu_backstop(policy.cell_cpu_s)
+    gaps = [f"{layer.name} ({layer.detail})" for layer in report.layers if not layer.active]
+    if policy.mode == "strict" and gaps:
+        raise Refused("RLM_MCP_SANDBOX=strict, and this node cannot provide every layer: " + "; ".join(gaps))
+    return gaps if policy.mode != "off" else ["all layers (RLM_MCP_SANDBOX=off)"]
+
+
+def call(header: dict[str, Any], text: str) -> Any:
+    """The model's function on the text: run only after the lockdown."""
+    from rlm_mcp.worker.helpers import HELPERS  # imported locked down: nothing writable is on the path
+
+    code, name, path = header.get("code"), header.get("name"), header.get("path")
+    if not (isinstance(code, str) and isinstance(name, str) and name.isidentifier() and isinstance(path, str)):
+        raise Refused("the task sent no function")
+    namespace: dict[str, Any] = {"__name__": "rlm_map", **HELPERS}
+    exec(compile(code, f"<rlm_map {name}>", "exec"), namespace)
+    return namespace[name](text, path)
+
+
+def encode(value: Any) -> dict[str, Any]:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return {"value": repr(value)}
+        except Exception as exc:  # a hostile __repr__
+            return {"error": _describe(exc)}
+    return {"value": value}
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+    except Exception:  # a hostile __str__
+        return type(exc).__name__[:MAX_ERROR_CHARS]
+
+
+def main(argv: list[str]) -> int:
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)  # the function's prints go to stderr: stdout is the answer's
+    sys.dont_write_bytecode = True
+    gaps: list[str] = []
+    try:
+        header = json.loads(sys.stdin.buffer.readline(MAX_HEADER_BYTES))
+        if not isinstance(header, dict):
+            raise Refused("the task sent no header")
+        gaps = lock_down(policy_for(header, os.getcwd()))
+        text = sys.stdin.buffer.read().decode("utf-8", "replace")
+        answer = encode(call(header, text))
+    except BaseException as exc:  # the model's code raised, or exited: either way the answer says so
+        answer = {"error": _describe(exc)}
+    answer["gaps"] = gaps
+    try:
+        data = memoryview(json.dumps(answer).encode() + b"\n")
+        while data:
+            data = data[os.write(answer_fd, data) :]
+    except (TypeError, ValueError, RecursionError, OSError):  # past the file-size limit, say
+        os.write(answer_fd, json.dumps({"error": "the function's value could not be written", "gaps": gaps}).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
