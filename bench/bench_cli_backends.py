@@ -29,6 +29,7 @@ from bench.report import print_report
 from rlm_mcp.config import load_settings
 from rlm_mcp.llm import logins
 from rlm_mcp.llm.router import Router, SessionLLM
+from rlm_mcp.sandbox import exposure
 from testkit.clis import find_claude, find_npm_cli
 
 BATCH, BATCH_LATENCY = 32, 0.5
@@ -94,6 +95,9 @@ async def main(quick: bool) -> None:
         del os.environ["ANTHROPIC_API_KEY"]  # the CLIs below run on their logins alone
         logins.forget()
         rows.append(("anthropic API (SDK), per call, zero latency", f"{api_call * 1000:.1f} ms", "", "", ""))
+        # No REPL worker here: say what a locked-down one reports, so spares are kept (as they are on a machine
+        # whose sandbox closes other processes to the worker; see rlm_mcp/llm/cli_process.py).
+        exposure.workers_report([{"name": "environment", "active": True, "detail": "the benchmark's stand-in"}])
         for mode, spares_label in (("claude-code", "with spares"), ("codex", "with spares")):
             llm = session(mode, workdir)
             try:

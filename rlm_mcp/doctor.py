@@ -21,6 +21,7 @@ from rlm_mcp.host.factory import session_worker_host
 from rlm_mcp.host.proctree import descendants
 from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.llm.logins import cli_login
+from rlm_mcp.sandbox import exposure
 from rlm_mcp.sandbox.cgroups import cgroup_support, worker_cgroups
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.sandbox.prctl import make_undumpable
@@ -79,6 +80,16 @@ def backend_lines(settings: Settings, environ: dict[str, str] | None = None) -> 
     return lines
 
 
+def spares_line() -> str:
+    """Whether CLI sub-calls get processes started ahead of need, after a worker has reported its sandbox."""
+    if exposure.other_processes_closed():
+        return "CLI processes started ahead of need (spares): yes, REPL workers cannot read other processes"
+    return (
+        "CLI processes started ahead of need (spares): NO, REPL code could read a waiting process's login "
+        "(see the environment layer above); each claude-code or codex sub-call starts its own, about 0.2 s more a call"
+    )
+
+
 def run_doctor(settings: Settings) -> int:
     """Print the report; exit status 1 if the worker would not start under these settings."""
     make_undumpable()  # as the server does, so the environment layer is reported as a session would see it
@@ -91,6 +102,7 @@ def run_doctor(settings: Settings) -> int:
     print(summary(layers))
     print(memory_line(settings, layers, cgroups))
     print("\n".join(backend_lines(settings)))
+    print(spares_line())
     if error:
         print(f"error: {error}")
         return 1

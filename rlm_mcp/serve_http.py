@@ -56,7 +56,7 @@ def bearer_token(settings: Settings) -> str | None:
 class BearerToken:
     """ASGI middleware: every HTTP request must carry exactly one Authorization header, and with a token,
     `Authorization: Bearer <token>`. One, because the same header names the owner of a named session or a
-    task (`authorization()`): two would let the check read one and the owner lookup the other."""
+    task (tasks.authorization): two would let the check read one and the owner lookup the other."""
 
     def __init__(self, app: Any, token: str | None) -> None:
         self.app = app
@@ -78,14 +78,6 @@ async def _refuse(send: Any, status: int, why: bytes) -> None:
     headers = [(b"content-type", b"text/plain")] + ([(b"www-authenticate", b"Bearer")] if status == 401 else [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": why})
-
-
-def authorization(headers: Any) -> str:
-    """The request's Authorization header, the credential a named session or a task belongs to ('' without
-    one). BearerToken refuses a request with two; should one get here anyway, its headers joined name an
-    owner no single-header request can match."""
-    values = headers.getlist("authorization") if hasattr(headers, "getlist") else [headers.get("authorization", "")]
-    return "\n".join(str(value) for value in values)
 
 
 def build_app(settings: Settings) -> Any:

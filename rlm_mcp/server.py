@@ -32,10 +32,9 @@ from rlm_mcp.models import RunResult
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.sandbox.prctl import make_undumpable
-from rlm_mcp.serve_http import authorization
 from rlm_mcp.session.registry import Resolved, SessionRegistry
 from rlm_mcp.session.session import Session
-from rlm_mcp.tasks import Tasks, current_task
+from rlm_mcp.tasks import Tasks, authorization, current_task
 from rlm_mcp.trace import read_tail_text
 from rlm_mcp.units import MiB
 

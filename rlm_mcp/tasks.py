@@ -31,7 +31,6 @@ from mcp_types import INVALID_PARAMS, CallToolRequestParams, RequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from rlm_mcp.serve_http import authorization
 from rlm_mcp.session.running import Spawn
 
 log = logging.getLogger(__name__)
@@ -131,6 +130,14 @@ def _declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
     capabilities = ctx.session.client_capabilities
     extensions = capabilities.extensions if capabilities else None
     return bool(extensions) and TASKS_EXTENSION in extensions
+
+
+def authorization(headers: Any) -> str:
+    """The request's Authorization header, the credential a named session or a task belongs to ('' without
+    one). serve_http.BearerToken refuses a request with two; should one get here anyway, its headers joined
+    name an owner no single-header request can match."""
+    values = headers.getlist("authorization") if hasattr(headers, "getlist") else [headers.get("authorization", "")]
+    return "\n".join(str(value) for value in values)
 
 
 def _owner(ctx: ServerRequestContext[Any, Any]) -> str:

@@ -366,6 +366,7 @@ async def test_spare_processes_serve_the_next_call_and_are_stopped_when_unused(
     from rlm_mcp.llm import cli_process
     from rlm_mcp.llm.claude_code_backend import ClaudeCodeBackend
     from rlm_mcp.llm.types import SubCall
+    from rlm_mcp.sandbox import exposure
 
     starts = tmp_path / "starts"
     fake = tmp_path / "claude"
@@ -377,6 +378,7 @@ async def test_spare_processes_serve_the_next_call_and_are_stopped_when_unused(
         '"usage":{"input_tokens":3,"output_tokens":2},"total_cost_usd":0.001,"modelUsage":{"m":{}}}\' "$prompt"\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(exposure._workers, "readable", False)  # as a locked-down worker reports
     backend = ClaudeCodeBackend(str(fake), concurrency=2, subscription=True, environ={"PATH": os.environ["PATH"]})
     try:
         first = await backend.complete(SubCall("one\n", None, "m", 10), 10)

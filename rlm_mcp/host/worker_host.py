@@ -23,7 +23,7 @@ import anyio.abc
 
 from rlm_mcp import protocol, safefs
 from rlm_mcp.host.proctree import descendants, kill_tree
-from rlm_mcp.sandbox import bubblewrap, cgroups
+from rlm_mcp.sandbox import bubblewrap, cgroups, exposure
 from rlm_mcp.sandbox.policy import SandboxPolicy, summary
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class WorkerHost:
         self._join_cgroup(descendants(self._process.pid))  # what bwrap forked before the first move
         wrapping = {"name": "bubblewrap", "active": self._wrapped, "detail": bwrap_detail}
         self.sandbox = [wrapping, *(hello.get("sandbox") or [])]
+        exposure.workers_report(self.sandbox)  # processes holding secrets wait only where it cannot read them
         self.lockdown_s = float(hello.get("lockdown_s") or 0.0)
         log.debug("worker %s started (python %s); %s", hello.get("pid"), hello.get("python"), summary(self.sandbox))
         missing = [layer for layer in self.sandbox if not layer["active"]]

@@ -10,6 +10,16 @@ are stopped, so an idle server holds none.
 Every process runs in its own session (process group) with stdin a pipe of ours, never the MCP stdio
 channel; a call that runs past its time limit is killed with every process it started. What it prints is
 read up to MAX_OUTPUT_BYTES.
+
+A CLI process holds its login in its environment (CLAUDE_CODE_OAUTH_TOKEN, an API key: the server's
+variables, which the worker never gets), and it is an ordinary process of the user: the server makes
+itself non-dumpable, but cannot make its children so. Where the REPL worker can read other processes of
+its user (no Landlock, no user or PID namespace of its own: the environment layer of its sandbox report
+says which), a spare waiting 30 s is a login lying out for model code to read. So spares are kept only
+once a worker has reported that it cannot read other processes (rlm_mcp/sandbox/exposure.py); otherwise
+every call starts its process on demand (about 0.2 s more per claude-code call, see docs/benchmarks.md),
+and the log and `rlm-mcp doctor` say why. A process in use during a call is as readable while it runs:
+no server can prevent that from outside, and the report says so.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import anyio.abc
 
 from rlm_mcp.host.proctree import kill_tree
 from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.sandbox import exposure
 from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
@@ -56,11 +67,12 @@ class CliPool:
         self.cwd = cwd
         self.spares = spares  # most spares kept per command line
         self._spares: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], deque[_Spare]] = defaultdict(deque)
+        exposure.when_readable(self.drop_spares)
 
     async def run(self, argv: Sequence[str], env: Mapping[str, str], prompt: str, timeout_s: float) -> CliRun:
         key = (tuple(argv), tuple(sorted(env.items())))
         process = self._take(key) or await self._start(argv, env)
-        if self.spares and len(self._spares[key]) < self.spares:
+        if self.spares and exposure.other_processes_closed() and len(self._spares[key]) < self.spares:
             try:
                 self._spares[key].append(_Spare(await self._start(argv, env), time.monotonic()))
             except SubCallError as exc:  # this call still has its process
@@ -129,6 +141,12 @@ class CliPool:
             for spare in [spare for spare in spares if now - spare.started >= SPARE_TTL_S]:
                 spares.remove(spare)
                 kill_tree(spare.process.pid)
+
+    def drop_spares(self) -> None:
+        """Stop every spare now: a worker that can read them has started."""
+        for spares in self._spares.values():
+            while spares:
+                kill_tree(spares.popleft().process.pid)
 
     async def aclose(self) -> None:
         for spares in self._spares.values():

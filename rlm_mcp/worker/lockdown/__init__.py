@@ -7,7 +7,10 @@ layer with the reason for any gap, so `rlm-mcp doctor`, the logs and the model a
 
 Layers, in the order the worker applies them (namespaces before seccomp forbids unshare; Landlock and
 seccomp while single-threaded, so every later thread inherits them):
-  environment   allow-listed variables only, and the server's /proc entries closed (non-dumpable server)
+  environment   allow-listed variables only, the server's /proc entries closed (non-dumpable server), and
+                other processes of the user closed too (by Landlock, or a user or PID namespace of the
+                worker's own): those are where CLI sub-calls run, with logins in their environment. Without
+                them the layer is reported missing, and the server keeps no spare CLI processes
   limits        memory (RLIMIT_DATA), file size, open files, no core dumps, a CPU backstop per cell; the
                 OOM killer's first choice; dies with the server; adopts orphaned descendants
   namespaces    private user, network and IPC namespaces: no network interface at all
@@ -69,6 +72,43 @@ def _server_environ_readable() -> bool:
         return True
     except OSError:
         return False
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _only_own_processes_visible() -> bool:
+    """No process in /proc but this one and its ancestors: a PID namespace of its own (bubblewrap's)."""
+    try:
+        visible = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+    except OSError:
+        return False
+    own, pid = set(), os.getpid()
+    while pid > 0 and pid not in own:
+        own.add(pid)
+        pid = _parent_of(pid)
+    return visible <= own
+
+
+def _other_processes_closed_by(report: Report) -> str | None:
+    """What keeps this worker from reading other processes of its user (their /proc environ, mem, fds), or
+    None. A same-user process that holds no capability the worker lacks is readable unless Landlock scopes
+    the worker (its rules also leave /proc/<pid> out), or the worker is in a user namespace of its own (the
+    kernel then asks for CAP_SYS_PTRACE in the other's), or nothing else is visible (a PID namespace)."""
+    if sys.platform != "linux":
+        return None
+    if report.active("filesystem"):
+        return "Landlock"
+    if report.active("namespaces"):
+        return "the worker's own user namespace"
+    if _only_own_processes_visible():
+        return "the worker's own PID namespace"
+    return None
 
 
 # -- applying the policy, in the worker -----------------------------------------------------------------------
@@ -163,11 +203,19 @@ def apply(policy: SandboxPolicy) -> Report:
 
 def _report_environment(report: Report) -> None:
     readable = _server_environ_readable()
-    report.add(
-        "environment",
-        not readable,
-        "allow-listed variables only; the server's /proc entries are closed"
-        if not readable
-        else "the server's /proc/<pid>/environ is readable (the server could not make itself non-dumpable)",
-    )
+    closed_by = _other_processes_closed_by(report)
+    if sys.platform != "linux":
+        detail = "allow-listed variables only; nothing here keeps a process from reading its user's other processes"
+    elif readable:
+        detail = "the server's /proc/<pid>/environ is readable (the server could not make itself non-dumpable)"
+    elif closed_by is None:
+        detail = (
+            "allow-listed variables only and the server's /proc entries are closed, but nothing closes other "
+            "processes of this user (no Landlock, no user or PID namespace of the worker's own): those holding no "
+            "capability the worker lacks are readable, environment and memory, a CLI sub-call's process with its "
+            "login among them while it runs (so no spare CLI processes are kept)"
+        )
+    else:
+        detail = f"allow-listed variables only; the server's /proc entries are closed, other processes' by {closed_by}"
+    report.add("environment", not readable and closed_by is not None, detail)
     report.layers.sort(key=lambda layer: LAYERS.index(layer.name))
