@@ -49,6 +49,12 @@ class Settings(BaseModel):
         json_schema_extra={"flag": "--allow-url", "metavar": "PREFIX"},
     )
     fetch_max_mb: int = Field(default=4_096, ge=1, description="Most MiB one load_context of a URL fetches.")
+    fetch_total_mb: int = Field(
+        default=8_192,
+        ge=1,
+        description="Most MiB one session keeps of fetched URLs, all loads together (one copy per URL, freed "
+        "when no loaded context uses it).",
+    )
     ray_address: str | None = Field(
         default=None,
         description="Ray cluster (host:port) that runs rlm_map and llm_map next to remote data; model code runs "

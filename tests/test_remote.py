@@ -14,6 +14,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.server import build_server
+from testkit.static_http import serving
 from tests.conftest import load, make_settings, run, text_of, value_of
 
 pytestmark = pytest.mark.anyio
@@ -127,8 +128,8 @@ def test_a_url_is_allowed_only_at_or_below_a_prefix_segment_by_segment() -> None
         ("s3://logs-private/a.gz", "outside the allowed"),
         ("https://host/data-secret/x", "outside the allowed"),
         ("https://host.evil.example/data/x", "outside the allowed"),
-        ("https://host@evil.example/data/x", "credentials or an encoded"),
-        ("https://host/data/%2E%2E/secret", "credentials or an encoded"),
+        ("https://host@evil.example/data/x", "credentials"),
+        ("https://host/data/%2E%2E/secret", "an encoded '.'"),
         ("https://host/data/../secret", "'..'"),
         ("https://host/data/x?token=1", "a query"),
     ]:
@@ -158,3 +159,182 @@ async def test_a_redirect_is_not_followed_out_of_the_prefix(tmp_path: Path, data
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- issue 26 section 3: every request checked as it is sent; one copy per URL, capped and freed ----------
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """A static server recording every request target: (base URL, its directory, the targets). Under
+    data/ (the allowed prefix in these tests) a file; beside it, what must never be requested."""
+    served = tmp_path / "site"
+    for name, text in {"data/ok.txt": "fine\n", "data/deeper/d.txt": "deep\n", "secret.txt": "SECRET\n",
+                       "secretdir/s.txt": "SECRET2\n", "data-private/p.txt": "SECRET3\n"}.items():  # fmt: skip
+        (served / name).parent.mkdir(parents=True, exist_ok=True)
+        (served / name).write_text(text)
+    requested: list[str] = []
+    with serving(served, requested) as base:
+        yield base, served, requested
+
+
+def outside(requested: list[str]) -> list[str]:
+    """The request targets that left data/ (the server itself drops '..' segments, so they count too)."""
+    return [target for target in requested if not target.startswith("/data/") or ".." in target or "%2" in target]
+
+
+TRICKS = ["data/.\t./secret.txt", "data/.\r./secretdir/", "data/.\n./secret.txt", "data/.\t./missing.txt",
+          "data/.\t./secretdir/*.txt", "data/%2e%2e/secret.txt", "data/%09/../secret.txt"]  # fmt: skip
+
+
+async def test_tab_cr_and_lf_dot_dot_urls_are_refused_before_anything_is_requested(
+    site: tuple[str, Path, list[str]], tmp_path: Path, data_dir: Path
+) -> None:
+    base, _, requested = site
+    async with connect(tmp_path, data_dir, allow_url=[base + "data/"]) as client:
+        answers = [await load(client, path=base + trick, name="x") for trick in TRICKS]
+        assert requested == []
+        assert all(answer.is_error for answer in answers), [text_of(answer) for answer in answers]
+        texts = [
+            text_of(answer).replace(repr(base + trick), "URL") for answer, trick in zip(answers, TRICKS, strict=True)
+        ]
+        # The same answer whether the path outside exists (secret.txt) or not (missing.txt).
+        assert texts[0] == texts[3] and "does not exist" not in " ".join(texts), texts
+        assert "whitespace or a control character" in texts[0]
+        assert await value_of(client, "1 + 1") == "2"
+
+
+async def test_an_index_pages_links_out_of_the_prefix_are_never_requested(
+    site: tuple[str, Path, list[str]], tmp_path: Path, data_dir: Path
+) -> None:
+    base, served, requested = site
+    other: list[str] = []
+    with serving(served, other) as other_host:
+        links = ["ok.txt", "deeper/", "../secret.txt", "../secretdir/", "sub/../../secretdir/", "/secretdir/",
+                 "%2e%2e/secretdir/", ".\t./secretdir/", "../data-private/", other_host + "secretdir/",
+                 other_host + "data/ok.txt", "//evil.invalid/x/"]  # fmt: skip
+        page = "".join(f'<a href="{link}">x</a>\n' for link in links) + f"see {base}data/../secretdir/ too\n"
+        (served / "data" / "index.html").write_text(f"<html><body>{page}</body></html>")
+        async with connect(tmp_path, data_dir, allow_url=[base + "data/"]) as client:
+            loaded = await load(client, path=base + "data/", name="tree")
+            assert outside(requested) == [] and other == [], (requested, other)
+            assert (
+                await value_of(client, "sorted(tree.items())") == "[('deeper/d.txt', 'deep\\n'), ('ok.txt', 'fine\\n')]"
+            )
+            assert "not fetched: link_outside" in text_of(loaded), text_of(loaded)
+            globbed = await load(client, path=base + "data/**/*.txt", name="tree")
+            assert globbed.structured_content["files"] == 2, text_of(globbed)
+    assert outside(requested) == [] and other == [], (requested, other)
+
+
+async def test_a_redirect_out_of_the_prefix_is_refused_before_it_is_followed(tmp_path: Path, data_dir: Path) -> None:
+    from rlm_mcp.cluster.pieces import MapFailure, read_text
+
+    served = tmp_path / "site"
+    (served / "data").mkdir(parents=True)
+    (served / "secret.txt").write_text("SECRET\n")
+    requested: list[str] = []
+    redirects = {"/data/a.txt": "/secret.txt", "/data/b.txt": "/data/.\t./secret.txt", "/data/c/": "/secretdir/",
+                 "/data/d.txt": "/data/%2E%2E/secret.txt", "/data/e.txt": "../secret.txt"}  # fmt: skip
+    with serving(served, requested, redirects) as base:
+        async with connect(tmp_path, data_dir, allow_url=[base + "data/"]) as client:
+            answers = [await load(client, path=base + target[1:], name="x") for target in redirects]
+        # A map's task reads the object on a cluster node, with the cluster's credentials: it follows no redirect.
+        with pytest.raises(MapFailure, match="follows no redirect"):
+            read_text(base + "data/a.txt", 1000)
+    assert outside(requested) == [], requested
+    for answer in answers:
+        assert answer.is_error and "redirects outside the allowed URLs" in text_of(answer), text_of(answer)
+
+
+async def test_a_map_source_takes_the_same_checks(site: tuple[str, Path, list[str]], tmp_path: Path) -> None:
+    from rlm_mcp.cluster.maps import list_source
+    from rlm_mcp.contexts.paths import ContextError
+
+    base, served, requested = site
+    settings = make_settings(tmp_path, served, allow_url=[base + "data/"])
+    for trick in TRICKS:
+        with pytest.raises(ContextError):
+            list_source(base + trick, settings)
+    assert requested == []
+    (served / "data" / "index.html").write_text(
+        '<a href="ok.txt">o</a> <a href="sub/../../secretdir/">s</a> <a href="../secretdir/">p</a> '
+        f'<a href="%2e%2e/secretdir/">e</a> see {base}data/../secretdir/'
+    )
+    assert list_source(base.upper() + "/data/", settings) == [base + "data/ok.txt"]
+    assert list_source(base + "data//ok.txt", settings) == [base + "data/ok.txt"]
+    assert outside(requested) == [], requested
+
+
+def fetched_copies(tmp_path: Path) -> list[str]:
+    """The entries of every session's fetched/ directory under the test's workspace."""
+    return sorted(entry.name for fetched in (tmp_path / "workspace").rglob("fetched") for entry in fetched.iterdir())
+
+
+async def test_every_spelling_of_a_url_shares_one_copy(web: tuple[str, Path], tmp_path: Path, data_dir: Path) -> None:
+    base, served = web
+    (served / "logs" / "app.log").write_text("one copy\n")
+    port = base.split(":")[2].rstrip("/")
+    spellings = [base + "logs/app.log", f"HTTP://127.0.0.1:{port}/logs/app.log", base + "/logs//app.log",
+                 base + "logs/%61pp.log"]  # fmt: skip
+    async with connect(tmp_path, data_dir, allow_url=[base]) as client:
+        loads = [await load(client, path=spelling, name=f"c{index}") for index, spelling in enumerate(spellings)]
+        assert len(fetched_copies(tmp_path)) == 1, fetched_copies(tmp_path)
+        for loaded in loads:
+            assert not loaded.is_error and loaded.structured_content["source"] == base + "logs/app.log", text_of(loaded)
+
+
+async def test_fetched_copies_are_capped_in_total(web: tuple[str, Path], tmp_path: Path, data_dir: Path) -> None:
+    base, served = web
+    for name in ("a", "b"):
+        (served / "logs" / f"{name}.log").write_text(name * 600_000)
+    (served / "logs" / "small.log").write_text("s")
+    async with connect(tmp_path, data_dir, allow_url=[base], fetch_total_mb=1) as client:
+        assert not (await load(client, path=base + "logs/a.log", name="a")).is_error
+        over = await load(client, path=base + "logs/b.log", name="b")
+        assert over.is_error and "--fetch-total-mb" in text_of(over), text_of(over)
+        tree = await load(client, path=base + "logs/", name="tree")  # a's copy counts: only small.log fits
+        assert tree.structured_content["files"] == 1, text_of(tree)
+        assert "not fetched: over --fetch-total-mb" in text_of(tree), text_of(tree)
+        await value_of(client, "unload('tree')")
+        await value_of(client, "unload('a')")
+        assert not (await load(client, path=base + "logs/b.log", name="b")).is_error
+
+
+async def test_a_copy_is_freed_when_no_context_uses_it(web: tuple[str, Path], tmp_path: Path, data_dir: Path) -> None:
+    base, served = web
+    for name in ("a", "b", "c"):
+        (served / "logs" / f"{name}.log").write_text(name * 100_000)
+    async with connect(tmp_path, data_dir, allow_url=[base]) as client:
+        assert not (await load(client, path=base + "logs/a.log", name="a")).is_error
+        assert not (await load(client, path=base + "logs/a.log", name="also_a")).is_error
+        assert len(fetched_copies(tmp_path)) == 1
+        await value_of(client, "unload('a')")
+        assert len(fetched_copies(tmp_path)) == 1  # also_a still uses it
+        await value_of(client, "unload('also_a')")
+        assert fetched_copies(tmp_path) == []
+        assert not (await load(client, path=base + "logs/b.log", name="b")).is_error
+        assert not (await load(client, path=base + "logs/c.log", name="b")).is_error  # replaces b's copy
+        assert len(fetched_copies(tmp_path)) == 1
+        assert await value_of(client, "b[:3]") == "'ccc'"
+        refused = await load(client, path=base + "logs/none.log", name="gone")  # a failed load keeps no copy
+        assert refused.is_error and len(fetched_copies(tmp_path)) == 1
+    assert fetched_copies(tmp_path) == []  # the session closed
+
+
+def test_a_url_is_checked_in_the_spelling_it_is_sent_in() -> None:
+    from rlm_mcp.contexts.paths import ContextError
+    from rlm_mcp.contexts.remote import check_allowed
+
+    prefixes = ("https://host/data/", "s3://logs")
+    assert check_allowed("HTTPS://Host:443//data/%78.csv", prefixes) == "https://host/data/x.csv"
+    assert check_allowed("https://host/data/caf\u00e9 2.csv".replace(" ", "%20"), prefixes) == (
+        "https://host/data/caf%C3%A9%202.csv"
+    )
+    assert check_allowed("s3://logs//2026/a.gz", prefixes) == "s3://logs/2026/a.gz"
+    for url in ["https://host/data/.\t./x", "https://host/data/x\n", "https://host/data/a b", "https://host/data/%00x",
+                "https://host/data/%0a/x", "https://host/data/%zz", "https://h\u00f6st/data/x",
+                "https://host/data/\u200bx", "https://host/data/%2e%2E/x", "https://host:80@evil/data/x",
+                "https://host/data/%5c..%5csecret"]:  # fmt: skip
+        with pytest.raises(ContextError):
+            check_allowed(url, prefixes)

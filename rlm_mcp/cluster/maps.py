@@ -31,8 +31,8 @@ import anyio.lowlevel
 from rlm_mcp import protocol
 from rlm_mcp.cluster import pieces
 from rlm_mcp.config import Settings
-from rlm_mcp.contexts.paths import ContextError, has_glob
-from rlm_mcp.contexts.remote import MAX_LISTING_DEPTH, check_allowed, filesystem_for, scheme_of
+from rlm_mcp.contexts.paths import ContextError
+from rlm_mcp.contexts.remote import list_objects
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.sandbox.policy import PASSED_THROUGH
@@ -297,33 +297,10 @@ def cluster_for(settings: Settings) -> RayCluster:
 
 
 def list_source(source: str, settings: Settings) -> list[str]:
-    """The URLs of every object of an allowed source (a glob, a directory or one object), in order."""
-    check_allowed(source, settings.allow_url)
-    filesystem, path = filesystem_for(source)
-    if has_glob(path):
-        found = filesystem.glob(path, detail=True, maxdepth=MAX_LISTING_DEPTH)
-    elif filesystem.isdir(path):
-        found = filesystem.glob(path.rstrip("/") + "/**", detail=True, maxdepth=MAX_LISTING_DEPTH)
-    else:
-        found = {path: {"type": "file"}}
-    names = sorted(name for name, info in found.items() if info.get("type") == "file")
-    if len(names) > settings.dir_max_files:
-        raise ContextError(
-            f"{source!r} holds {len(names):,} objects, over --dir-max-files ({settings.dir_max_files:,}); "
-            "narrow the glob"
-        )
-    protocol = scheme_of(source) or ""
-    urls = []
-    for name in names:  # a listing is the store's (for HTTP, a page's links): each one checked again
-        url = name if "://" in name else f"{protocol}://{name}"
-        try:
-            check_allowed(url, settings.allow_url)
-        except ContextError:
-            continue
-        urls.append(url)
-    if not urls:
-        raise ContextError(f"{source!r} holds no objects (under the allowed URLs)")
-    return urls
+    """The URLs of every object of an allowed source (a glob, a directory or one object), in order, each in
+    the one spelling it is checked and read in; nothing outside the allowed prefixes is requested to list
+    it (remote.list_objects, the listing load_context uses too)."""
+    return list_objects(source, settings.allow_url, settings.dir_max_files)
 
 
 async def serve_map(

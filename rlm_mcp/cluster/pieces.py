@@ -61,12 +61,15 @@ class MapFailure(Exception):
 
 
 def read_text(url: str, max_bytes: int) -> str:
-    import fsspec
+    """One object's text, read by remote.read_object: only a URL in the spelling the server listed and
+    checked, and over HTTP no redirect followed (the server checked this URL, not where it may lead)."""
+    from rlm_mcp.contexts.remote import read_object
+    from rlm_mcp.errors import UserError
 
-    with fsspec.open(url, "rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise MapFailure(f"{url} holds more than the {max_bytes:,} bytes a map reads of one object")
+    try:
+        data = read_object(url, max_bytes)
+    except UserError as exc:
+        raise MapFailure(str(exc)) from None
     for suffix, decompress in DECOMPRESS.items():
         if url.endswith(suffix):
             data = decompress(data)

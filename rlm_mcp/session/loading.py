@@ -9,7 +9,13 @@ from __future__ import annotations
 import builtins
 import hashlib
 import keyword
-from dataclasses import dataclass
+import os
+import secrets
+import shutil
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,7 @@ import anyio
 from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
-from rlm_mcp.contexts.remote import check_allowed, fetch, scheme_of
+from rlm_mcp.contexts.remote import TooLarge, canonical, check_allowed, fetch, scheme_of
 from rlm_mcp.contexts.selection import Caps, Selection, select_files
 from rlm_mcp.errors import UserError
 from rlm_mcp.session.results import (
@@ -96,6 +102,7 @@ async def plan_load(
     if scheme_of(context.path) is not None:
         if fetch_into is None:
             raise ContextError(f"{context.path!r} is a URL, which only a session fetches")
+        _claim(fetch_into, context)
         request, context.source, selection = await anyio.to_thread.run_sync(
             plan_url_load, settings, context.name, context.path, context.exclude, fetch_into
         )
@@ -109,19 +116,162 @@ async def plan_load(
 def plan_url_load(
     settings: Settings, name: str, url: str, exclude: tuple[str, ...], fetch_into: Path
 ) -> tuple[dict[str, Any], str, Selection | None]:
-    """Fetch an allowed URL into the session's cache (a directory per URL, made afresh), then plan the
-    load of what arrived as a local load under that directory. Blocking, so it runs in a thread."""
-    url = url.strip()
-    check_allowed(url, settings.allow_url)
-    destination = safefs.private_dir(fetch_into) / hashlib.sha256(url.encode()).hexdigest()[:24]
-    caps = (settings.fetch_max_mb * MiB, settings.dir_max_files, settings.dir_max_file_bytes)
-    fetched = fetch(url, destination, *caps, settings.allow_url)
+    """Fetch an allowed URL into the session's cache (one directory per canonical URL, made afresh), then
+    plan the load of what arrived as a local load under that directory. Blocking, so it runs in a thread.
+    A session fetches one URL at a time, within --fetch-total-mb for all its copies but those this load
+    replaces (its URL's, and those only a context of the same name uses, which stay until it is loaded)."""
+    url = check_allowed(url.strip(), settings.allow_url)
+    fetch_into = safefs.private_dir(fetch_into)
+    destination = fetch_into / copy_key(url)
+    with _fetch_lock(fetch_into):
+        _remove(_unused(fetch_into))
+        total = settings.fetch_total_mb * MiB
+        left = total - _usage(fetch_into, besides={destination.name, *_replaced(fetch_into, name)})
+        if left <= 0:
+            raise ContextError(_over_total(url, total))
+        limit = min(settings.fetch_max_mb * MiB, left)
+        try:
+            fetched = fetch(url, destination, limit, settings.dir_max_files, settings.dir_max_file_bytes,
+                            settings.allow_url)  # fmt: skip
+        except TooLarge:
+            if limit == settings.fetch_max_mb * MiB:
+                raise
+            raise ContextError(_over_total(url, total)) from None
     local = settings.model_copy(update={"roots": (destination,)})
     request, _, selection = plan_path_load(local, name, str(fetched.local), exclude)
     if selection is not None:
         for reason, count in fetched.skipped.items():
+            if reason == "over_caps" and limit < settings.fetch_max_mb * MiB:
+                reason = "over --fetch-total-mb"
             selection.skipped[f"not fetched: {reason}"] += count
     return request, url, selection
+
+
+def _over_total(url: str, total: int) -> str:
+    return (
+        f"{url!r} does not fit in the {total:,} bytes this session may hold of fetched URLs (--fetch-total-mb); "
+        "unload(name) a context loaded from a URL, or restart rlm-mcp with a larger --fetch-total-mb"
+    )
+
+
+# -- the session's fetched copies: one per canonical URL, freed when no context uses it ------------------
+
+
+@dataclass
+class _Users:
+    """Who uses one session's fetched copies. A context is claimed when its load is planned; once the
+    session has shown it loaded (`release_fetched`), it uses its copy only while it stays loaded. One never
+    shown loaded is a load in flight, or a failed one, and holds its copy until it is collected."""
+
+    claimed: weakref.WeakValueDictionary[int, LoadedContext] = field(default_factory=weakref.WeakValueDictionary)
+    shown: weakref.WeakValueDictionary[int, LoadedContext] = field(default_factory=weakref.WeakValueDictionary)
+    loaded: set[int] = field(default_factory=set)
+
+    def using(self) -> list[LoadedContext]:
+        return [c for c in list(self.claimed.values()) if id(c) not in self.shown or id(c) in self.loaded]
+
+
+_users: dict[str, _Users] = {}
+_users_lock = threading.Lock()
+_fetch_locks: dict[str, threading.Lock] = {}
+
+
+def copy_key(url: str) -> str:
+    """The name of a canonical URL's copy in the session's fetched/ directory."""
+    return hashlib.sha256(url.encode()).hexdigest()[:24]
+
+
+def _claim(fetch_into: Path, context: LoadedContext) -> None:
+    with _users_lock:
+        _users.setdefault(str(fetch_into), _Users()).claimed[id(context)] = context
+
+
+def _fetch_lock(fetch_into: Path) -> threading.Lock:
+    with _users_lock:
+        return _fetch_locks.setdefault(str(fetch_into), threading.Lock())
+
+
+def _key_of(context: LoadedContext) -> str | None:
+    if context.path is None or scheme_of(context.path) is None:
+        return None
+    try:
+        return copy_key(canonical(context.path.strip(), pattern=True))
+    except ContextError:
+        return None
+
+
+def _replaced(fetch_into: Path, name: str) -> set[str]:
+    """The copies that only contexts named `name` use: a load under that name replaces them."""
+    with _users_lock:
+        users = _users.get(str(fetch_into))
+        using = [] if users is None else users.using()
+    keys = {_key_of(context) for context in using if context.name == name}
+    return {key for key in keys if key is not None} - {_key_of(context) for context in using if context.name != name}
+
+
+def _unused(fetch_into: Path, loaded: Iterable[LoadedContext] | None = None, everything: bool = False) -> list[Path]:
+    """The copies under `fetch_into` that no context uses (all of them if `everything`), renamed out of
+    their key's way at once, so a new fetch of that URL never meets them; removing them is the caller's.
+    `loaded`: the session's loaded contexts now (None: as it last said)."""
+    current = [] if loaded is None else list(loaded)
+    with _users_lock:
+        users = _users.pop(str(fetch_into), None) if everything else _users.setdefault(str(fetch_into), _Users())
+        if users is not None and loaded is not None:
+            users.shown.update({id(context): context for context in current})
+            users.loaded = {id(context) for context in current}
+        using = [] if everything or users is None else [*users.using(), *current]
+        used = {_key_of(context) for context in using}
+        try:
+            entries = sorted(os.scandir(fetch_into), key=lambda entry: entry.name)
+        except OSError:
+            return []
+        doomed = []
+        for entry in entries:
+            key = entry.name.partition(".")[0]
+            if ".free-" in entry.name:
+                doomed.append(Path(entry.path))
+            elif key not in used:
+                freed = fetch_into / f"{key}.free-{secrets.token_hex(6)}"
+                os.rename(entry.path, freed)
+                doomed.append(freed)
+        return doomed
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _usage(fetch_into: Path, besides: set[str]) -> int:
+    """Bytes of the copies under `fetch_into`, but those of the keys `besides` (about to be replaced) and
+    those being removed."""
+    used = 0
+    for entry in os.scandir(fetch_into):
+        if entry.name.partition(".")[0] in besides or ".free-" in entry.name:
+            continue
+        for directory, _, files in os.walk(entry.path):
+            for name in files:
+                try:
+                    used += os.lstat(os.path.join(directory, name)).st_size
+                except OSError:
+                    continue
+        if entry.is_file(follow_symlinks=False):
+            used += entry.stat(follow_symlinks=False).st_size
+    return used
+
+
+async def release_fetched(
+    fetch_into: Path, loaded: Iterable[LoadedContext] | None = None, everything: bool = False
+) -> None:
+    """Free the session's fetched copies that none of its `loaded` contexts uses, nor a load in flight
+    (after an unload, a reload under the same name, a failed load), or all of them when the session closes
+    (a resumed session fetches again)."""
+    doomed = _unused(fetch_into, loaded, everything)
+    if doomed:
+        await anyio.to_thread.run_sync(_remove, doomed)
 
 
 def plan_path_load(

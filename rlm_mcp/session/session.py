@@ -29,7 +29,7 @@ from rlm_mcp.memory.inputs import InputRef
 from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load, serve_memory
-from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load
+from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load, release_fetched
 from rlm_mcp.session.progress import CellProgress, ProgressReport
 from rlm_mcp.session.results import (
     DISK_CHECK_S,
@@ -226,6 +226,7 @@ class Session:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
             self.contexts[name] = wanted
             self._save_record()
+            await release_fetched(fetched_dir(self.dir), self.contexts.values())  # a copy of the one replaced
         result = load_result(name, source, reply, selection, notes)
         self.inputs[name] = input_for(request, result, selection)
         await offer_on_load(self, result, self.inputs[name])
@@ -519,6 +520,7 @@ class Session:
             self.contexts.pop(str(frame.get("name")), None)
             self.inputs.pop(str(frame.get("name")), None)
             self._save_record()
+            await release_fetched(fetched_dir(self.dir), self.contexts.values())
             return {"ok": True}
         if frame.get("op") == "memory":
             return await serve_memory(self, frame, client_session)
@@ -662,4 +664,5 @@ class Session:
         """Stop the worker, then distil the session's work if distillation is on-close; the session's
         directory stays, so it can be resumed (see SessionStore)."""
         await self.host.close()
+        await release_fetched(fetched_dir(self.dir), everything=True)
         await distill_on_close(self)
