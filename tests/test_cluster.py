@@ -253,7 +253,9 @@ async def test_a_driver_killed_mid_map_fails_the_map_in_one_line_and_the_session
             with anyio.fail_after(60):
                 while not map_children():  # the function runs on the node
                     await anyio.sleep(0.1)
-            os.killpg(os.getpgid(maps._clusters[cluster].pid or 0), signal.SIGKILL)
+            driver = maps._clusters[cluster].pid
+            assert driver is not None
+            os.killpg(os.getpgid(driver), signal.SIGKILL)
         said = text_of(outcome["result"])
         assert "the Ray driver exited" in said and "the next map starts a new driver" in said, said
         assert await value_of(client, "kept") == "41"
@@ -329,3 +331,15 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+async def test_the_layers_a_node_does_not_apply_are_said_with_the_results(
+    cluster: str, web: tuple[str, Path], provider: FakeProvider, tmp_path: Path, data_dir: Path
+) -> None:
+    """With RLM_MCP_SANDBOX=off the node's child applies no layer, and the map's output says so."""
+    base, served = web
+    (served / "logs" / "one.log").write_text("ERROR x\n")
+    async with connect(tmp_path, data_dir, allow_url=[base], ray_address=cluster, sandbox="off") as client:
+        result = await run(client, COUNT + f"list(rlm_map(count_errors, {base + 'logs/one.log'!r}).values())")
+        assert result.structured_content["result"] == str([{"errors": 1, "lines": 1}]), text_of(result)
+        assert "sandbox gaps on the cluster's nodes: all layers (RLM_MCP_SANDBOX=off)" in text_of(result)

@@ -80,6 +80,7 @@ class RayCluster:
         self._process: anyio.abc.Process | None = None
         self._frames = protocol.FrameBuffer()
         self._log: IO[bytes] | None = None
+        self._received = 0  # bytes the driver sent for the map under way
 
     @property
     def pid(self) -> int | None:
@@ -128,12 +129,9 @@ class RayCluster:
 
     async def _collect(self, kind: str, results: list[dict[str, Any]], on_done: OnDone | None) -> None:
         seen: set[int] = set()
-        received = 0
+        self._received = 0
         while True:
             frame = await self._next_frame()
-            received += len(json.dumps(frame))
-            if received > MAX_DRIVER_BYTES:
-                raise _DriverGone(f"the Ray driver sent over {MAX_DRIVER_BYTES:,} bytes for one map")
             if frame.get("op") == "done":
                 error = frame.get("error")
                 if error is not None:
@@ -174,6 +172,9 @@ class RayCluster:
                 chunk = await process.stdout.receive(READ_CHUNK)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise _DriverGone("") from None
+            self._received += len(chunk)
+            if self._received > MAX_DRIVER_BYTES:
+                raise _DriverGone(f"the Ray driver sent over {MAX_DRIVER_BYTES:,} bytes for one map")
             self._frames.feed(chunk)
 
     def _gone(self, exc: BaseException) -> str:

@@ -34,6 +34,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,6 @@ def _wait_exit(pid: int, timeout: float) -> bool:
             return bool(select.select([handle], [], [], timeout)[0])
         finally:
             os.close(handle)
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
