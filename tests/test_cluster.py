@@ -283,9 +283,10 @@ def escape(text, path):
     attempt("process", lambda: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", MARKER]))
     attempt("fork", lambda: os.fork() or os._exit(0))
     attempt("outside", lambda: open(OUTSIDE, "w").write("escaped"))
+    attempt("secret", lambda: open(SECRET).read())
     attempt("pth", plant)
     attempt("scratch", lambda: open("mine.txt", "w").write("mine"))
-    attempt("kill", lambda: os.kill(os.getppid(), signal.SIGKILL))
+    KILL
     return tried
 """
 
@@ -293,13 +294,17 @@ def escape(text, path):
 async def test_the_mapped_function_runs_locked_down_on_the_node(
     cluster: str, web: tuple[str, Path], provider: FakeProvider, tmp_path: Path, data_dir: Path
 ) -> None:
-    """No reading the task's environment, no network, no processes, writes only in its scratch directory
-    (not the node's Python installation), no signals to the task; nothing it made outlives the task."""
+    """No reading the task's environment or the node's files, no network, no processes, writes only in its
+    scratch directory (not the node's Python installation), no signals to the task; nothing it made outlives
+    the task."""
     from rlm_mcp.worker.lockdown import landlock
 
     base, served = web
     (served / "logs" / "one.log").write_text("x\n")
     outside = tmp_path / "escaped.txt"
+    secret = tmp_path / "node-credentials"
+    secret.write_text("aws_secret_access_key = not-for-the-model")
+    secret.chmod(0o644)
     marker = f"rlm-map-escape-{os.getpid()}"
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -307,6 +312,9 @@ async def test_the_mapped_function_runs_locked_down_on_the_node(
         listener.setblocking(False)
         code = ESCAPES.replace("PORT", str(listener.getsockname()[1]))
         code = code.replace("MARKER", repr(marker)).replace("OUTSIDE", repr(str(outside)))
+        code = code.replace("SECRET", repr(str(secret)))
+        signals_scoped = landlock.abi_version() >= 6  # Linux 6.12+; before, a same-user kill is not refused
+        code = code.replace("KILL", 'attempt("kill", lambda: os.kill(os.getppid(), signal.SIGKILL))' * signals_scoped)
         async with connect(tmp_path, data_dir, allow_url=[base], ray_address=cluster) as client:
             result = await run(client, code + f"r = rlm_map(escape, {base + 'logs/one.log'!r})")
             assert result.structured_content["outcome"] == "ok", text_of(result)
@@ -314,11 +322,11 @@ async def test_the_mapped_function_runs_locked_down_on_the_node(
         with pytest.raises(BlockingIOError):
             listener.accept()  # no connection came
     assert isinstance(tried, dict), tried
-    for name in ("environ", "connect", "process", "fork", "outside", "pth"):
+    for name in ("environ", "connect", "process", "fork", "outside", "secret", "pth"):
         assert tried[name].startswith(("PermissionError", "OSError")), (name, tried[name])
     assert "network access is disabled" in tried["connect"] and "starting processes is disabled" in tried["process"]
     assert tried["scratch"] == "done"
-    if landlock.abi_version() >= 6:  # signals scoped to the sandbox (Linux 6.12+)
+    if signals_scoped:
         assert tried["kill"].startswith("PermissionError"), tried["kill"]
     assert not outside.exists()
     assert not Path(tried["scratch_dir"]).exists()  # the scratch directory went with the task
