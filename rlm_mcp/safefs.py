@@ -16,6 +16,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlm_mcp.units import MiB
@@ -131,22 +132,102 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def tree_usage(path: Path, max_entries: int) -> tuple[int, int]:
+@dataclass
+class TreeUsage:
+    """What a walk of a directory found: bytes allocated, entries, the (st_dev, st_ino) of every entry
+    counted (so files reached another way are not counted twice), and why some of it could not be seen."""
+
+    bytes: int = 0
+    entries: int = 0
+    seen: set[tuple[int, int]] = field(default_factory=set)
+    unseen: str = ""
+
+
+class _Full(Exception):
+    """More entries than the walk counts."""
+
+
+def walk_usage(path: Path, max_entries: int) -> TreeUsage:
     """Bytes on disk (allocated blocks, so sparse and fallocated files count as they cost) and entries
-    under `path`, walked without following any link. Stops counting entries past `max_entries`."""
-    used, entries = 0, 0
+    under `path`, walked without following any link; counting stops past `max_entries`.
+
+    The walk cannot be blinded by the directory's owner (the worker): a directory whose owner took away
+    their own read or search right is given it back (u+rwx, on the directory itself, never through a name
+    that could be swapped for a link) before it is read. What still cannot be read is said in `unseen`, for
+    the caller to treat as over the cap. Directories nested deeper than MAX_WALK_DEPTH are not entered
+    (one descriptor is held per level) and are said in `unseen` too. Each file is counted once, however
+    many names it has."""
+    usage = TreeUsage()
     try:
-        walker = os.fwalk(path, follow_symlinks=False)
-        for _dirpath, dirnames, filenames, dir_fd in walker:
-            for name in (*dirnames, *filenames):
-                entries += 1
-                try:
-                    used += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
-                except OSError:
-                    continue
-            if entries > max_entries:
-                walker.close()
-                break
-    except OSError:
+        root = _open_dir(str(path), None)
+    except FileNotFoundError:
+        return usage
+    except OSError as exc:
+        usage.unseen = f"{path.name} cannot be read ({exc.strerror})"
+        return usage
+    try:
+        info = os.fstat(root)
+        _walk(root, usage, max_entries, {(info.st_dev, info.st_ino)}, 1)
+    except _Full:
         pass
-    return used, entries
+    finally:
+        os.close(root)
+    return usage
+
+
+MAX_WALK_DEPTH = 200
+OWNER_RIGHTS = stat.S_IRWXU
+O_PATH = getattr(os, "O_PATH", 0)
+
+
+def _walk(directory: int, usage: TreeUsage, max_entries: int, visited: set[tuple[int, int]], depth: int) -> None:
+    with os.scandir(directory) as listing:
+        entries = list(listing)
+    for entry in entries:
+        usage.entries += 1
+        if usage.entries > max_entries:
+            raise _Full
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed since it was listed
+        except OSError as exc:
+            usage.unseen = usage.unseen or f"{entry.name!r} cannot be examined ({exc.strerror})"
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key not in usage.seen:
+            usage.seen.add(key)
+            usage.bytes += info.st_blocks * 512
+        if not stat.S_ISDIR(info.st_mode) or key in visited:
+            continue
+        if depth >= MAX_WALK_DEPTH:
+            usage.unseen = usage.unseen or f"directories are nested more than {MAX_WALK_DEPTH} deep"
+            continue
+        try:
+            child = _open_dir(entry.name, directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed or replaced since it was listed; what replaced it is counted by the next walk
+        except OSError as exc:
+            usage.unseen = usage.unseen or f"the directory {entry.name!r} cannot be read ({exc.strerror})"
+            continue
+        try:
+            visited.add(key)
+            _walk(child, usage, max_entries, visited, depth + 1)
+        finally:
+            os.close(child)
+
+
+def _open_dir(name: str, parent: int | None) -> int:
+    """A descriptor to read the directory `name` (never a link), with its owner's rights given back first
+    if they were taken away: it is opened by O_PATH (which needs no right on it), fixed through that
+    descriptor, and reopened through it, so what is fixed and read is the directory first found."""
+    if not O_PATH:  # not Linux: no way to reach a directory without a right on it; read it as it is
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    handle = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        mode = os.fstat(handle).st_mode
+        if mode & OWNER_RIGHTS != OWNER_RIGHTS:
+            os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | OWNER_RIGHTS)
+        return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(handle)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import anyio
 import anyio.abc
 
 from rlm_mcp import protocol, safefs
+from rlm_mcp.host.held import held_usage, inspectable
 from rlm_mcp.host.proctree import descendants, kill_tree
 from rlm_mcp.sandbox import bubblewrap, cgroups, exposure
 from rlm_mcp.sandbox.policy import SandboxPolicy, summary
@@ -36,10 +38,12 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # -I: no PYTHON* variables, no user site-packages, no working directory on sys.path, so nothing in a
 # directory the worker could write is imported before it has locked itself down.
 WORKER_MARKER = "rlm-mcp-worker"
-BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv[2]); sys.dont_write_bytecode = True; "
-    "from rlm_mcp.worker.repl import main; sys.exit(main(sys.argv[2:]))"
-)
+_PRELUDE = "import sys; sys.path.insert(0, sys.argv[2]); sys.dont_write_bytecode = True; "
+_MAIN = "from rlm_mcp.worker.repl import main; sys.exit(main(sys.argv[2:]))"
+BOOTSTRAP = _PRELUDE + _MAIN
+# A server that is not root can examine the worker's descriptors (for the disk cap) only if the worker runs
+# in a user namespace the server's user owns: the worker first re-executes itself in one (worker/inspectable.py).
+INSPECTABLE_BOOTSTRAP = _PRELUDE + f"from rlm_mcp.worker.inspectable import reexec; reexec({BOOTSTRAP!r}); " + _MAIN
 
 Fate = Literal["ok", "interrupted", "killed", "crashed"]
 RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -62,6 +66,17 @@ class CallOutcome:
     reply: dict[str, Any] | None = None
     cause: str = ""
     stderr_tail: str = ""
+
+
+@dataclass
+class ScratchUsage:
+    """What the worker holds on disk: `bytes` in all, of which `unnamed` in files with no name left (open
+    or mapped after unlinking); `entries` under its scratch directory; and why part of it could not be seen."""
+
+    bytes: int
+    entries: int
+    unnamed: int = 0
+    unseen: str = ""
 
 
 class WorkerStartError(RuntimeError):
@@ -135,6 +150,8 @@ class WorkerHost:
         self._process: anyio.abc.Process | None = None
         self._wrapped = False  # running inside bubblewrap
         self._worker_pid: int | None = None  # as seen from here (differs from _process.pid under bubblewrap)
+        self._held_blind = "not started"  # why the server cannot examine what the worker holds ("" if it can)
+        self._may_fork = True  # whether the worker may start processes (seccomp missing)
         self._frames = protocol.FrameBuffer()
         self._next_id = 0
         self.starts = 0
@@ -157,7 +174,7 @@ class WorkerHost:
         log_fd = safefs.create_fresh(log_path, readable=False)
         self._captures = [safefs.create_fresh(self.private_dir / f"{name}.capture") for name in ("stdout", "stderr")]
         extra_paths = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
-        worker = [sys.executable, "-I", "-c", self.program, WORKER_MARKER, PACKAGE_PARENT, *map(str, self._captures)]
+        worker = [sys.executable, "-I", "-c", self._program(), WORKER_MARKER, PACKAGE_PARENT, *map(str, self._captures)]
         hidden = tuple(self.policy.hidden)
         off = self.policy.mode == "off"
         bwrap, bwrap_detail = (None, "RLM_MCP_SANDBOX=off") if off else bubblewrap.availability(hidden)
@@ -210,6 +227,8 @@ class WorkerHost:
         wrapping = {"name": "bubblewrap", "active": self._wrapped, "detail": bwrap_detail}
         self.sandbox = [wrapping, *(hello.get("sandbox") or [])]
         exposure.workers_report(self.sandbox)  # processes holding secrets wait only where it cannot read them
+        self._may_fork = not any(layer["name"] == "processes" and layer["active"] for layer in self.sandbox)
+        self._check_held_visible()
         self.lockdown_s = float(hello.get("lockdown_s") or 0.0)
         log.debug("worker %s started (python %s); %s", hello.get("pid"), hello.get("python"), summary(self.sandbox))
         missing = [layer for layer in self.sandbox if not layer["active"]]
@@ -220,6 +239,42 @@ class WorkerHost:
                 + "; ".join(f"{layer['name']}: {layer['detail']}" for layer in missing)
                 + ". Run `rlm-mcp doctor` for the full report, or set RLM_MCP_SANDBOX=auto to run with what there is"
             )
+
+    def _program(self) -> str:
+        """The worker's program: re-executed in a user namespace of its own first where that is what lets
+        this server examine it (not root, the sandbox on, the real worker rather than a test's stand-in)."""
+        own_namespace = sys.platform == "linux" and os.geteuid() != 0 and self.policy.mode != "off"
+        return INSPECTABLE_BOOTSTRAP if own_namespace and self.program == BOOTSTRAP else self.program
+
+    def _check_held_visible(self) -> None:
+        """Whether the disk cap can see the files the worker holds without a name; if not, say so in the
+        report (as a gap of the limits layer) and the log, once per worker."""
+        pid = self._worker_pid
+        self._held_blind = inspectable(pid) if pid is not None else "the worker's process was not found"
+        if not self._held_blind or self.policy.mode == "off":
+            return
+        gap = f"the disk cap counts only files with a name (the worker's descriptors: {self._held_blind})"
+        log.warning("%s; run the server as root, or allow unprivileged user namespaces, to close this", gap)
+        for layer in self.sandbox:
+            if layer.get("name") == "limits":
+                layer["detail"] = f"{layer['detail']}; {gap}"
+
+    def _renew_cpu_backstop(self) -> None:
+        """Allow the worker `policy.cell_cpu_s` more seconds of CPU from now, then SIGXCPU: a last resort in
+        case this host's own timeout never fires. Set from here (prlimit), because the worker may not touch
+        its CPU limit at all (seccomp): as its hard limit cannot be raised again once lowered, a per-request
+        limit set by the worker itself would have to leave the hard one open, for a cell to raise."""
+        pid = self._worker_pid
+        if pid is None or self.policy.mode == "off" or not hasattr(resource, "prlimit"):
+            return
+        try:
+            soft = int(_cpu_seconds(pid) + self.policy.cell_cpu_s) + 1
+            hard = resource.prlimit(pid, resource.RLIMIT_CPU)[1]
+            if hard != resource.RLIM_INFINITY:
+                soft = min(soft, hard)
+            resource.prlimit(pid, resource.RLIMIT_CPU, (soft, hard))
+        except (OSError, ValueError) as exc:  # gone, or a kernel without prlimit: the host's timeout still holds
+            log.debug("could not renew the worker's CPU backstop: %s", exc)
 
     async def call(
         self,
@@ -238,6 +293,7 @@ class WorkerHost:
             await self.start()
         self._next_id += 1
         request_id = self._next_id
+        self._renew_cpu_backstop()
         try:
             await self._send({**request, "id": request_id})
             with anyio.move_on_after(timeout):
@@ -401,6 +457,31 @@ class WorkerHost:
         tail = os.pread(descriptor, limit, max(0, size - limit)).decode("utf-8", "replace")
         return tail, size
 
-    def scratch_usage(self, max_entries: int) -> tuple[int, int]:
-        """Bytes allocated and entries under the worker's scratch directory (never following a link)."""
-        return safefs.tree_usage(self.scratch_dir, max_entries)
+    def scratch_usage(self, max_entries: int) -> ScratchUsage:
+        """What the worker holds on disk: what is allocated under its scratch directory (walked without
+        following a link, and without being blinded by modes it set: safefs.walk_usage), plus the files it
+        holds open or mapped with no name left (held.py), each file once; entries are the walk's."""
+        walked = safefs.walk_usage(self.scratch_dir, max_entries)
+        usage = ScratchUsage(walked.bytes, walked.entries, unseen=walked.unseen)
+        pid = self._worker_pid
+        if pid is None or self._held_blind or not self.alive:
+            return usage
+        pids = {pid, *descendants(pid)} if self._may_fork else {pid}
+        try:
+            device = os.stat(self.scratch_dir).st_dev
+        except OSError:
+            return usage
+        scratch = os.path.realpath(self.scratch_dir)  # as /proc/<pid>/maps names the files
+        held = held_usage(pids, scratch, device, walked.seen, self.policy.write_bytes)
+        usage.bytes += held.bytes
+        usage.unnamed = held.bytes
+        usage.unseen = usage.unseen or held.unseen
+        return usage
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used so far (/proc/<pid>/stat, which any user may read)."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        stat = handle.read()
+    fields = stat[stat.rfind(b")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -457,12 +457,17 @@ class Session:
 
     async def _scratch_over_cap(self) -> str:
         """Why the scratch directory is over its caps, or "" if it is not (walked in a thread: it may be big)."""
-        used, entries = await anyio.to_thread.run_sync(self.host.scratch_usage, SCRATCH_MAX_ENTRIES)
+        usage = await anyio.to_thread.run_sync(self.host.scratch_usage, SCRATCH_MAX_ENTRIES)
+        used, entries, unnamed = usage.bytes, usage.entries, usage.unnamed
         cap = self.settings.disk_limit_mb * MiB
+        if usage.unseen:  # what the server cannot see counts as over the cap
+            return f"the working directory cannot be measured: {usage.unseen}"
         if used > cap:
+            held = f" ({unnamed / MiB:,.0f} MiB of it in files open without a name)" if unnamed else ""
             return (
-                f"the working directory holds {used / MiB:,.0f} MiB, over this session's cap of "
+                f"the working directory holds {used / MiB:,.0f} MiB{held}, over this session's cap of "
                 f"{self.settings.disk_limit_mb:,} MiB (RLM_MCP_DISK_LIMIT_MB); delete files with os.remove"
+                + (", and close files deleted while open" if unnamed else "")
             )
         if entries > SCRATCH_MAX_ENTRIES:
             return f"the working directory holds over {SCRATCH_MAX_ENTRIES:,} files and directories; delete some"

@@ -24,6 +24,10 @@ from rlm_mcp.units import MiB
 log = logging.getLogger(__name__)
 
 LOST_FATES = ("killed", "crashed")
+# Restoring unpickles what code saved, and a value can make that never end (a __reduce__ that sleeps): past
+# this, the worker is interrupted and keeps what it restored before. A bound of its own, far below a long
+# cell's max_timeout_s: legitimate restores (at most snapshot_max_mb of pickles, modules re-imported) take seconds.
+RESTORE_TIMEOUT_S = 120.0
 
 
 class WorkerSupervisor:
@@ -142,9 +146,10 @@ class WorkerSupervisor:
         if not self.snapshot_digests:
             return ["no variables were saved; those defined since the last snapshot are lost"]
         request = {"op": "restore", "digests": self.snapshot_digests}
-        outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self.grace)
+        timeout = min(self.settings.max_timeout_s, RESTORE_TIMEOUT_S)
+        outcome = await self.host.call(request, timeout=timeout, grace=self.grace)
         reply = outcome.reply or {}
-        if outcome.fate != "ok" or not reply.get("ok"):
+        if outcome.fate not in ("ok", "interrupted") or not reply.get("ok"):
             self.snapshot_digests = {}
             return [f"variables could not be restored ({outcome.cause or reply.get('error')}); they are lost"]
         notes = []

@@ -4,6 +4,11 @@ Memory is capped with RLIMIT_DATA, not RLIMIT_AS: the address-space limit also c
 memory-mapped files, so it breaks threads (llm_query_batched) and huge mapped contexts, while the data
 limit caps only what code allocates. A capped allocation raises MemoryError and the worker lives on.
 A file written past the size limit fails with EFBIG (SIGXFSZ is ignored so it is an error, not a death).
+Limits only go down: each is set with its hard limit equal to its soft one, and the worker holds no
+capability to raise a hard limit, so code can lower them but never raise them past the policy. The CPU
+limit is the exception, since it is renewed for every request (cumulative CPU time, so each request
+needs a higher one): the host sets it from outside (prlimit, in host/worker_host.py) and seccomp refuses
+the worker any change to it, so a cell can neither raise it nor lift its hard limit.
 The worker is the OOM killer's first choice, dies with the server, and adopts any orphaned descendants so
 the host can find and kill them.
 """
@@ -46,13 +51,20 @@ def apply_limits(memory_bytes: int, write_bytes: int, open_files: int) -> list[s
 
 
 def set_cpu_backstop(seconds: float) -> None:
-    """Allow this much more CPU time, then SIGXCPU: a last resort if the host's own timeout never fires."""
+    """Allow this much more CPU time, then SIGXCPU: a last resort if the host's own timeout never fires.
+
+    Where seccomp holds, the worker may not change its CPU limit and the host has already set it for this
+    request, so this changes nothing; it is for a worker without seccomp (where it is no bound on code
+    that means harm: such code may also start processes)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = int(usage.ru_utime + usage.ru_stime + seconds) + 1
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (OSError, ValueError):
+        pass  # refused by seccomp: the host's limit stands
 
 
 def tie_to_host() -> list[str]:

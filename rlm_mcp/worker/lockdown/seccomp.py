@@ -4,9 +4,10 @@ Threads still work. Written as a classic BPF program here rather than through li
 about seventy instructions, and building it in Python keeps the worker free of a C library that may be missing.
 
 What it denies (each with an errno, so the code sees an ordinary OSError, never a killed process):
-- fork, vfork, and clone without CLONE_THREAD (threads are clone with CLONE_THREAD, so they pass);
-  clone3 answers ENOSYS, since its flags sit in memory a filter cannot read, and libc then falls back to
-  clone; execve and execveat.
+- fork, vfork, and clone without CLONE_THREAD (threads are clone with CLONE_THREAD, so they pass) or
+  without CLONE_FILES (a thread keeps the process's one table of descriptors, which the server examines for
+  the disk cap: host/held.py); clone3 answers ENOSYS, since its flags sit in memory a filter cannot read,
+  and libc then falls back to clone; execve and execveat.
 - socket() of every family, AF_UNIX included, so nothing can reach the network, a local daemon, or the
   Docker socket; socketpair() stays allowed (asyncio needs it and it connects to nothing).
 - ptrace, process_vm_readv/writev, mount and namespace calls, bpf, perf_event_open, keyrings, userfaultfd,
@@ -25,6 +26,11 @@ What it denies (each with an errno, so the code sees an ordinary OSError, never 
   a BPF load is 32 bits wide, and every bit the kernel consults for "anonymous" and "shared" (MAP_TYPE
   0x0f, MAP_ANONYMOUS 0x20) lies in them, so the high word cannot change the verdict. /dev/zero mapped
   shared is the same shmem: the filesystem layer does not let the worker open /dev/zero at all.
+- any change to the CPU time limit (setrlimit, and prlimit64 with a new value, for RLIMIT_CPU): the host
+  renews it for each request from outside (limits.py says why); reading it stays allowed.
+- fallocate with FALLOC_FL_KEEP_SIZE (EOPNOTSUPP, as a filesystem without it answers): blocks allocated
+  past a file's end escape RLIMIT_FSIZE, which must bound every file the server cannot measure (an
+  unlinked file left mapped, host/held.py). Plain fallocate and posix_fallocate pass.
 Any other architecture than the native one (e.g. 32-bit syscalls on x86_64) kills the process.
 
 Installed by the worker while single-threaded (threads started later inherit it), after no_new_privs.
@@ -44,6 +50,9 @@ RET_ALLOW = 0x7FFF0000
 RET_ERRNO = 0x00050000
 RET_KILL_PROCESS = 0x80000000
 CLONE_THREAD = 0x00010000
+CLONE_FILES = 0x00000400
+RLIMIT_CPU = 0  # the same on every Linux architecture
+FALLOC_FL_KEEP_SIZE = 0x01
 X32_SYSCALL_BIT = 0x40000000
 
 # BPF opcodes
@@ -134,6 +143,9 @@ TABLES = {
             "memfd_secret": 447,
             "shmget": 29,
             "shmat": 30,
+            "setrlimit": 160,
+            "prlimit64": 302,
+            "fallocate": 285,
         },
     ),
     "aarch64": Syscalls(
@@ -170,6 +182,9 @@ TABLES = {
             "memfd_secret": 447,
             "shmget": 194,
             "shmat": 196,
+            "setrlimit": 164,
+            "prlimit64": 261,
+            "fallocate": 47,
         },
     ),
 }
@@ -187,6 +202,45 @@ def _instruction(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> 
 def _arg_low_word(index: int) -> int:
     """Offset of the low 32 bits of system call argument `index` in struct seccomp_data (little-endian)."""
     return OFFSET_ARG0 + ARG_BYTES * index
+
+
+def _arg_high_word(index: int) -> int:
+    return _arg_low_word(index) + 4
+
+
+def _only_for(number: int | None, body: list[bytes]) -> list[bytes]:
+    """`body` (each of whose paths ends in a return) for system call `number`; any other call skips it."""
+    if number is None:
+        return []
+    return [_instruction(JEQ_K, number, 0, len(body)), *body]
+
+
+def _limit_rules(table: Syscalls) -> list[bytes]:
+    """No change to RLIMIT_CPU (reading it, with prlimit64's new value NULL, passes); no KEEP_SIZE fallocate."""
+    allow, refuse = _instruction(RET_K, RET_ALLOW), _instruction(RET_K, RET_ERRNO | errno.EPERM)
+    setrlimit = [_instruction(LD_W_ABS, _arg_low_word(0)), _instruction(JEQ_K, RLIMIT_CPU, 0, 1), refuse, allow]
+    prlimit = [
+        _instruction(LD_W_ABS, _arg_low_word(1)),  # the resource
+        _instruction(JEQ_K, RLIMIT_CPU, 0, 5),
+        _instruction(LD_W_ABS, _arg_low_word(2)),  # the new value's address: NULL only reads
+        _instruction(JEQ_K, 0, 0, 2),
+        _instruction(LD_W_ABS, _arg_high_word(2)),
+        _instruction(JEQ_K, 0, 1, 0),
+        refuse,
+        allow,
+    ]
+    fallocate = [
+        _instruction(LD_W_ABS, _arg_low_word(1)),  # the mode
+        _instruction(JSET_K, FALLOC_FL_KEEP_SIZE, 0, 1),
+        _instruction(RET_K, RET_ERRNO | errno.EOPNOTSUPP),
+        allow,
+    ]
+    numbers = table.numbers
+    return [
+        *_only_for(numbers.get("setrlimit"), setrlimit),
+        *_only_for(numbers.get("prlimit64"), prlimit),
+        *_only_for(numbers.get("fallocate"), fallocate),
+    ]
 
 
 def build_program(table: Syscalls) -> list[bytes]:
@@ -219,10 +273,12 @@ def build_program(table: Syscalls) -> list[bytes]:
         _instruction(RET_K, RET_ERRNO | errno.ENOMEM),
         _instruction(RET_K, RET_ALLOW),
     ]
+    program += _limit_rules(table)
     program += [
-        _instruction(JEQ_K, table.numbers["clone"], 0, 4),
+        _instruction(JEQ_K, table.numbers["clone"], 0, 5),
         _instruction(LD_W_ABS, _arg_low_word(0)),  # clone's flags, low 32 bits
-        _instruction(JSET_K, CLONE_THREAD, 0, 1),
+        _instruction(JSET_K, CLONE_THREAD, 0, 2),
+        _instruction(JSET_K, CLONE_FILES, 0, 1),
         _instruction(RET_K, RET_ALLOW),
         _instruction(RET_K, RET_ERRNO | errno.EPERM),
         _instruction(RET_K, RET_ALLOW),
