@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -259,10 +260,23 @@ async def test_a_driver_killed_mid_map_fails_the_map_in_one_line_and_the_session
         said = text_of(outcome["result"])
         assert "the Ray driver exited" in said and "the next map starts a new driver" in said, said
         assert await value_of(client, "kept") == "41"
-    with anyio.fail_after(30):  # Ray ends a dead driver's tasks; their children die with them
-        while map_children():
-            await anyio.sleep(0.2)
+        with anyio.fail_after(30):  # Ray ends a dead driver's tasks; their children die with them
+            while map_children():
+                await anyio.sleep(0.2)
+        again = await run(client, COUNT + f"list(rlm_map(count_errors, {base + 'logs/one.log'!r}).values())")
+        assert again.structured_content["result"] == str([{"errors": 0, "lines": 1}]), text_of(again)
+    assert not dead_tasks_scratch()  # the killed task's directory went with the next task
     assert ray_not_loaded_here()
+
+
+def dead_tasks_scratch() -> list[str]:
+    """Scratch directories of map tasks whose process is gone (on this machine, the test's node)."""
+    left = []
+    for entry in os.listdir(tempfile.gettempdir()):
+        owner = entry.removeprefix("rlm-map-").partition("-")[0]
+        if entry.startswith("rlm-map-") and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            left.append(entry)
+    return left
 
 
 ESCAPES = """\

@@ -55,6 +55,7 @@ CHILD = (
     "from rlm_mcp.worker.mapchild import main; sys.exit(main(sys.argv[1:]))"
 )
 PR_SET_CHILD_SUBREAPER = 36
+SCRATCH_PREFIX = "rlm-map-"  # then the task process's pid, so a later task can tell a dead task's directory
 
 
 class MapFailure(Exception):
@@ -93,7 +94,8 @@ def run_function(url: str, code: str, name: str, max_bytes: int, limits: dict[st
         "name": name,
         "path": url,
     }
-    private = tempfile.mkdtemp(prefix="rlm-map-")  # the task's own (0700); the child may write only scratch/
+    _sweep()
+    private = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")  # 0700; the child writes only scratch/
     try:
         scratch = Path(private) / "scratch"
         (scratch / "home" / "tmp").mkdir(parents=True, mode=0o700)
@@ -169,6 +171,25 @@ def _session_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat_line[stat_line.rfind(b")") + 2 :].split()[3])
+
+
+def _sweep() -> None:
+    """Remove what tasks that were killed (their Ray worker ended with its job) left in the temp directory:
+    a directory of ours whose task process is gone."""
+    temp = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(temp):
+            owner = entry.name[len(SCRATCH_PREFIX) :].partition("-")[0]
+            if not (entry.name.startswith(SCRATCH_PREFIX) and owner.isdigit()) or int(owner) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or not entry.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    os.kill(int(owner), 0)
+                    continue  # its task process lives (or the pid was reused: the directory waits)
+                except ProcessLookupError:
+                    _remove(entry.path)
 
 
 def _remove(path: str) -> None:
