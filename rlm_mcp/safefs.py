@@ -156,7 +156,9 @@ def walk_usage(path: Path, max_entries: int) -> TreeUsage:
     that could be swapped for a link) before it is read. What still cannot be read is said in `unseen`, for
     the caller to treat as over the cap. Directories nested deeper than MAX_WALK_DEPTH are not entered
     (one descriptor is held per level) and are said in `unseen` too. Each file is counted once, however
-    many names it has."""
+    many names it has. A file moved from one directory to another while the walk runs may be missed by
+    that walk: code that moves files in step with the walks (directories' access times show which were
+    just read) might keep them out of most; that race is left open."""
     usage = TreeUsage()
     try:
         root = _open_dir(str(path), None)
@@ -177,6 +179,7 @@ def walk_usage(path: Path, max_entries: int) -> TreeUsage:
 
 MAX_WALK_DEPTH = 200
 OWNER_RIGHTS = stat.S_IRWXU
+NEEDED_RIGHTS = stat.S_IRUSR | stat.S_IXUSR  # to list a directory and examine what it holds
 O_PATH = getattr(os, "O_PATH", 0)
 
 
@@ -219,15 +222,18 @@ def _walk(directory: int, usage: TreeUsage, max_entries: int, visited: set[tuple
 
 def _open_dir(name: str, parent: int | None) -> int:
     """A descriptor to read the directory `name` (never a link), with its owner's rights given back first
-    if they were taken away: it is opened by O_PATH (which needs no right on it), fixed through that
-    descriptor, and reopened through it, so what is fixed and read is the directory first found."""
+    if the right to read or search it was taken away: it is opened by O_PATH (which needs no right on it),
+    fixed through that descriptor, and reopened through it, so what is fixed and read is the directory
+    first found."""
     if not O_PATH:  # not Linux: no way to reach a directory without a right on it; read it as it is
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     handle = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     try:
         mode = os.fstat(handle).st_mode
-        if mode & OWNER_RIGHTS != OWNER_RIGHTS:
+        if mode & NEEDED_RIGHTS != NEEDED_RIGHTS:  # a read-only directory (0555) is left as it is
             os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | OWNER_RIGHTS)
         return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:  # the directory is held open, so what is missing is /proc
+        raise PermissionError(exc.errno, "/proc/self/fd is not available to reach it") from None
     finally:
         os.close(handle)

@@ -5,9 +5,13 @@ Why: the server counts the files the worker holds open without a name against th
 non-dumpable (its environment and directory name its session), and then only a process with
 CAP_SYS_PTRACE in the user namespace its memory belongs to may do so. That namespace is the one the
 interpreter was executed in. Executed in a namespace the worker creates, owned by the server's user, the
-server holds every capability there and may examine it; no other process of that user gains anything it
-did not have (the worker is non-dumpable all the same, and it is the server's child). Under bubblewrap this
-is already so (bwrap executes the worker in its own namespace); this step is for the rest.
+server holds every capability there and may examine it. So may the user's other processes, as under
+bubblewrap (whose namespace is the user's too; this step is for workers without it): they may then read
+the worker's descriptors, mappings and directory, but not its environment or memory (those /proc files stay
+root's, as the worker is non-dumpable), and a process of the user already holds more than the sandboxed
+worker does (it may read the session's directory itself). The worker gains nothing: its capabilities
+stay inside its own namespaces, and it cannot examine another worker (the server's user in the initial
+namespace can; a worker is not there).
 
 Nothing changes for the code in the worker: the namespace maps the user's own uid and gid onto themselves,
 as the namespaces layer does (which then nests its own namespace inside this one). Where unprivileged user

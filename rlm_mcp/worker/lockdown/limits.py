@@ -8,7 +8,9 @@ Limits only go down: each is set with its hard limit equal to its soft one, and 
 capability to raise a hard limit, so code can lower them but never raise them past the policy. The CPU
 limit is the exception, since it is renewed for every request (cumulative CPU time, so each request
 needs a higher one): the host sets it from outside (prlimit, in host/worker_host.py) and seccomp refuses
-the worker any change to it, so a cell can neither raise it nor lift its hard limit.
+the worker any change to it, so a cell can neither raise it nor lift its hard limit. It stays a backstop for
+runaway code, not a bound on code that means harm (which may ignore or block SIGXCPU): that bound is the
+host's own timeout, which kills the worker.
 The worker is the OOM killer's first choice, dies with the server, and adopts any orphaned descendants so
 the host can find and kill them.
 """
