@@ -57,8 +57,8 @@ class Settings(BaseModel):
     )
     ray_address: str | None = Field(
         default=None,
-        description="Ray cluster (host:port) that runs rlm_map and llm_map next to remote data; model code runs "
-        "there with the cluster's rights. Default: none, maps are refused.",
+        description="Ray cluster (host:port) that runs rlm_map and llm_map next to remote data; the model's "
+        "function runs on the nodes locked down as in the REPL. Default: none, maps are refused.",
     )
     workspace: Path = Field(
         default_factory=default_workspace,
