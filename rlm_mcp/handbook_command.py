@@ -21,7 +21,7 @@ from rlm_mcp import safefs
 from rlm_mcp.config import Settings, SettingsError, load_settings
 from rlm_mcp.escaping import printable
 from rlm_mcp.memory import answers, findings, handbook
-from rlm_mcp.memory.database import FILENAME, Database, MemoryUnavailable
+from rlm_mcp.memory.database import APPROVED, FILENAME, LEGACY, Database, MemoryUnavailable, decide_entry
 from rlm_mcp.memory.handbook import HandbookError
 from rlm_mcp.units import MiB
 
@@ -99,10 +99,10 @@ def _run(args: argparse.Namespace, settings: Settings, database: Database) -> in
             counts = (
                 f"[{behavior.uses} uses, {behavior.good_uses} in sessions that ended well, merged {behavior.merged}x]"
             )
-            status = "" if behavior.status == handbook.APPROVED else f"  (proposal b{behavior.id}: not shown to models)"
+            status = "" if behavior.status == APPROVED else f"  (proposal b{behavior.id}: not shown to models)"
             print(f"{printable(behavior.name)}  {counts}{status}\n    {printable(behavior.instruction)}")
         (found, found_pending), cache = database.run(lambda c: (findings.counts(c), answers.stats(c)))
-        pending = sum(behavior.status != handbook.APPROVED for behavior in behaviors)
+        pending = sum(behavior.status != APPROVED for behavior in behaviors)
         print(
             f"{len(behaviors)} behaviors; {found} findings; sub-call cache: {cache['entries']} answers, "
             f"{cache['bytes'] / MiB:.1f} MiB, {cache['hits']} hits ({database.path})"
@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace, settings: Settings, database: Database) -> in
     if command == "findings":
         for item in database.run(lambda c: findings.listed(c, 200)):
             day = time.strftime("%Y-%m-%d", time.localtime(float(str(item["created"]))))
-            status = "" if item["status"] == findings.APPROVED else f"  [proposal f{item['id']}]"
+            status = "" if item["status"] == APPROVED else f"  [proposal f{item['id']}]"
             print(
                 f"{str(item['digest'])[:12]}  {day}  {printable(str(item['text']))}  ({printable(str(item['source']))})"
                 + status
@@ -172,13 +172,13 @@ def _review(database: Database) -> int:
     for behavior in behaviors:
         when = f" (when: {printable(behavior.applies)})" if behavior.applies else ""
         origin = f"proposed by session {printable(behavior.session or '?')}, {_day(behavior.created)}"
-        legacy = f"; {LEGACY_NOTE}" if behavior.status == handbook.LEGACY else ""
+        legacy = f"; {LEGACY_NOTE}" if behavior.status == LEGACY else ""
         print(f"b{behavior.id}  behavior {printable(behavior.name)}: {printable(behavior.instruction)}{when}")
         print(f"      {origin}, from {len(behavior.sources)} sources{legacy}")
     for item in reversed(found):
         how = "remembered" if item["origin"] == "remember" else "distilled"
         about = f"{printable(str(item['source']))} (content {str(item['digest'])[:12]})"
-        legacy = f"; {LEGACY_NOTE}" if item["status"] == findings.LEGACY else ""
+        legacy = f"; {LEGACY_NOTE}" if item["status"] == LEGACY else ""
         print(f"f{item['id']}  finding about {about}: {printable(str(item['text']))}")
         print(f"      {how} by session {printable(str(item['session']))}, {_day(float(str(item['created'])))}{legacy}")
     return 0
@@ -205,8 +205,7 @@ def _decide(database: Database, ids: list[str], every: bool, approve: bool) -> i
             chosen = wanted
         done = []
         for kind, number in chosen:
-            store = handbook if kind == "b" else findings
-            text = store.decide(connection, number, approve)
+            text = decide_entry(connection, "behaviors" if kind == "b" else "findings", number, approve)
             if text is None:
                 raise ValueError(f"no {'behavior' if kind == 'b' else 'finding'} {kind}{number}; review lists them")
             done.append(f"{kind}{number} {printable(text, 80)}")

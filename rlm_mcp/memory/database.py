@@ -130,6 +130,26 @@ INDEXES = (
 )
 
 
+# What a person decided of a behavior or finding: only APPROVED ones are offered to a model.
+PROPOSED, APPROVED, LEGACY = "proposed", "approved", "legacy"
+# The tables a person decides entries of, and the column that names an entry to them.
+DECIDED = {"behaviors": "name", "findings": "text"}
+
+
+def decide_entry(connection: sqlite3.Connection, table: str, identifier: int, approve: bool) -> str | None:
+    """Approve an entry (it is then offered to models) or reject it (it is deleted); returns its name or
+    text, or None if there is no such entry."""
+    column = DECIDED[table]  # one of two fixed names, never the caller's text
+    row = connection.execute(f"SELECT {column} FROM {table} WHERE id = ?", (identifier,)).fetchone()
+    if row is None:
+        return None
+    if approve:
+        connection.execute(f"UPDATE {table} SET status = ? WHERE id = ?", (APPROVED, identifier))
+    else:
+        connection.execute(f"DELETE FROM {table} WHERE id = ?", (identifier,))
+    return str(row[0])
+
+
 def _migrate(connection: sqlite3.Connection) -> None:
     """Bring a schema-1 database's tables to this schema (inside the opening transaction)."""
     for table, statements in MIGRATIONS.items():

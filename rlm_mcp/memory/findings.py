@@ -18,6 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from rlm_mcp.memory.database import APPROVED, PROPOSED
 from rlm_mcp.memory.inputs import InputRef
 from rlm_mcp.memory.text import one_line
 
@@ -26,7 +27,6 @@ MAX_PER_INPUT = 50
 MAX_PER_SESSION = 10  # of one input's: one session cannot push the others' findings out
 MAX_SESSION_FINDINGS = 100  # of one session, about all inputs: one session cannot fill the workspace's
 MAX_FINDINGS = 5_000
-PROPOSED, APPROVED, LEGACY = "proposed", "approved", "legacy"
 REVIEW = "a person decides with `rlm-mcp handbook review`"
 
 
@@ -134,19 +134,6 @@ def listed(connection: sqlite3.Connection, limit: int = 1_000, proposals: bool =
     where = "WHERE status != 'approved'" if proposals else ""
     rows = connection.execute(f"SELECT {', '.join(_LISTED)} FROM findings {where} ORDER BY id DESC LIMIT ?", (limit,))
     return [dict(zip(_LISTED, row, strict=True)) for row in rows.fetchall()]
-
-
-def decide(connection: sqlite3.Connection, identifier: int, approve: bool) -> str | None:
-    """Approve a finding (it is then offered to models) or reject it (it is deleted); returns its text, or
-    None if there is no such finding."""
-    row = connection.execute("SELECT text FROM findings WHERE id = ?", (identifier,)).fetchone()
-    if row is None:
-        return None
-    if approve:
-        connection.execute("UPDATE findings SET status = ? WHERE id = ?", (APPROVED, identifier))
-    else:
-        connection.execute("DELETE FROM findings WHERE id = ?", (identifier,))
-    return str(row[0])
 
 
 def counts(connection: sqlite3.Connection) -> tuple[int, int]:

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rlm_mcp.memory.database import APPROVED, PROPOSED
 from rlm_mcp.memory.text import fts_query, one_line, similarity
 
 MAX_BEHAVIORS = 500
@@ -37,7 +38,6 @@ _NOT_NAME = re.compile(r"[^a-z0-9]+")
 BM25_WEIGHTS = (2.0, 1.0, 1.0, 1.5)  # name, instruction, applies, input_kind
 MAX_USE_ROWS = 20_000  # which session was shown which behavior: the latest are enough to count each once
 MAX_SESSION_BEHAVIORS = 25  # proposed by one session (an import, a person's act, has no quota)
-PROPOSED, APPROVED, LEGACY = "proposed", "approved", "legacy"
 
 
 class HandbookError(ValueError):
@@ -268,19 +268,6 @@ def proposals(connection: sqlite3.Connection) -> list[Behavior]:
     """The behaviors not approved yet, oldest first, with their sources (for review)."""
     names = connection.execute("SELECT name FROM behaviors WHERE status != ? ORDER BY id", (APPROVED,)).fetchall()
     return [get(connection, name, with_sources=True) for (name,) in names]
-
-
-def decide(connection: sqlite3.Connection, identifier: int, approve: bool) -> str | None:
-    """Approve a behavior (it is then offered to models) or reject it (it is deleted); returns its name, or
-    None if there is no such behavior."""
-    row = connection.execute("SELECT name FROM behaviors WHERE id = ?", (identifier,)).fetchone()
-    if row is None:
-        return None
-    if approve:
-        connection.execute("UPDATE behaviors SET status = ? WHERE id = ?", (APPROVED, identifier))
-    else:
-        connection.execute("DELETE FROM behaviors WHERE id = ?", (identifier,))
-    return str(row[0])
 
 
 def edit(connection: sqlite3.Connection, name: str, **changes: str) -> Behavior:

@@ -27,7 +27,7 @@ from rlm_mcp import safefs
 from rlm_mcp.config import Settings
 from rlm_mcp.escaping import printable
 from rlm_mcp.memory import answers, findings, handbook
-from rlm_mcp.memory.database import Database, MemoryUnavailable
+from rlm_mcp.memory.database import APPROVED, Database, MemoryUnavailable
 from rlm_mcp.memory.distill import Complete, propose, work_log
 from rlm_mcp.memory.findings import Finding
 from rlm_mcp.memory.handbook import Behavior
@@ -328,7 +328,7 @@ class Memory:
 
         def read(connection: sqlite3.Connection) -> dict[str, Any]:
             total, pending = findings.counts(connection)
-            approved = handbook.all_behaviors(connection, True, status=handbook.APPROVED)
+            approved = handbook.all_behaviors(connection, True, status=APPROVED)
             return {
                 "note": MARK,
                 "behaviors": [behavior.as_json() for behavior in approved],
