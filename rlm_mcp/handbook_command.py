@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,6 @@ from rlm_mcp.memory.database import APPROVED, FILENAME, LEGACY, Database, Memory
 from rlm_mcp.memory.handbook import HandbookError
 from rlm_mcp.units import MiB
 
-REVIEW_LIMIT = 200  # proposals of each kind listed by one review
 EXPORT_FORMAT = "rlm-mcp-handbook"
 EXPORT_MAX_BYTES = 16 * MiB
 WIPE_PARTS = ("all", "behaviors", "findings", "cache")
@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, what in (("approve", "offer them to models from now on"), ("reject", "delete them")):
         decide = commands.add_parser(verb, help=f"decide proposals by their ids from review: {what}")
         decide.add_argument("ids", nargs="*", metavar="ID")
-        decide.add_argument("--all", action="store_true", help="every proposal review lists")
+        decide.add_argument("--all", action="store_true", help="every proposal review listed (needs --upto)")
+        decide.add_argument(
+            "--upto", metavar="MARK", help="with --all: the mark review printed last (b<N>,f<N>); nothing newer"
+        )
     wipe = commands.add_parser("wipe", help="delete the memory, or one part of it")
     wipe.add_argument("part", nargs="?", choices=WIPE_PARTS, default="all")
     return parser
@@ -92,7 +95,7 @@ def _run(args: argparse.Namespace, settings: Settings, database: Database) -> in
     if command == "review":
         return _review(database)
     if command in ("approve", "reject"):
-        return _decide(database, args.ids, args.all, approve=command == "approve")
+        return _decide(database, args.ids, args.all, args.upto, approve=command == "approve")
     if command == "list":
         behaviors = database.run(lambda c: handbook.all_behaviors(c))
         for behavior in behaviors:
@@ -160,8 +163,8 @@ LEGACY_NOTE = "made before approval existed: a proposal like the others until ap
 def _review(database: Database) -> int:
     """Every proposal with its id, its text escaped and where it came from; nothing here is shown to a model."""
     behaviors, found = database.run(
-        lambda c: (handbook.proposals(c)[:REVIEW_LIMIT], findings.listed(c, REVIEW_LIMIT, proposals=True))
-    )
+        lambda c: (handbook.proposals(c), findings.listed(c, findings.MAX_FINDINGS, proposals=True))
+    )  # every one: the stores are bounded, and --all decides only what a review has shown
     if not behaviors and not found:
         print("nothing to review: no model's proposal waits for approval")
         return 0
@@ -181,11 +184,25 @@ def _review(database: Database) -> int:
         legacy = f"; {LEGACY_NOTE}" if item["status"] == LEGACY else ""
         print(f"f{item['id']}  finding about {about}: {printable(str(item['text']))}")
         print(f"      {how} by session {printable(str(item['session']))}, {_day(float(str(item['created'])))}{legacy}")
+    mark = f"b{max((b.id for b in behaviors), default=0)},f{max((int(str(i['id'])) for i in found), default=0)}"
+    print(f"to decide every one listed above: rlm-mcp handbook approve --all --upto {mark} (or reject ...)")
     return 0
 
 
-def _decide(database: Database, ids: list[str], every: bool, approve: bool) -> int:
-    """Approve or reject proposals by id (b<N> a behavior, f<N> a finding), or with --all every one."""
+def _mark(text: str | None) -> dict[str, int]:
+    """--upto's b<N>,f<N>: the newest ids a review listed (proposals filed since it have larger ids)."""
+    found = re.fullmatch(r"b(\d+),f(\d+)", (text or "").strip())
+    if found is None:
+        raise ValueError(
+            "--all approves or rejects only what a review showed: add the --upto b<N>,f<N> that "
+            "`rlm-mcp handbook review` prints last"
+        )
+    return {"b": int(found[1]), "f": int(found[2])}
+
+
+def _decide(database: Database, ids: list[str], every: bool, upto: str | None, approve: bool) -> int:
+    """Approve or reject proposals by id (b<N> a behavior, f<N> a finding), or with --all every one a review
+    listed: up to the mark it printed, so nothing filed since, and nothing no one was shown, is decided."""
     verb = "approve" if approve else "reject"
     if every == bool(ids):
         print(f"rlm-mcp handbook {verb}: give the ids `rlm-mcp handbook review` lists, or --all", file=sys.stderr)
@@ -196,11 +213,13 @@ def _decide(database: Database, ids: list[str], every: bool, approve: bool) -> i
         if kind not in ("b", "f") or not number.isdigit():
             raise ValueError(f"{identifier!r} is not an id of `rlm-mcp handbook review` (b12, f34)")
         wanted.append((kind, int(number)))
+    mark = _mark(upto) if every else {}
 
     def decide(connection: Any) -> list[str]:
         if every:
-            chosen = [("b", b.id) for b in handbook.proposals(connection)]
-            chosen += [("f", int(str(item["id"]))) for item in findings.listed(connection, 1_000_000, proposals=True)]
+            chosen = [("b", b.id) for b in handbook.proposals(connection) if b.id <= mark["b"]]
+            listed = findings.listed(connection, findings.MAX_FINDINGS, proposals=True)
+            chosen += [("f", number) for number in (int(str(item["id"])) for item in listed) if number <= mark["f"]]
         else:
             chosen = wanted
         done = []
