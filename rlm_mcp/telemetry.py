@@ -17,6 +17,7 @@ session: it is a credential, never exported, with or without the flag).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import os
@@ -34,6 +35,16 @@ TEXT_CHARS = 4_000
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/@\[\]-]{0,127}")  # a tool, "cell 3", a model id: never free text
 ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
 HIDDEN_NAME = "(name not shown)"
+HIDDEN_MODEL = "(model not shown)"
+# Error types a cell's status may name: Python's own, and the REPL's. Code can make a class of any name
+# (`type('Leak_' + secret, (Exception,), {})`), so any other name is data and is said as OTHER_ERROR.
+PYTHON_ERRORS = frozenset(
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
+)
+REPL_ERRORS = frozenset({"LLMError", "MapError", "MemoryUnavailableError", "WorkerKilled", "WorkerCrashed"})
+OTHER_ERROR = "Error"
+# A model id as providers spell a known family's snapshot: the family, then a date or a release tag.
+MODEL_SUFFIX = re.compile(r"(?:-\d{8}|-latest|@\d{8})?")
 
 
 def configured() -> bool:
@@ -46,21 +57,40 @@ def session_tag(session: str) -> str:
 
 
 def error_type(fields: dict[str, Any]) -> str:
-    """What a failed event's status may say without --otel-texts: the error's type, never its text. A cell's
-    error is Python's `Type: message` (a SyntaxError's is preceded by the indented code it points at); a
-    sub-call's has a kind; anything else says how the event ended."""
-    for key in ("error_type", "kind"):
-        value = fields.get(key)
-        if isinstance(value, str) and ERROR_TYPE.fullmatch(value):
-            return value
-    lines = str(fields.get("error") or "").splitlines()
-    headers = [index for index, line in enumerate(lines) if line == "Traceback (most recent call last):"]
-    first = next((line for line in lines[headers[-1] + 1 if headers else 0 :] if line[:1].strip()), "")
-    found = ERROR_TYPE.match(first)
-    if found and first[found.end() : found.end() + 1] in (":", ""):
-        return found.group()
+    """What a failed event's status may say without --otel-texts: the error's type, never its text, and only
+    a type Python or the REPL defines (the code names its own classes). A cell's error is Python's
+    `Type: message` (a SyntaxError's is preceded by the indented code it points at); a sub-call's has a kind,
+    which the server chose; anything else says how the event ended."""
+    kind = fields.get("kind")
+    if fields.get("type") == "sub_call" and isinstance(kind, str) and ERROR_TYPE.fullmatch(kind):
+        return kind
+    value = fields.get("error_type")
+    if not isinstance(value, str):
+        lines = str(fields.get("error") or "").splitlines()
+        headers = [index for index, line in enumerate(lines) if line == "Traceback (most recent call last):"]
+        first = next((line for line in lines[headers[-1] + 1 if headers else 0 :] if line[:1].strip()), "")
+        found = ERROR_TYPE.match(first)
+        value = found.group() if found and first[found.end() : found.end() + 1] in (":", "") else None
+    if isinstance(value, str):
+        return value if value.rsplit(".", 1)[-1] in PYTHON_ERRORS | REPL_ERRORS else OTHER_ERROR
     outcome = fields.get("outcome")
     return outcome if isinstance(outcome, str) and ERROR_TYPE.fullmatch(outcome) else "error"
+
+
+def shown_model(value: Any, texts: bool) -> str:
+    """A model's name as exported: REPL code chooses the model it asks for (`model='claude-' + secret`), so
+    without texts only a known family's id, as providers spell its snapshots, is named."""
+    from rlm_mcp.llm.pricing import ALIASES, PRICES, WINDOWS
+
+    name = str(value)
+    if texts:
+        return name[:TEXT_CHARS]
+    if name in ALIASES:
+        return name
+    families = [family for family in (*PRICES, *WINDOWS) if name.startswith(family)]
+    if any(MODEL_SUFFIX.fullmatch(name[len(family) :]) for family in families):
+        return name
+    return HIDDEN_MODEL
 
 
 def shown_name(value: Any, texts: bool) -> str:
@@ -128,7 +158,7 @@ class Exporter:
         with self._lock:  # the planned ids are per thread, the lock keeps them with their span
             self.ids.next.trace, self.ids.next.span = trace_id, _id(session, event, 64)
             span = self.tracer.start_span(
-                f"{OPERATION.get(kind, kind)} {shown_name(fields.get('name'), self.texts)}",
+                f"{OPERATION.get(kind, kind)} {self._name(kind, fields)}",
                 context=context,
                 start_time=int(started * 1e9),
                 attributes=self._attributes(session, kind, fields),
@@ -138,15 +168,22 @@ class Exporter:
             span.set_status(Status(StatusCode.ERROR, str(fields["error"])[:500] if self.texts else error_type(fields)))
         span.end(end_time=int((started + elapsed) * 1e9))
 
+    def _name(self, kind: str, fields: dict[str, Any]) -> str:
+        """A sub-call's or root turn's name is its model's."""
+        if kind in ("sub_call", "root_call"):
+            return shown_model(fields.get("name"), self.texts)
+        return shown_name(fields.get("name"), self.texts)
+
     def _attributes(self, session: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        name = shown_name(fields.get("name"), self.texts)
+        name = self._name(kind, fields)
         attributes: dict[str, Any] = {"gen_ai.operation.name": OPERATION.get(kind, kind), "rlm.event": kind,
                                       "rlm.session": session_tag(session), "rlm.name": name}  # fmt: skip
         if kind in ("sub_call", "root_call"):
             for key, names in (("model", ("gen_ai.request.model",)),
                                ("backend", ("gen_ai.provider.name", "gen_ai.system"))):  # fmt: skip
                 if isinstance(fields.get(key), str):
-                    attributes.update(dict.fromkeys(names, shown_name(fields[key], self.texts)))
+                    shown = (shown_model if key == "model" else shown_name)(fields[key], self.texts)
+                    attributes.update(dict.fromkeys(names, shown))
             for key in ("input_tokens", "output_tokens"):
                 if isinstance(fields.get(key), int):
                     attributes[f"gen_ai.usage.{key}"] = fields[key]

@@ -136,10 +136,14 @@ async def test_without_texts_no_data_from_a_cell_and_no_session_id_leave_in_any_
         await run(client, "assert 'nothing' in table, table")
         await run(client, f"exec(compile({MARKER!r} + ' + 1', 'cell', 'exec'))")  # the value in a code line
         await run(client, "answer = llm_query('summarise ' + table)")
+        # names the code chooses: an exception class and a model, each carrying the value
+        await run(client, "raise type('Leak_' + value, (Exception,), {})()")
+        await run(client, "answer = llm_query('hi', model='claude-haiku-4-5-' + value)")
+        await run(client, "answer = llm_query('hi', model='claude-haiku-4-5 ' + value)")
     session_ids = {path.parent.name for path in (tmp_path / "workspace").rglob("trace.jsonl")}
     assert session_ids and receiver
     errors = sorted(span.status.message for span in receiver if span.status.code == span.status.STATUS_CODE_ERROR)
-    assert errors == ["AssertionError", "SyntaxError", "ValueError"], errors
+    assert errors == ["AssertionError", "Error", "SyntaxError", "ValueError"], errors
     for span in receiver:  # its name, attributes, events, status and links, as sent
         sent = span.SerializeToString()
         assert MARKER.encode() not in sent, span
