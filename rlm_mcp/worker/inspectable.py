@@ -7,9 +7,11 @@ CAP_SYS_PTRACE in the user namespace its memory belongs to may do so. That names
 interpreter was executed in. Executed in a namespace the worker creates, owned by the server's user, the
 server holds every capability there and may examine it. So may the user's other processes, as under
 bubblewrap (whose namespace is the user's too; this step is for workers without it): they may then read
-the worker's descriptors, mappings and directory, but not its environment or memory (those /proc files stay
-root's, as the worker is non-dumpable), and a process of the user already holds more than the sandboxed
-worker does (it may read the session's directory itself). The worker gains nothing: its capabilities
+the worker's descriptors, mappings and directory, and its memory through process_vm_readv (a red team read a
+marker that way), though not its environment or /proc/<pid>/mem (those files stay root's, as the worker is
+non-dumpable). That costs nothing: the worker holds no secret (its environment is an allow-list, the keys
+stay in the server), and a process of the user already holds more than the sandboxed worker does (it may
+read the session's directory itself). The worker gains nothing: its capabilities
 stay inside its own namespaces, and it cannot examine another worker (the server's user in the initial
 namespace can; a worker is not there).
 
