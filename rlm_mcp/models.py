@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 Outcome = Literal["ok", "error", "interrupted", "killed", "crashed", "running"]
 
@@ -47,6 +47,7 @@ class LoadResult(Compact):
     notes: list[str] = Field(default_factory=list)
     behaviors: list[str] = Field(default_factory=list)  # the handbook's, for this kind of input
     findings: list[str] = Field(default_factory=list)  # earlier sessions' findings about this very content
+    _more_findings: bool = PrivateAttr(default=False)  # some were cut or left out: render says recall()
 
 
 class SubCallUsage(Compact):
@@ -84,6 +85,7 @@ class RunResult(Compact):
     changed: list[VarInfo] = Field(default_factory=list)
     changed_total: int = 0
     restored: list[str] = Field(default_factory=list)
+    _deleted_contexts: list[str] = PrivateAttr(default_factory=list)  # of `restored`: contexts `del` unbound
     elapsed_s: float
     sub_calls: SubCallUsage | None = None
     notes: list[str] = Field(default_factory=list)

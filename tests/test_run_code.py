@@ -143,7 +143,7 @@ async def test_overwritten_context_names_are_restored(client: Client) -> None:
     result = await run(client, "doc = doc.upper()\ndel doc")
     data = result.structured_content
     assert data is not None and data["restored"] == ["doc"]
-    assert "Restored REPL-provided names" in text_of(result)
+    assert "doc is a loaded context: del does not free it; unload('doc') does" in text_of(result)
     assert await value_of(client, "doc") == "'the original'"
 
 

@@ -15,6 +15,7 @@ from rlm_mcp.host.worker_host import WorkerHost
 from rlm_mcp.sandbox import cgroups
 from rlm_mcp.sandbox.policy import (
     SYSTEM_READ_ONLY,
+    WRITE_SETTING,
     SandboxPolicy,
     python_paths,
     worker_environment,
@@ -75,4 +76,5 @@ def sandbox_policy(settings: Settings, scratch_dir: Path, fetched: Path | None =
         write_bytes=min(settings.write_limit_mb, settings.disk_limit_mb) * MiB,
         cell_cpu_s=settings.max_timeout_s + settings.interrupt_grace_s + 30,
         hidden=(str(settings.workspace),),
+        write_setting="RLM_MCP_DISK_LIMIT_MB" if settings.disk_limit_mb < settings.write_limit_mb else WRITE_SETTING,
     )

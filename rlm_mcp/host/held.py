@@ -45,6 +45,7 @@ class Held:
     bytes: int = 0
     charged: int = 0  # mapped files that could not be measured
     unseen: str = ""
+    descriptors: list[int] = field(default_factory=list)  # the worker's descriptors of those files, to name them
 
 
 class _Unseen(OSError):
@@ -74,9 +75,9 @@ def _fd_table_size(pid: int) -> int:
     raise _Unseen(errno.ENOENT, "no FDSize in its status")
 
 
-def _open_files_by_pidfd(pid: int) -> Iterator[os.stat_result]:
-    """The open files behind the process's descriptors, through copies of them (pidfd_getfd, which needs
-    ptrace rights over the process; its /proc/<pid>/fd may stay closed)."""
+def _open_files_by_pidfd(pid: int) -> Iterator[tuple[int, os.stat_result]]:
+    """The open files behind the process's descriptors (number, stat), through copies of them (pidfd_getfd,
+    which needs ptrace rights over the process; its /proc/<pid>/fd may stay closed)."""
     if _LIBC is None:
         raise _Unseen(errno.ENOSYS, "pidfd_getfd is not available")
     size = min(_fd_table_size(pid), MAX_DESCRIPTORS)
@@ -92,16 +93,16 @@ def _open_files_by_pidfd(pid: int) -> Iterator[os.stat_result]:
                     raise ProcessLookupError(code, "the process has exited")
                 raise _Unseen(code, f"pidfd_getfd: {os.strerror(code)}")
             try:
-                yield os.fstat(copy)
+                yield number, os.fstat(copy)
             finally:
                 os.close(copy)
     finally:
         os.close(pidfd)
 
 
-def _open_files(pid: int) -> Iterator[os.stat_result]:
-    """The open files behind the process's descriptors: through /proc where the server may read it (each
-    magic link there leads to the open file itself), else through copies of the descriptors."""
+def _open_files(pid: int) -> Iterator[tuple[int, os.stat_result]]:
+    """The open files behind the process's descriptors, with their numbers: through /proc where the server
+    may read it (each magic link there leads to the open file itself), else through copies of them."""
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except PermissionError:
@@ -109,7 +110,7 @@ def _open_files(pid: int) -> Iterator[os.stat_result]:
         return
     for name in names:
         try:
-            yield os.stat(f"/proc/{pid}/fd/{name}")
+            yield int(name), os.stat(f"/proc/{pid}/fd/{name}")
         except FileNotFoundError:
             continue  # closed since it was listed
 
@@ -142,11 +143,13 @@ class _Count:
     seen: set[tuple[int, int]]
     held: Held = field(default_factory=Held)
 
-    def add(self, info: os.stat_result) -> None:
+    def add(self, info: os.stat_result, descriptor: int | None = None) -> None:
         key = (info.st_dev, info.st_ino)
         if stat.S_ISREG(info.st_mode) and info.st_nlink == 0 and info.st_dev == self.device and key not in self.seen:
             self.seen.add(key)
             self.held.bytes += info.st_blocks * 512
+            if descriptor is not None:
+                self.held.descriptors.append(descriptor)
 
 
 def held_usage(
@@ -157,8 +160,8 @@ def held_usage(
     count = _Count(device, seen)
     for pid in pids:
         try:
-            for info in _open_files(pid):
-                count.add(info)
+            for descriptor, info in _open_files(pid):
+                count.add(info, descriptor)
             _count_mappings(pid, scratch, count, unmeasured_bytes)
         except (FileNotFoundError, ProcessLookupError):
             continue  # the process is gone: so is what it held

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +77,7 @@ class ScratchUsage:
     entries: int
     unnamed: int = 0
     unseen: str = ""
+    descriptors: list[int] = field(default_factory=list)  # the worker's descriptors of the unnamed files
 
 
 class WorkerStartError(RuntimeError):
@@ -475,6 +476,7 @@ class WorkerHost:
         held = held_usage(pids, scratch, device, walked.seen, self.policy.write_bytes)
         usage.bytes += held.bytes
         usage.unnamed = held.bytes
+        usage.descriptors = sorted(held.descriptors)
         usage.unseen = usage.unseen or held.unseen
         return usage
 

@@ -17,6 +17,7 @@ from typing import Any
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
 LAYERS = ("environment", "limits", "namespaces", "capabilities", "filesystem", "network", "processes")
 OPEN_FILES = 1024
+WRITE_SETTING = "RLM_MCP_WRITE_LIMIT_MB"  # what sets the largest file a worker writes, unless the disk cap is lower
 
 # Read-only for every worker: what an interpreter and its C extensions may need to open. Not /dev/zero:
 # mapped shared it is shared anonymous memory, which RLIMIT_DATA does not count (see seccomp.py).
@@ -71,6 +72,7 @@ class SandboxPolicy:
     cell_cpu_s: float
     open_files: int = OPEN_FILES
     hidden: tuple[str, ...] = ()  # bubblewrap mounts an empty directory over these (the workspace)
+    write_setting: str = WRITE_SETTING  # the setting write_bytes came from, for the model's errors
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ prompt built from `session.offered`) until a person approves it, unless --memory
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +24,19 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.router import SessionLLM
 from rlm_mcp.llm.types import SubCallError
-from rlm_mcp.memory.database import MemoryUnavailable
+from rlm_mcp.memory.database import APPROVED, MemoryUnavailable
 from rlm_mcp.memory.distill import ANSWER_TOKENS
 from rlm_mcp.memory.findings import FindingsFull
 from rlm_mcp.memory.inputs import InputRef, describe, input_of
-from rlm_mcp.memory.service import DistillReport, Memory, behavior_line, finding_line
+from rlm_mcp.memory.service import (
+    LOAD_FINDINGS,
+    DistillReport,
+    Memory,
+    behavior_line,
+    finding_line,
+    quoted,
+    session_tag,
+)
 from rlm_mcp.models import LoadResult
 from rlm_mcp.session.loading import LoadedContext, plan_load
 from rlm_mcp.trace import Tracer
@@ -63,6 +72,37 @@ async def offer_on_load(session: Session, result: LoadResult, ref: InputRef) -> 
     result.behaviors = [line for line in behaviors if line not in session.offered]
     result.findings = [line for line in found if _about(result.name, line) not in session.offered]
     session.offered += [*(_about(result.name, line) for line in result.findings), *result.behaviors]
+    cut = any(len(finding.text) > SHOWN_CHARS for finding in offered.findings)
+    result._more_findings = bool(result.findings) and (cut or await _left_out(memory, ref, len(offered.findings)))
+
+
+async def _left_out(memory: Memory, ref: InputRef, shown: int) -> bool:
+    """Whether the content has approved findings the load did not show (it shows the latest LOAD_FINDINGS)."""
+    return shown >= LOAD_FINDINGS and len(await memory.recall(ref)) > shown
+
+
+async def own_proposals(memory: Memory, session_id: str, ref: InputRef) -> list[str]:
+    """This session's own findings about `ref` that await a person's approval, marked as such: its own words
+    shown back to it (so recall() right after remember() is not empty), never another session's."""
+    if memory.auto_approve:
+        return []
+    digest = await memory.digest(ref)
+    if digest is None:
+        return []
+    tag = session_tag(session_id)
+
+    def look(connection: sqlite3.Connection) -> list[str]:
+        rows = connection.execute(
+            "SELECT text FROM findings WHERE digest = ? AND kind = ? AND session = ? AND status != ? ORDER BY id",
+            (digest, ref.kind, tag, APPROVED),
+        )
+        return [str(text) for (text,) in rows.fetchall()]
+
+    try:
+        texts = await memory.db.call(look)
+    except MemoryUnavailable:
+        return []
+    return [f"proposal of this session, awaiting approval: {quoted(text, 480)}" for text in texts]
 
 
 def _about(name: str, finding: str) -> str:
@@ -123,7 +163,8 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
         if action == "remember" and session.depth > 1:  # its context is whatever text its parent chose
             return {"ok": False, "error": "a child RLM cannot file findings; return what it found to its parent"}
         if action == "recall":
-            return {"ok": True, "lines": [finding_line(finding) for finding in await memory.recall(ref)]}
+            lines = [finding_line(finding) for finding in await memory.recall(ref)]
+            return {"ok": True, "lines": [*lines, *await own_proposals(memory, session.id, ref)]}
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip():
             return {"ok": False, "error": "remember(text): the fact as a non-empty str"}
@@ -131,7 +172,7 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
         said = "remembered" if added else "already remembered"
         shown = "shown when this same content is loaded again"
         if not memory.auto_approve:
-            shown = f"a proposal: {shown} once a person approves it"
+            shown = f"a proposal: {shown} once a person approves it; the user approves it with rlm-mcp handbook review"
         return {"ok": True, "text": f"{said} about {name!r} ({shown})"}
     except (UserError, MemoryUnavailable, FindingsFull) as exc:
         return {"ok": False, "error": str(exc)}

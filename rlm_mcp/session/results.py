@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from typing import Any
@@ -10,7 +11,7 @@ from rlm_mcp.contexts.selection import Selection, tree_summary
 from rlm_mcp.escaping import printable
 from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.models import LoadResult, RunResult, SubCallUsage, VarInfo
-from rlm_mcp.units import CHARS_PER_TOKEN
+from rlm_mcp.units import CHARS_PER_TOKEN, MiB
 
 # -- building results ------------------------------------------------------------------------------
 
@@ -19,6 +20,8 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 DISK_CHECK_S = 1.0
 SCRATCH_MAX_ENTRIES = 100_000
 MAX_THREADS_NAMED = 10
+MAX_CONTEXTS_NAMED = 10
+MAX_DESCRIPTORS_NAMED = 8
 RUNNING_OUTPUT_CHARS = 1_000  # the tail of a running cell's output shown with `running`
 
 
@@ -133,8 +136,10 @@ def run_result(outcome: CallOutcome, elapsed: float, notes: list[str]) -> RunRes
         return RunResult(outcome="error", state="kept", error=str(reply.get("error")), elapsed_s=elapsed, notes=notes)
     if outcome.fate == "interrupted":
         notes.append(f"{outcome.cause}: the code was interrupted (KeyboardInterrupt); REPL state kept")
+    deleted = deleted_contexts(reply.get("deleted_contexts"))
+    notes.extend(f"{name} is a loaded context: del does not free it; unload({name!r}) does" for name in deleted)
     status = "interrupted" if outcome.fate == "interrupted" else ("error" if reply["error"] else "ok")
-    return RunResult(
+    result = RunResult(
         outcome=status,
         state="kept",
         stdout=reply["stdout"],
@@ -150,6 +155,35 @@ def run_result(outcome: CallOutcome, elapsed: float, notes: list[str]) -> RunRes
         elapsed_s=elapsed,
         notes=notes,
     )
+    result._deleted_contexts = deleted
+    return result
+
+
+def deleted_contexts(names: Any) -> list[str]:
+    """The loaded contexts a cell's `del` unbound (the REPL put them back: del frees nothing; unload() does)."""
+    if not isinstance(names, list):
+        return []
+    return [name for name in names if isinstance(name, str) and name.isidentifier()][:MAX_CONTEXTS_NAMED]
+
+
+def over_disk_cap(used: int, unnamed: int, descriptors: list[int], cap_mb: int) -> str:
+    """Why the working directory is over its cap, in one line: its size rounded up to a tenth of a MiB (so
+    it never reads as equal to the cap), and the descriptors of files held without a name, to close."""
+    held = ""
+    if unnamed:
+        left = len(descriptors) - MAX_DESCRIPTORS_NAMED
+        named = ", ".join(f"fd {number}" for number in descriptors[:MAX_DESCRIPTORS_NAMED])
+        named += f" and {left:,} more" if left > 0 else ""
+        held = f", {_mib(unnamed)} MiB of it in files open without a name" + (f": {named}" if named else "")
+    close = "; close them" if descriptors else ("; close files deleted while open" if unnamed else "")
+    return (
+        f"the working directory holds {_mib(used)} MiB, over this session's cap of {cap_mb:,} MiB "
+        f"(RLM_MCP_DISK_LIMIT_MB){held}{close}; delete files with os.remove"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{math.ceil(size * 10 / MiB) / 10:,.1f}"
 
 
 def lost_result(outcome: CallOutcome, elapsed: float, notes: list[str], limit: int) -> RunResult:

@@ -40,6 +40,7 @@ from rlm_mcp.session.results import (
     failures_note,
     load_result,
     lost_result,
+    over_disk_cap,
     run_result,
     running_threads,
     text_field,
@@ -451,6 +452,7 @@ class Session:
             if result is None:  # the worker died of this cell: the supervisor has recovered what it could
                 result = lost_result(outcome, elapsed, notes, limit)
                 result.state = "restored" if self.worker.snapshot_digests else "lost"
+                result.restored = sorted(self.worker.snapshot_digests)  # the variables brought back
         result.sub_calls = sub_calls
         result.cell = number
         return result
@@ -463,12 +465,7 @@ class Session:
         if usage.unseen:  # what the server cannot see counts as over the cap
             return f"the working directory cannot be measured: {usage.unseen}"
         if used > cap:
-            held = f" ({unnamed / MiB:,.0f} MiB of it in files open without a name)" if unnamed else ""
-            return (
-                f"the working directory holds {used / MiB:,.0f} MiB{held}, over this session's cap of "
-                f"{self.settings.disk_limit_mb:,} MiB (RLM_MCP_DISK_LIMIT_MB); delete files with os.remove"
-                + (", and close files deleted while open" if unnamed else "")
-            )
+            return over_disk_cap(used, unnamed, usage.descriptors, self.settings.disk_limit_mb)
         if entries > SCRATCH_MAX_ENTRIES:
             return f"the working directory holds over {SCRATCH_MAX_ENTRIES:,} files and directories; delete some"
         return ""
@@ -525,8 +522,8 @@ class Session:
             self.contexts.pop(str(frame.get("name")), None)
             self.inputs.pop(str(frame.get("name")), None)
             self._save_record()
-            await release_fetched(fetched_dir(self.dir), self.contexts.values())
-            return {"ok": True}
+            freed = await release_fetched(fetched_dir(self.dir), self.contexts.values())
+            return {"ok": True, "freed": freed}
         if frame.get("op") == "memory":
             return await serve_memory(self, frame, client_session)
         if frame.get("op") == "map":

@@ -13,13 +13,27 @@ import sys
 import textwrap
 from typing import Any
 
+NOTE_PATHS = 3  # the paths a note names; the rest are counted
+
 
 class MapError(Exception):
-    """One object's part of a map that failed (after the cluster's retries); `path` says which object."""
+    """One object's part of a map that failed (its code raised, or its node failed it after retries); `path`
+    says which object."""
 
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+def _say_notes(results: list[dict[str, Any]]) -> None:
+    """Each note the results carry (a value that was not JSON, kept as its repr), once, with its paths."""
+    paths: dict[str, list[str]] = {}
+    for item in results:
+        if isinstance(item.get("note"), str):
+            paths.setdefault(item["note"], []).append(str(item.get("path")))
+    for note, where in paths.items():
+        more = f" and {len(where) - NOTE_PATHS:,} more" if len(where) > NOTE_PATHS else ""
+        print(f"rlm_map: {note}: {', '.join(where[:NOTE_PATHS])}{more}", file=sys.stderr)
 
 
 def make_cluster_functions(channel: Any, llm_error: type[Exception]) -> dict[str, Any]:
@@ -29,7 +43,9 @@ def make_cluster_functions(channel: Any, llm_error: type[Exception]) -> dict[str
             raise MapError(str(reply.get("error", "the map failed")))
         if reply.get("sandbox"):
             print(f"rlm_map: sandbox gaps on the cluster's nodes: {reply['sandbox']}", file=sys.stderr)
-        return list(reply["results"])
+        results = list(reply["results"])
+        _say_notes(results)
+        return results
 
     def rlm_map(fn: Any, source: str) -> dict[str, Any]:
         """Run fn(text, path) on every object of a remote source (a URL or glob under --allow-url), on the

@@ -20,6 +20,7 @@ import faulthandler
 import json
 import linecache
 import os
+import re
 import signal
 import sys
 import threading
@@ -36,7 +37,6 @@ from rlm_mcp.worker.capture import OutputCapture
 from rlm_mcp.worker.cluster import make_cluster_functions
 from rlm_mcp.worker.formats import FormatError, load_file
 from rlm_mcp.worker.helpers import HELPERS
-from rlm_mcp.worker.lockdown import guard
 from rlm_mcp.worker.lockdown.limits import set_cpu_backstop
 from rlm_mcp.worker.mapped import MappedText
 from rlm_mcp.worker.memory import make_memory_functions
@@ -271,7 +271,7 @@ class Repl:
         # Names the REPL provides (loaded contexts, helpers): restored after any cell that rebinds them.
         self.provided: dict[str, Any] = {}
         if channel:
-            self.provided.update(make_llm_functions(channel), **make_memory_functions(channel))
+            self.provided.update(make_llm_functions(channel), **make_memory_functions(channel, self.loaded_contexts))
             self.provided.update(make_cluster_functions(channel, LLMError))
         self.channel = channel
         self.context_names: list[str] = []  # loaded contexts, in load order
@@ -388,6 +388,7 @@ class Repl:
         shown_out = self._shape(stdout.text, stdout.chars, limit, "_outs", cell)
         shown_err = self._shape(stderr.text, stderr.chars, limit, "_errs", cell)
 
+        deleted = [name for name in self.context_names if name not in self.namespace]  # `del t` frees nothing
         restored = self._restore_provided()
         after = fingerprint(self.namespace)
         names = changed_names(before, after)
@@ -411,6 +412,7 @@ class Repl:
             "changed": changed,
             "changed_total": len(names),
             "restored": restored,
+            "deleted_contexts": deleted,
         }
 
     @staticmethod
@@ -441,12 +443,8 @@ class Repl:
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(CELL_PREFIX):
             tb = tb.tb_next
         report = traceback.TracebackException(type(exc), exc, tb)
-        # The interrupt handler's own frame sits on top of a KeyboardInterrupt: drop it.
-        # So does the sandbox's audit hook above a refused call: the message says it all.
-        report.stack = traceback.StackSummary.from_list(
-            [frame for frame in report.stack if frame.filename not in (__file__, guard.__file__)]
-        )
-        text = "".join(report.format())
+        _drop_own_frames(report)
+        text = _OWN_TYPE.sub("", "".join(report.format()))
         suggestion = _near_name(exc, tb, set(self._own_names()))
         if suggestion and "Did you mean" not in text:  # Python 3.12+ says it itself
             text = text.rstrip("\n") + f". Did you mean: {suggestion!r}?\n"
@@ -464,7 +462,7 @@ class Repl:
         if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
             return (
                 f"rlm-mcp sandbox: files are capped at {self.policy.write_bytes // MiB:,} MiB "
-                "(RLM_MCP_WRITE_LIMIT_MB)\n"
+                f"({self.policy.write_setting})\n"
             )
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM and "rlm-mcp sandbox" not in str(exc):
             return (
@@ -568,14 +566,18 @@ class Repl:
         values = {name: self.provided[name] for name in self.context_names}
         return {name: f"{type(value).__name__}, {_size(value)}" for name, value in values.items()}
 
+    def loaded_contexts(self) -> dict[str, Any]:
+        """The loaded contexts, name -> value (remember() and recall() take the value for its name)."""
+        return {name: self.provided.get(name) for name in self.context_names}
+
     def unload_context(self, name: str) -> str:
         """Free a loaded context (it is not reloaded after a restart); other references to it keep it alive."""
         if name not in self.context_names:
             raise KeyError(f"no context named {name!r}; loaded: {', '.join(self.context_names) or 'none'}")
-        if self.channel is not None:
-            self.channel.request({"op": "forget", "name": name})
+        freed = self.channel.request({"op": "forget", "name": name}).get("freed") if self.channel else None
         self.unload({"name": name})
-        return f"unloaded {name!r}"
+        fetched = f"; freed {freed:,} bytes of fetched data" if isinstance(freed, int) and freed > 0 else ""
+        return f"unloaded {name!r}{fetched}"
 
     def unload(self, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
@@ -589,6 +591,26 @@ class Repl:
 
 
 _MISSING = object()
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# An exception class of the REPL's own (MapError, LLMError, MemoryUnavailableError) is shown by its name: its
+# module path says nothing the model can use. Only at a line's start, where the traceback names the type.
+_OWN_TYPE = re.compile(r"(?m)^rlm_mcp(?:\.\w+)+\.(?=\w+(?::|$))")
+
+
+def _drop_own_frames(report: traceback.TracebackException) -> None:
+    """Drop the REPL's own frames (its helpers, rlm_map, remember, the interrupt handler above a
+    KeyboardInterrupt, the sandbox's audit hook above a refused call) from a traceback and the exceptions
+    chained to it: the model cannot change that code, and its message says what went wrong."""
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [report]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        kept = [frame for frame in current.stack if not os.path.abspath(frame.filename or "").startswith(PACKAGE_DIR)]
+        current.stack = traceback.StackSummary.from_list(kept)
+        pending += [current.__cause__, current.__context__]
 
 
 def _near_name(exc: BaseException, tb: Any, own: set[str]) -> str | None:
