@@ -27,6 +27,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.engine.children import serve_children
 from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
+from rlm_mcp.llm.pricing import is_known_model
 from rlm_mcp.llm.types import Backend
 from rlm_mcp.models import RunResult
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
@@ -135,7 +136,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             )
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
-    telemetry.exporter(settings.otel_texts)  # OTLP export, if the operator configured an endpoint
+    telemetry.exporter(settings.otel_texts, is_known_model)  # OTLP export, if the operator configured one
     sessions = SessionRegistry(settings, children=serve_children, backend=backend)
     tasks = Tasks()
 

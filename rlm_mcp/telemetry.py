@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,7 @@ PYTHON_ERRORS = frozenset(
 )
 REPL_ERRORS = frozenset({"LLMError", "MapError", "MemoryUnavailableError", "WorkerKilled", "WorkerCrashed"})
 OTHER_ERROR = "Error"
-# A model id as providers spell a known family's snapshot: the family, then a date or a release tag.
-MODEL_SUFFIX = re.compile(r"(?:-\d{8}|-latest|@\d{8})?")
+KnownModel = Callable[[str], bool]
 
 
 def configured() -> bool:
@@ -77,20 +77,13 @@ def error_type(fields: dict[str, Any]) -> str:
     return outcome if isinstance(outcome, str) and ERROR_TYPE.fullmatch(outcome) else "error"
 
 
-def shown_model(value: Any, texts: bool) -> str:
+def shown_model(value: Any, texts: bool, known: KnownModel) -> str:
     """A model's name as exported: REPL code chooses the model it asks for (`model='claude-' + secret`), so
-    without texts only a known family's id, as providers spell its snapshots, is named."""
-    from rlm_mcp.llm.pricing import ALIASES, PRICES, WINDOWS
-
+    without texts only an id `known` vouches for (the price table's families) is named."""
     name = str(value)
     if texts:
         return name[:TEXT_CHARS]
-    if name in ALIASES:
-        return name
-    families = [family for family in (*PRICES, *WINDOWS) if name.startswith(family)]
-    if any(MODEL_SUFFIX.fullmatch(name[len(family) :]) for family in families):
-        return name
-    return HIDDEN_MODEL
+    return name if known(name) else HIDDEN_MODEL
 
 
 def shown_name(value: Any, texts: bool) -> str:
@@ -123,7 +116,7 @@ class _PlannedIds:
 
 
 class Exporter:
-    def __init__(self, texts: bool) -> None:
+    def __init__(self, texts: bool, known_model: KnownModel) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -132,6 +125,7 @@ class Exporter:
         from rlm_mcp import __version__
 
         self.texts = texts
+        self.known_model = known_model
         self.ids = _PlannedIds()
         resource = Resource.create({"service.name": "rlm-mcp", "service.version": __version__})
         self.provider = TracerProvider(resource=resource, id_generator=self.ids)  # type: ignore[arg-type]
@@ -171,7 +165,7 @@ class Exporter:
     def _name(self, kind: str, fields: dict[str, Any]) -> str:
         """A sub-call's or root turn's name is its model's."""
         if kind in ("sub_call", "root_call"):
-            return shown_model(fields.get("name"), self.texts)
+            return shown_model(fields.get("name"), self.texts, self.known_model)
         return shown_name(fields.get("name"), self.texts)
 
     def _attributes(self, session: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +176,11 @@ class Exporter:
             for key, names in (("model", ("gen_ai.request.model",)),
                                ("backend", ("gen_ai.provider.name", "gen_ai.system"))):  # fmt: skip
                 if isinstance(fields.get(key), str):
-                    shown = (shown_model if key == "model" else shown_name)(fields[key], self.texts)
+                    shown = (
+                        shown_model(fields[key], self.texts, self.known_model)
+                        if key == "model"
+                        else shown_name(fields[key], self.texts)
+                    )
                     attributes.update(dict.fromkeys(names, shown))
             for key in ("input_tokens", "output_tokens"):
                 if isinstance(fields.get(key), int):
@@ -210,15 +208,17 @@ _tried = False
 _guard = threading.Lock()
 
 
-def exporter(texts: bool = False) -> Exporter | None:
-    """The process's exporter if OTLP is configured (made once); None otherwise, or without the extra."""
+def exporter(texts: bool = False, known_model: KnownModel = lambda _: False) -> Exporter | None:
+    """The process's exporter if OTLP is configured (made once); None otherwise, or without the extra.
+    `known_model` says which model ids may be named without texts (given by the server: this module sits
+    below the sub-model backends)."""
     global _exporter, _tried
     with _guard:
         if not _tried:
             _tried = True
             if configured():
                 try:
-                    _exporter = Exporter(texts)
+                    _exporter = Exporter(texts, known_model)
                 except ImportError:
                     log.warning("OTEL_EXPORTER_OTLP_* is set, but `pip install 'rlm-mcp[otel]'` is missing: no export")
         return _exporter

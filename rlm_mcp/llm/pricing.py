@@ -8,6 +8,7 @@ so a model without a price is refused while a dollar budget is set, rather than 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 from rlm_mcp.units import CHARS_PER_TOKEN
@@ -71,3 +72,16 @@ def cost_usd(price: tuple[float, float] | None, input_tokens: int, output_tokens
 def estimate_tokens(*texts: str | None) -> int:
     chars = sum(len(text) for text in texts if text)
     return math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS
+
+
+# A model id as providers spell a known family's snapshot: the family, then a date or a release tag.
+_SNAPSHOT_SUFFIX = re.compile(r"(?:-\d{8}|-latest|@\d{8})?")
+
+
+def is_known_model(name: str) -> bool:
+    """Whether `name` is a model id of a family this table knows (an alias, or a family and its snapshot
+    date): what may be said of a model where free text may not (telemetry without texts)."""
+    if name in ALIASES:
+        return True
+    families = [family for family in (*PRICES, *WINDOWS) if name.startswith(family)]
+    return any(_SNAPSHOT_SUFFIX.fullmatch(name[len(family) :]) for family in families)
