@@ -10,11 +10,13 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,17 +31,15 @@ from testkit.fakes import FakeProvider
 from testkit.ray_head import ENVIRONMENT, ray_head
 from tests.conftest import make_settings, run, text_of, value_of
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.skipif(
-        importlib.util.find_spec("ray") is None,
-        reason="rlm_map and llm_map need Ray (pip install 'rlm-mcp[ray]'; .ci/run has it)",
-    ),
-]
+pytestmark = pytest.mark.anyio
+RAY_MISSING = "rlm_map and llm_map need Ray (pip install 'rlm-mcp[ray]'; .ci/run has it)"
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
+    if importlib.util.find_spec("ray") is None:  # the tests with a stand-in driver or task run without it
+        pytest.skip(RAY_MISSING)
     with ray_head(venv=True) as address:
         yield address
 
@@ -94,8 +94,13 @@ async def test_rlm_map_runs_the_function_on_the_cluster_and_brings_back_only_res
             client, bad + f"r = rlm_map(broken, {base + 'logs/*.log'!r})\n[type(v).__name__ for v in r.values()]"
         )
         assert mixed.structured_content["result"] == "['int', 'MapError', 'int', 'int']", text_of(mixed)
-        said = await value_of(client, "str(r[" + repr(base + "logs/day2.log") + "])")
-        assert "ValueError: no" in said and "after 2 retries" in said
+        # The function's own error, where it was raised; Ray does not retry it (it would fail the same way).
+        said = await value_of(client, "r[" + repr(base + "logs/day2.log") + "]")
+        assert said == "MapError('ValueError: no (line 3 of broken)')", said
+        as_set = "def as_set(text, path):\n    return {1, 2}\n"
+        as_repr = await run(client, as_set + f"s = rlm_map(as_set, {base + 'logs/day1.log'!r})\nlist(s.values())")
+        assert as_repr.structured_content["result"] == "['{1, 2}']", text_of(as_repr)
+        assert f"rlm_map: not JSON (set): kept as its repr: {base}logs/day1.log" in text_of(as_repr), text_of(as_repr)
 
 
 async def test_llm_map_asks_through_the_sessions_one_budget(
@@ -152,7 +157,7 @@ def hostile(text, path):
         assert result.structured_content["outcome"] == "ok", text_of(result)
         (first, second) = ast.literal_eval(result.structured_content["result"])  # plain tuples of str
         assert first == ("dict", "{'answer': 42}"), text_of(result)
-        assert second[0] == "MapError" and "Boom: no" in second[1] and "after 2 retries" in second[1]
+        assert second[0] == "MapError" and second[1].startswith("Boom: no (line "), second
     assert not marker.exists()
 
 
@@ -187,6 +192,7 @@ sys.meta_path.insert(0, Hook())
 """
 
 
+@needs_ray
 async def test_a_compromised_node_runs_nothing_in_the_server_and_a_dead_cluster_fails_the_map_only(
     web: tuple[str, Path], provider: FakeProvider, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,7 +224,10 @@ async def test_a_compromised_node_runs_nothing_in_the_server_and_a_dead_cluster_
 
             head.close()  # the whole cluster stops under the connected driver
             dead = await run(client, COUNT + f"rlm_map(count_errors, {base + 'logs/*.log'!r})")
-            assert "Ray driver" in text_of(dead), text_of(dead)
+            said = f"MapError: the Ray cluster at {address} cannot be reached (stopped?); maps fail until it is back; "
+            assert said + "your variables are kept\n" in text_of(dead), text_of(dead)  # Ray's own words are logged
+            again = await run(client, f"rlm_map(count_errors, {base + 'logs/*.log'!r})")  # a new driver cannot join
+            assert said + "your variables are kept\n" in text_of(again), text_of(again)
             assert await value_of(client, "kept") == "41"
     assert ray_not_loaded_here()
 
@@ -258,7 +267,7 @@ async def test_a_driver_killed_mid_map_fails_the_map_in_one_line_and_the_session
             assert driver is not None
             os.killpg(os.getpgid(driver), signal.SIGKILL)
         said = text_of(outcome["result"])
-        assert "the Ray driver exited" in said and "the next map starts a new driver" in said, said
+        assert "the Ray driver exited: this map failed; the next one starts a new connection" in said, said
         assert await value_of(client, "kept") == "41"
         with anyio.fail_after(30):  # Ray ends a dead driver's tasks; their children die with them
             while map_children():
@@ -365,3 +374,129 @@ async def test_the_layers_a_node_does_not_apply_are_said_with_the_results(
         result = await run(client, COUNT + f"list(rlm_map(count_errors, {base + 'logs/one.log'!r}).values())")
         assert result.structured_content["result"] == str([{"errors": 1, "lines": 1}]), text_of(result)
         assert "sandbox gaps on the cluster's nodes: all layers (RLM_MCP_SANDBOX=off)" in text_of(result)
+
+
+# -- stand-ins for Ray: the server's side of a map, and a task's, without a cluster ---------------------------
+
+# The real driver (cluster/driver.py) over a stand-in `ray` whose every task answers a big value (a prompt):
+# 99,000 characters, or 24,000 empty dicts (72,000 characters as JSON, 1.7 MB once parsed).
+HONEST_DRIVER = """\
+import sys, types
+sys.path.insert(0, sys.argv[1])
+ray = types.ModuleType("ray")
+ray.init = lambda **options: None
+ray.cancel = lambda ref, force=False: None
+ray.remote = lambda **options: lambda task: types.SimpleNamespace(remote=lambda url, *args: (url, task.__name__))
+ray.wait = lambda pending, num_returns, timeout: (pending, [])
+ANSWERS = {"make_prompt": {"prompt": "p" * 50_000}, "run_function": {"value": "x" * 99_000, "gaps": []}}
+ray.get = lambda ref: {"value": [{}] * 24_000, "gaps": []} if "dicts" in ref[0] else ANSWERS[ref[1]]
+sys.modules["ray"] = ray
+from rlm_mcp.cluster.driver import main
+sys.exit(main(sys.argv[1:]))
+"""
+# A driver that sends every object a value of the size its first URL names, whatever the server asked.
+HOSTILE_DRIVER = """\
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from rlm_mcp import protocol
+requests = os.fdopen(0, "rb")
+while (request := protocol.read_frame(requests)) is not None:
+    value = "x" * int(request["urls"][0].rpartition("/")[2])
+    for index in range(len(request["urls"])):
+        protocol.write_frame(1, {"op": "result", "index": index, "result": {"ok": True, "value": value, "gaps": []}})
+    protocol.write_frame(1, {"op": "done"})
+"""
+
+
+@contextlib.contextmanager
+def head_port() -> Iterator[str]:
+    """An address that answers (the server checks the cluster's head before it starts a driver)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+async def test_a_maps_results_are_bounded_as_they_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 results of 99,000 characters each (under a result's cap, 20 MB in all): the server keeps those
+    within the reply budget, counted in the driver's frames as they arrive, and each further one says why;
+    an llm_map's prompts likewise, and results of many dicts by the memory they take parsed. A driver that
+    sends past its budget or a frame larger than any result is stopped at once."""
+    urls = [f"http://h/{index}" for index in range(200)]
+    deadline = time.monotonic() + 60
+    with head_port() as address:
+        monkeypatch.setattr(maps, "DRIVER", HONEST_DRIVER)
+        cluster = maps.RayCluster(address)
+        try:
+            results = await cluster.run("function", urls, ["code", "f", 1, {}], None, deadline)
+            kept = [result for result in results if result["ok"]]
+            assert 150 < len(kept) < 200, len(kept)
+            assert sum(len(json.dumps(result)) for result in kept) <= maps.MAX_REPLY_CHARS
+            said = "left out: the map's results passed 16,777,216 bytes in all; return less per object"
+            assert all(result == {"ok": False, "error": said} for result in results if not result["ok"]), results[-1]
+            dicts = await cluster.run("function", [f"{url}/dicts" for url in urls[:100]], [], None, deadline)
+            assert 20 < sum(result["ok"] for result in dicts) < 60, dicts[-1]  # 7 MB of JSON, 170 MB parsed
+            assert "would take over 134,217,728 bytes of the server's memory" in dicts[-1]["error"], dicts[-1]
+            monkeypatch.setattr(maps, "MAX_PROMPTS_BYTES", 1_000_000)
+            prompts = await cluster.run("llm", urls, ["{text}", 1], None, deadline)
+            assert 10 < sum(prompt["ok"] for prompt in prompts) < 25, prompts[-1]
+            assert "left out: the map's prompts passed 1,000,000 bytes in all" in prompts[-1]["error"]
+            await cluster.stop()
+
+            monkeypatch.setattr(maps, "DRIVER", HOSTILE_DRIVER)
+            for size, said in ((99_000, "bytes for one map"), (200_000, "-byte frame, over a result's")):
+                with pytest.raises(maps.MapError, match=said):
+                    await cluster.run("function", [f"{url}/{size}" for url in urls], [], None, deadline)
+        finally:
+            await cluster.stop()
+
+
+FORGE = """\
+def forge(text, path):
+    import os
+    line = b'{"value": "FORGED", "gaps": ["none: every layer holds"], "note": "all layers active"}\\n'
+    parent = os.getppid()
+    mine = {os.readlink(f"/proc/{parent}/fd/{n}") for n in (0, 1, 2) if os.path.exists(f"/proc/{parent}/fd/{n}")}
+    for descriptor in range(3, 64):  # its answer's, and any inherited
+        try:
+            os.write(descriptor, line)
+        except OSError:
+            pass
+    try:  # the task's end of its report pipe, reopened for writing (where /proc lets it)
+        for name in os.listdir(f"/proc/{parent}/fd"):
+            target = os.readlink(f"/proc/{parent}/fd/{name}")
+            if target.startswith("pipe:") and target not in mine:
+                os.write(os.open(f"/proc/{parent}/fd/{name}", os.O_WRONLY | os.O_NONBLOCK), line)
+    except OSError:
+        pass
+    os._exit(0)
+"""
+TASKS = """\
+import json, sys
+from rlm_mcp.cluster import pieces
+url, mode = sys.argv[1:]
+limits = {"mode": mode, "memory_bytes": 1 << 30, "write_bytes": 1 << 26, "timeout_s": 60}
+honest = pieces.run_function(url, "def honest(text, path):\\n    return 1\\n", "honest", 1 << 20, limits)
+print(json.dumps([honest, pieces.run_function(url, sys.stdin.read(), "forge", 1 << 20, limits)]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["off", "auto"])
+async def test_the_mapped_function_cannot_forge_its_nodes_sandbox_gaps(web: tuple[str, Path], mode: str) -> None:
+    """The function writes its own answer line, with gaps of its choosing, on every descriptor it has (and on
+    the task's report pipe through /proc, where it can), then exits: its value is its own, but the gaps
+    are those its process reported before any of its code ran. The tasks run in a process of their own
+    (a task adopts the orphans of its children, and kills them)."""
+    base, served = web
+    (served / "logs" / "one.log").write_text("x\n")
+    parent = str(Path(maps.__file__).resolve().parents[2])
+    with anyio.fail_after(120):
+        ran = await anyio.run_process(
+            [sys.executable, "-c", TASKS, base + "logs/one.log", mode], input=FORGE.encode(), check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([parent, os.environ.get("PYTHONPATH", "")])},
+        )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr.decode()[-2000:]
+    honest, forged = json.loads(ran.stdout)
+    if mode == "off":
+        assert honest["gaps"] == ["all layers (RLM_MCP_SANDBOX=off)"], honest
+    assert forged == {"value": "FORGED", "gaps": honest["gaps"]}, forged

@@ -57,7 +57,9 @@ def connect(tmp_path: Path, data_dir: Path, **overrides: Any) -> Client:
 def approve_all(tmp_path: Path) -> str:
     """A person approves every proposal, through the real CLI; returns what `review` listed before."""
     listed = handbook_cli(tmp_path, "review")
-    assert main(["handbook", "--workspace", str(tmp_path / "workspace"), "approve", "--all"]) == 0
+    mark = re.search(r"approve --all --upto (b\d+,f\d+)", listed)
+    assert mark, listed
+    assert main(["handbook", "--workspace", str(tmp_path / "workspace"), "approve", "--all", "--upto", mark[1]]) == 0
     return listed
 
 

@@ -184,7 +184,8 @@ def outside(requested: list[str]) -> list[str]:
 
 
 TRICKS = ["data/.\t./secret.txt", "data/.\r./secretdir/", "data/.\n./secret.txt", "data/.\t./missing.txt",
-          "data/.\t./secretdir/*.txt", "data/%2e%2e/secret.txt", "data/%09/../secret.txt"]  # fmt: skip
+          "data/.\t./secretdir/*.txt", "data/%2e%2e/secret.txt", "data/%09/../secret.txt", "data/..;/secret.txt",
+          "data/.;/..;x=1/secretdir/"]  # fmt: skip
 
 
 async def test_tab_cr_and_lf_dot_dot_urls_are_refused_before_anything_is_requested(
@@ -221,7 +222,7 @@ async def test_an_index_pages_links_out_of_the_prefix_are_never_requested(
             assert (
                 await value_of(client, "sorted(tree.items())") == "[('deeper/d.txt', 'deep\\n'), ('ok.txt', 'fine\\n')]"
             )
-            assert "not fetched: link_outside" in text_of(loaded), text_of(loaded)
+            assert "links not fetched (outside --allow-url)" in text_of(loaded), text_of(loaded)
             globbed = await load(client, path=base + "data/**/*.txt", name="tree")
             assert globbed.structured_content["files"] == 2, text_of(globbed)
     assert outside(requested) == [] and other == [], (requested, other)
@@ -295,7 +296,7 @@ async def test_fetched_copies_are_capped_in_total(web: tuple[str, Path], tmp_pat
         assert over.is_error and "--fetch-total-mb" in text_of(over), text_of(over)
         tree = await load(client, path=base + "logs/", name="tree")  # a's copy counts: only small.log fits
         assert tree.structured_content["files"] == 1, text_of(tree)
-        assert "not fetched: over --fetch-total-mb" in text_of(tree), text_of(tree)
+        assert "files not fetched (over --fetch-total-mb" in text_of(tree), text_of(tree)
         await value_of(client, "unload('tree')")
         await value_of(client, "unload('a')")
         assert not (await load(client, path=base + "logs/b.log", name="b")).is_error
@@ -338,3 +339,66 @@ def test_a_url_is_checked_in_the_spelling_it_is_sent_in() -> None:
                 "https://host/data/%5c..%5csecret"]:  # fmt: skip
         with pytest.raises(ContextError):
             check_allowed(url, prefixes)
+
+
+def test_a_dot_dot_segment_with_path_parameters_is_refused() -> None:
+    """A servlet container (Tomcat, Jetty) drops a segment's ';parameters' before it resolves dots, so
+    data/..;/secret.txt is secret.txt there; Windows servers trim a segment's trailing dots and spaces."""
+    from rlm_mcp.contexts.paths import ContextError
+    from rlm_mcp.contexts.remote import check_allowed
+
+    prefixes = ("http://h/data/",)
+    for url in ["http://h/data/..;/secret.txt", "http://h/data/..;x=1/secret.txt", "http://h/data/.;/..;/secret.txt",
+                "http://h/data/a/..%3B/../secret.txt", "http://h/data/.../secret.txt", "http://h/data/..%20/secret.txt",
+                "http://h/data/%2e%2e;/secret.txt"]:  # fmt: skip
+        with pytest.raises(ContextError, match=r"'\.\.'|an encoded '\.'"):
+            check_allowed(url, prefixes)
+    for url in ["http://h/data/a;v=1/b.txt", "http://h/data/.hidden;x", "http://h/data/..a;/b", "http://h/data/;x/b"]:
+        assert check_allowed(url, prefixes) == url  # a ';' elsewhere is a name's (an S3 key may hold one)
+
+
+def index_pages(served: Path, pages: int, links: int) -> None:
+    """data/ok.txt, and data/dNNN/ pages each holding `links` unique links to files no glob here wants."""
+    (served / "data").mkdir(parents=True)
+    (served / "data" / "ok.txt").write_text("fine\n")
+    top = "".join(f'<a href="d{page:03d}/">d</a>\n' for page in range(pages))
+    (served / "data" / "index.html").write_text(f'<a href="ok.txt">ok</a>\n{top}')
+    for page in range(pages):
+        (served / "data" / f"d{page:03d}").mkdir()
+        body = "".join(f'<a href="p{page}_{link:06d}.dat">x</a>\n' for link in range(links))
+        (served / "data" / f"d{page:03d}" / "index.html").write_text(body)
+
+
+async def test_a_crawl_of_hostile_index_pages_stops_at_its_bytes_links_and_time(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index pages are no fetched data, yet a server can make them many, large, dense and slow: the pages one
+    listing reads count against a budget of bytes (at most the load's --fetch-max-mb), of links and of time,
+    and the listing fails in one line that says what to narrow; the files it keeps are bounded by
+    --dir-max-files (the rest counted), the directories it queues by the pages it may read."""
+    from rlm_mcp.contexts import remote
+
+    served = tmp_path / "site"
+    index_pages(served, pages=60, links=4_000)  # 60 pages of about 120 KB: 7 MB of links
+    requested: list[str] = []
+    with serving(served, requested) as base:
+        async with connect(tmp_path, data_dir, allow_url=[base + "data/"], fetch_max_mb=1) as client:
+            over = await load(client, path=base + "data/**/*.txt", name="tree")
+            said = text_of(over)
+            assert over.is_error and "passed 1,048,576 bytes in all; narrow the URL or glob" in said, said
+            assert len(requested) <= 12, requested  # 1 MiB is about 9 pages, not 60
+            with monkeypatch.context() as patched:
+                patched.setattr(remote, "CRAWL_DEADLINE_S", 0.0)
+                late = await load(client, path=base + "data/**/*.txt", name="tree")
+                assert late.is_error and "took over 0 s; narrow the URL or glob" in text_of(late), text_of(late)
+            requested.clear()
+            with monkeypatch.context() as patched:
+                patched.setattr(remote, "MAX_CRAWL_LINKS", 5_000)
+                dense = await load(client, path=base + "data/**/*.txt", name="tree")
+                assert dense.is_error and "hold over 5,000 links; narrow" in text_of(dense), text_of(dense)
+                assert len(requested) == 3, requested  # the top page, then two of 4,000 links
+        (served / "data" / "many").mkdir()  # a page of many matching links: the listing keeps what a load takes
+        (served / "data" / "many" / "index.html").write_text("".join(f'<a href="f{n}.txt">f</a>' for n in range(500)))
+        with remote._store(base) as (_, http):
+            listing = remote._crawl(http, base + "data/many/", "**", (base + "data/",), 10)
+        assert len(listing.objects) == 11 and listing.skipped == {"over_files": 489}, listing.skipped

@@ -6,10 +6,16 @@ so the server never loads one: it starts this driver (maps.DRIVER: `python -c ..
 with an environment holding no secrets (an allow-list: no API key, no token; Ray's own RAY_* settings pass)
 and talks to it in the protocol's frames (4-byte length, JSON object, capped) on its stdin and stdout.
 
-Requests: {"op": "map", "kind": "function"|"llm", "urls": [...], "arguments": [...], "timeout_s": s}.
+Requests: {"op": "map", "kind": "function"|"llm", "urls": [...], "arguments": [...], "timeout_s": s,
+"budget": bytes of result frames the server keeps (past it, a result is sent as an error that says so)}.
 Replies, per map: {"op": "result", "index": i, "result": {"ok": true, ...fields} | {"ok": false, "error"}}
-as each task finishes, then {"op": "done"} (with "error" when the map could not run at all). The server
-checks every field again as hostile input (cluster/maps.py).
+as each task finishes, then {"op": "done"} (with "error" when the map could not run at all, and "lost":
+"join"|"map" when Ray itself failed joining the cluster or mapping: the server then tells a dead cluster
+from a dead connection, and Ray's own words go to this process's stderr, for the server's log, never to the
+model). The server checks every field again as hostile input (cluster/maps.py).
+
+Ray retries a task whose worker or node died, up to MAP_RETRIES times, never one whose code raised: that
+is the model's function (or its object) failing, and it would fail the same way again.
 
 The driver joins the cluster on its first map and then serves maps one at a time for the server's life. If
 the cluster dies under it, Ray's core library may end this process: the server sees the pipe close, fails
@@ -39,6 +45,15 @@ MAP_RETRIES = 2
 WAIT_S = 0.5
 MAX_ERROR_CHARS = 500
 TASKS = {"function": pieces.run_function, "llm": pieces.make_prompt}
+# Ray's exceptions for a task that did not fail by itself, by name (the server never imports Ray).
+SYSTEM_FAILURES = {
+    "WorkerCrashedError": "the Ray worker running it died",
+    "NodeDiedError": "the node running it died",
+    "OutOfMemoryError": "its node ran out of memory",
+    "TaskCancelledError": "it was cancelled",
+    "ObjectLostError": "its result was lost with its node",
+    "LocalRayletDiedError": "the node running it died",
+}
 PR_SET_PDEATHSIG = 1
 # What Ray's driver reads and writes (its session directory and sockets under the temp directory, shared
 # memory, /proc and /sys for its metrics); not the user's home, not the server's workspace, unless they lie
@@ -48,7 +63,7 @@ DRIVER_READ_WRITE = ("/tmp", "/var/tmp", "/dev/shm", "/dev/null")
 
 
 class Refused(Exception):
-    """The map cannot run at all (no Ray here, the cluster unreachable); the message says what to do."""
+    """The map cannot run at all (no Ray here, a malformed request); the message says what to do."""
 
 
 def connect(address: str) -> Any:
@@ -56,10 +71,8 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise Refused("rlm_map and llm_map need `pip install 'rlm-mcp[ray]'` in the server's environment") from None
-    try:  # a driver joining a running cluster: it starts no Ray process here
-        ray.init(address=address, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
-    except Exception as exc:
-        raise Refused(f"cannot reach the Ray cluster at {address} (RLM_MCP_RAY_ADDRESS): {exc}") from None
+    # A driver joining a running cluster: it starts no Ray process here. A failure is Ray's (main says it).
+    ray.init(address=address, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     return ray
 
 
@@ -69,7 +82,8 @@ def run_map(ray: Any, request: dict[str, Any], out: int) -> None:
     if kind not in TASKS or not isinstance(urls, list) or not isinstance(arguments, list):
         raise Refused("malformed map request")
     deadline = time.monotonic() + float(request.get("timeout_s") or 0)
-    remote = ray.remote(max_retries=MAP_RETRIES, retry_exceptions=True)(TASKS[kind])
+    results = Results(out, kind, request.get("budget"))
+    remote = ray.remote(max_retries=MAP_RETRIES, retry_exceptions=False)(TASKS[kind])
     refs = [remote.remote(url, *arguments) for url in urls]
     position = {ref: index for index, ref in enumerate(refs)}
     pending = list(refs)
@@ -83,7 +97,30 @@ def run_map(ray: Any, request: dict[str, Any], out: int) -> None:
             return
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_S)
         for ref in ready:
-            send(out, {"op": "result", "index": position[ref], "result": _fetch(ray, ref)})
+            results.send(position[ref], _fetch(ray, ref))
+
+
+class Results:
+    """Sends a map's results within its budget, the bytes of the frames of the results sent whole (counted as
+    the server counts them): a result that would pass it is sent as an error that says so, without its value."""
+
+    def __init__(self, out: int, kind: str, budget: Any) -> None:
+        self.out, self.kind = out, kind
+        self.budget = budget if type(budget) is int else None
+        self.kept = 0
+
+    def send(self, index: int, result: dict[str, Any]) -> None:
+        frame = protocol.encode({"op": "result", "index": index, "result": result})
+        if result.get("ok") is True and self.budget is not None:
+            size = len(frame) - protocol.HEADER.size
+            if self.kept + size > self.budget:
+                said = {"ok": False, "error": pieces.left_out(self.kind, self.budget)}
+                frame = protocol.encode({"op": "result", "index": index, "result": said})
+            else:
+                self.kept += size
+        data = memoryview(frame)
+        while data:
+            data = data[os.write(self.out, data) :]
 
 
 def _fetch(ray: Any, ref: Any) -> dict[str, Any]:
@@ -101,12 +138,23 @@ def _fetch(ray: Any, ref: Any) -> dict[str, Any]:
 
 
 def _error_of(exc: BaseException) -> str:
+    """What the model reads of a task that failed: the reason the task gave (its function's error, say), or
+    for a worker or node that died what died; Ray's own text goes to stderr."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, pieces.MapFailure):
+        return _text(cause)[:MAX_ERROR_CHARS]
+    if isinstance(cause, BaseException):  # the task's own code raised (reading or decompressing the object)
+        return f"{type(cause).__name__}: {_text(cause)}"[:MAX_ERROR_CHARS]
+    print(f"rlm-mcp ray driver: a task failed: {_text(exc)[:4_000]}", file=sys.stderr)
+    died = SYSTEM_FAILURES.get(type(exc).__name__, f"Ray failed it ({type(exc).__name__})")
+    return f"{died} (after {MAP_RETRIES} retries)"
+
+
+def _text(exc: BaseException) -> str:
     try:
-        cause = getattr(exc, "cause", None) or exc
-        said = f"{type(cause).__name__}: {cause}"
-    except Exception:
-        said = type(exc).__name__
-    return said[:MAX_ERROR_CHARS] + f" (after {MAP_RETRIES} retries)"
+        return str(exc)
+    except Exception:  # a hostile __str__
+        return type(exc).__name__
 
 
 def send(out: int, message: dict[str, Any]) -> None:
@@ -159,16 +207,19 @@ def main(argv: list[str]) -> int:
             return 3
         if request is None:
             return 0
+        stage = "join"
         try:
             if request.get("op") != "map":
                 raise Refused("unknown request")
             ray = ray or connect(address)
+            stage = "map"
             run_map(ray, request, replies)
             send(replies, {"op": "done"})
         except Refused as exc:
             send(replies, {"op": "done", "error": str(exc)})
-        except Exception as exc:  # Ray's own failures: said to the server, which fails the map with them
-            send(replies, {"op": "done", "error": f"the Ray driver failed: {_error_of(exc)}"})
+        except Exception as exc:  # Ray's own failures: its words to the log; the server tells the model
+            print(f"rlm-mcp ray driver: the {stage} failed: {_text(exc)[:4_000]}", file=sys.stderr)
+            send(replies, {"op": "done", "error": type(exc).__name__, "lost": stage})
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 The worker sends {"op": "map", ...}; the server lists the source (under --allow-url), submits one task per
 object to the cluster named by RLM_MCP_RAY_ADDRESS, and gathers the results as they finish, reporting
-progress. Ray retries a task that fails (its worker died, or the code raised) up to MAP_RETRIES times; what
-still fails is reported in its place, never dropped. An llm_map's tasks only fill the template with their
-object's text: the sub-calls are made here, through the session's router, so a fan-out of any size stays
-within the session's one budget and the server's one concurrency limit.
+progress. Ray retries a task whose worker or node died (not one whose code raised: it would fail the same
+way again); what still fails is reported in its place, never dropped. An llm_map's tasks only fill the
+template with their object's text: the sub-calls are made here, through the session's router, so a fan-out
+of any size stays within the session's one budget and the server's one concurrency limit.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,8 +46,12 @@ log = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
 MAX_OBJECT_BYTES = 512 * MiB  # what one task reads of its object
-MAX_REPLY_CHARS = 16 * MiB  # all of a map's results, as the worker receives them
-MAX_DRIVER_BYTES = 1024 * MiB  # all the driver may send for one map (an llm_map's prompts, mostly)
+MAX_REPLY_CHARS = 16 * MiB  # all of a map's results, as the worker receives them (and as the driver's frames)
+MAX_PROMPTS_BYTES = 128 * MiB  # all of an llm_map's prompts, held here while its sub-calls are made
+FRAME_SLACK = 64 * 1024  # a result's frame besides its value or prompt: its gaps, its note, the frame's fields
+PER_OBJECT_BYTES = 8 * 1024  # what the driver may send for an object besides a kept result (its error)
+MAX_HELD_BYTES = 128 * MiB  # what a function map's results may take here once parsed (held_estimate)
+HELD_PER_ITEM = 64  # bytes one parsed JSON container or item takes here, about (an object and its slot)
 MAX_ERROR_CHARS = 600
 DRIVER_GRACE_S = 15.0  # past the map's deadline, for the driver to cancel what is left and say so
 REAP_TIMEOUT_S = 5.0
@@ -70,7 +75,8 @@ class RayCluster:
     Ray runs only in the driver: the server never imports it, and never unpickles anything a map produced.
     What the driver says is hostile input: every frame is bounded (protocol.py), every field checked, and a
     driver that breaks the protocol, dies, or overruns the map's time is killed, and the map fails in one
-    line. The sessions live on; the next map starts a fresh driver.
+    line (at once, when the cluster's head does not answer; never in Ray's own words, which are logged). The
+    sessions live on; the next map starts a fresh driver.
     """
 
     def __init__(self, address: str) -> None:
@@ -78,7 +84,7 @@ class RayCluster:
         self.loop = anyio.lowlevel.current_token()  # the driver's pipes belong to this event loop
         self._lock = anyio.Lock()
         self._process: anyio.abc.Process | None = None
-        self._frames = protocol.FrameBuffer()
+        self._frames = _Frames()
         self._log: IO[bytes] | None = None
         self._received = 0  # bytes the driver sent for the map under way
 
@@ -110,10 +116,13 @@ class RayCluster:
         timeout = max(deadline - time.monotonic(), 0.0)
         ok = False
         try:
+            if self.pid is None and not await anyio.to_thread.run_sync(reachable, self.address):
+                raise MapError(self._unreachable())  # at once: a new driver would try to join for seconds
             process = await self._started()
-            await process.stdin.send(protocol.encode(
-                {"op": "map", "kind": kind, "urls": urls, "arguments": arguments, "timeout_s": timeout}
-            ))  # fmt: skip
+            await process.stdin.send(protocol.encode({
+                "op": "map", "kind": kind, "urls": urls, "arguments": arguments, "timeout_s": timeout,
+                "budget": reply_budget(kind),
+            }))  # fmt: skip
             with anyio.fail_after(timeout + DRIVER_GRACE_S):
                 await self._collect(kind, results, on_done)
             ok = True
@@ -121,19 +130,26 @@ class RayCluster:
             raise MapError(f"the Ray driver did not finish the map within {timeout + DRIVER_GRACE_S:.0f} s; "
                            "it was stopped, and the next map starts a new one") from None  # fmt: skip
         except (_DriverGone, protocol.ProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise MapError(f"{self._gone(exc)}; the next map starts a new driver") from None
+            raise MapError(await self._lost(exc)) from None
         finally:
             if not ok:  # cancelled, timed out, or broken: a driver mid-map is of no further use
                 with anyio.CancelScope(shield=True):
                     await self.stop()
 
     async def _collect(self, kind: str, results: list[dict[str, Any]], on_done: OnDone | None) -> None:
+        """The driver's frames, until it says the map is done. What is kept is bounded as it arrives: the
+        results (an llm_map's prompts) the reply budget takes, counted in their frames' bytes, and of a
+        function map's, what MAX_HELD_BYTES takes once parsed (JSON's lists and dicts take up to some 24
+        times their text); a result that would pass either is an error that says so, its value dropped."""
         seen: set[int] = set()
-        self._received = 0
+        self._received = kept = held = 0
+        budget = reply_budget(kind)
         while True:
-            frame = await self._next_frame()
+            frame, size, cost = await self._next_frame(largest_frame(kind), driver_bytes(kind, len(results)))
             if frame.get("op") == "done":
                 error = frame.get("error")
+                if error is not None and frame.get("lost") in ("join", "map"):  # Ray failed: its words are logged
+                    raise _DriverGone(f"Ray failed ({printable(str(error), 80)})", joining=frame["lost"] == "join")
                 if error is not None:
                     raise MapError(printable(str(error), MAX_ERROR_CHARS))
                 return
@@ -141,7 +157,17 @@ class RayCluster:
             if frame.get("op") != "result" or type(index) is not int or not 0 <= index < len(results) or index in seen:
                 raise _DriverGone("the Ray driver sent a malformed frame")
             seen.add(index)
-            results[index] = checked_result(kind, frame.get("result"))
+            result = checked_result(kind, frame.get("result"))
+            del frame
+            if result["ok"] and kept + size > budget:
+                result = {"ok": False, "error": pieces.left_out(kind, budget)}
+            elif result["ok"] and kind == "function" and held + cost > MAX_HELD_BYTES:
+                result = {"ok": False, "error": f"left out: the map's results would take over {MAX_HELD_BYTES:,} "
+                          "bytes of the server's memory (lists and dicts take many times their text); return less "
+                          "per object"}  # fmt: skip
+            elif result["ok"]:
+                kept, held = kept + size, held + cost
+            results[index] = result
             if on_done is not None:
                 await on_done(len(seen), len(results))
 
@@ -150,7 +176,7 @@ class RayCluster:
             return self._process
         await self.stop()
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _stop) the driver's stderr, for its tail
-        self._frames = protocol.FrameBuffer()
+        self._frames = _Frames()
         self._process = await anyio.open_process(
             [sys.executable, "-c", DRIVER, PACKAGE_PARENT, self.address],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd="/",
@@ -158,35 +184,59 @@ class RayCluster:
         )  # fmt: skip
         return self._process
 
-    async def _next_frame(self) -> dict[str, Any]:
+    async def _next_frame(self, largest: int, total: int) -> tuple[dict[str, Any], int, int]:
+        """The driver's next frame, its size in bytes and its held_estimate. A frame is refused before its
+        bytes are kept if it announces over `largest` bytes, and the map's frames over `total` bytes in all."""
         process = self._process
         assert process is not None and process.stdout is not None
         while True:
-            try:
-                frame = self._frames.next_frame()
-            except RecursionError:
-                raise protocol.ProtocolError("a frame nested too deep") from None
-            if frame is not None:
-                return frame
+            announced = self._frames.announced()
+            if announced is not None and announced > largest:
+                raise _DriverGone(f"the Ray driver sent a {announced:,}-byte frame, over a result's {largest:,}")
+            payload = self._frames.next_payload()
+            if payload is not None:
+                try:
+                    return protocol.decode(payload), len(payload), held_estimate(payload)
+                except RecursionError:
+                    raise protocol.ProtocolError("a frame nested too deep") from None
             try:
                 chunk = await process.stdout.receive(READ_CHUNK)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise _DriverGone("") from None
             self._received += len(chunk)
-            if self._received > MAX_DRIVER_BYTES:
-                raise _DriverGone(f"the Ray driver sent over {MAX_DRIVER_BYTES:,} bytes for one map")
+            if self._received > total:
+                raise _DriverGone(f"the Ray driver sent over {total:,} bytes for one map")
             self._frames.feed(chunk)
 
-    def _gone(self, exc: BaseException) -> str:
+    async def _lost(self, exc: BaseException) -> str:
+        """What the model reads of a map the connection to the cluster failed: whether the cluster is there
+        (so whether the next map can do better), never Ray's own words, which go to the server's log."""
         said = str(exc) or "the Ray driver exited"
-        tail = ""
-        if self._log is not None:
-            with contextlib.suppress(OSError):
-                self._log.seek(0, os.SEEK_END)
-                self._log.seek(max(self._log.tell() - 4096, 0))
-                lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
-                tail = lines[-1] if lines else ""
-        return printable(f"{said} ({tail})" if tail else said, MAX_ERROR_CHARS)
+        log.warning("Ray map at %s failed: %s; the driver's log ends: %s", self.address, said, self._log_tail())
+        if not await anyio.to_thread.run_sync(reachable, self.address):
+            return self._unreachable()
+        if isinstance(exc, _DriverGone) and exc.joining:  # the head answers, yet Ray cannot join it
+            return (
+                f"the server cannot join the Ray cluster at {self.address} (the server's log says why); maps fail "
+                "until that is fixed; your variables are kept"
+            )
+        return f"{printable(said, 200)}: this map failed; the next one starts a new connection"
+
+    def _unreachable(self) -> str:
+        return (
+            f"the Ray cluster at {self.address} cannot be reached (stopped?); maps fail until it is back; "
+            "your variables are kept"
+        )
+
+    def _log_tail(self) -> str:
+        """The end of the driver's stderr (Ray's own words), for the server's log."""
+        if self._log is None:
+            return ""
+        with contextlib.suppress(OSError):
+            self._log.seek(0, os.SEEK_END)
+            self._log.seek(max(self._log.tell() - 4096, 0))
+            return printable(self._log.read().decode("utf-8", "replace").strip(), 4096)
+        return ""
 
     async def stop(self) -> None:
         process, self._process = self._process, None
@@ -212,8 +262,73 @@ class RayCluster:
             self._log = None
 
 
+class _Frames:
+    """The driver's stream cut into frames' payloads (protocol.py's format), whose announced length can be
+    checked before their bytes are kept."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer.extend(chunk)
+
+    def announced(self) -> int | None:
+        """The length the next frame announces, once its header is here."""
+        if len(self._buffer) < protocol.HEADER.size:
+            return None
+        return protocol.check_length(protocol.HEADER.unpack_from(self._buffer)[0])
+
+    def next_payload(self) -> bytes | None:
+        length = self.announced()
+        if length is None or len(self._buffer) < protocol.HEADER.size + length:
+            return None
+        payload = bytes(self._buffer[protocol.HEADER.size : protocol.HEADER.size + length])
+        del self._buffer[: protocol.HEADER.size + length]
+        return payload
+
+
+def held_estimate(payload: bytes) -> int:
+    """About what a frame's JSON takes once parsed: its bytes, and HELD_PER_ITEM for each container and
+    item (each '{', '[' and ',': those inside strings too, so a string full of them is counted high)."""
+    return len(payload) + HELD_PER_ITEM * (payload.count(b"{") + payload.count(b"[") + payload.count(b","))
+
+
+def reply_budget(kind: str) -> int:
+    """The bytes of result frames a map keeps (the driver is told, and the server holds it to them)."""
+    return MAX_PROMPTS_BYTES if kind == "llm" else MAX_REPLY_CHARS
+
+
+def largest_frame(kind: str) -> int:
+    """The largest frame an honest driver sends for one object: its value (or prompt, each character at most
+    6 bytes as JSON) and the rest of its fields."""
+    return (6 * pieces.MAX_PROMPT_CHARS if kind == "llm" else pieces.MAX_RESULT_CHARS) + FRAME_SLACK
+
+
+def driver_bytes(kind: str, objects: int) -> int:
+    """All an honest driver sends for one map: the results the budget keeps, the others' errors, its end."""
+    return reply_budget(kind) + objects * PER_OBJECT_BYTES + FRAME_SLACK
+
+
 class _DriverGone(Exception):
-    """The driver exited or broke the protocol; the message says how (empty: it exited)."""
+    """The driver exited or broke the protocol, or Ray failed under it; the message says how (empty: it
+    exited). `joining`: Ray failed to join the cluster."""
+
+    def __init__(self, message: str, joining: bool = False) -> None:
+        super().__init__(message)
+        self.joining = joining
+
+
+def reachable(address: str, timeout: float = 2.0) -> bool:
+    """Whether the cluster's head answers on its port (host:port, or ray://host:port); True when the address
+    says no port to try. Blocking."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit() or not host:
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def checked_result(kind: str, result: Any) -> dict[str, Any]:
@@ -235,7 +350,10 @@ def checked_result(kind: str, result: Any) -> dict[str, Any]:
     gaps = result.get("gaps")
     if not isinstance(gaps, list) or len(gaps) > pieces.MAX_GAPS or not all(isinstance(gap, str) for gap in gaps):
         gaps = []
-    return {"ok": True, "value": result["value"], "gaps": [printable(gap, MAX_ERROR_CHARS) for gap in gaps]}
+    checked = {"ok": True, "value": result["value"], "gaps": [printable(gap, MAX_ERROR_CHARS) for gap in gaps]}
+    if isinstance(result.get("note"), str):  # a value that was not JSON: kept as its repr, and said so
+        checked["note"] = printable(result["note"], 200)
+    return checked
 
 
 def _malformed() -> dict[str, Any]:

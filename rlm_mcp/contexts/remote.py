@@ -9,16 +9,19 @@ passes. A URL is fetched only under a prefix the operator allowed (--allow-url),
 Every URL is checked in the one spelling that is then sent (`canonical`): an HTTP client rewrites what it is
 given (yarl drops tabs and line breaks, decodes %2E and resolves '..'; httpx drops a default port), so a
 check of the raw string can pass a URL that is sent somewhere else. A URL holding whitespace or a control
-character, a '.' or '..' segment, a query, a fragment, userinfo or an encoded '.', '/' or '\\' is refused;
-the rest is rewritten once (scheme and host lower-cased, default port and empty segments dropped, percent
-escapes made uniform) and only that form is checked, keyed, requested and shown. The same holds for every
-request a load makes, not only the first: each link of an HTTP index page is checked before it is requested
-(the listing is ours, not fsspec's, which requests links first), and so is each redirect. All of it is
-checked before anything is requested, so an error never tells whether something outside the prefixes exists.
+character, a '.' or '..' segment (or one a server reads as such: '..;x' on a servlet container, '...'), a
+query, a fragment, userinfo or an encoded '.', '/' or '\\' is refused; the rest is rewritten once (scheme
+and host lower-cased, default port and empty segments dropped, percent escapes made uniform) and only that
+form is checked, keyed, requested and shown. The same holds for every request a load makes, not only the
+first: each link of an HTTP index page is checked before it is requested (the listing is ours, not fsspec's,
+which requests links first), and so is each redirect. All of it is checked before anything is requested,
+so an error never tells whether something outside the prefixes exists.
 
 Fetched bytes are counted as they arrive and stop at the caps; names from a remote listing become paths
-only after every segment is checked. `list_objects` is the listing of a map's source, `read_object` the
-read of one of its objects on a cluster node, so maps take the same checks.
+only after every segment is checked. An HTTP listing's index pages are bounded too, however a server makes
+them: each page's size, their bytes, links and time in all (past which the listing fails), and what the
+crawl keeps (the files a load may take, the directories it may read). `list_objects` is the listing of a
+map's source, `read_object` the read of one of its objects on a cluster node, so maps take the same checks.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import re
 import secrets
 import shutil
 import string
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,9 +54,13 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 COPY_BYTES = 8 * MiB
 MAX_LISTING_DEPTH = 32  # directories below a glob's fixed part: an HTTP index page's links are crawled
 MAX_INDEX_PAGES = 2_000  # HTTP index pages one listing reads
-MAX_INDEX_BYTES = 8 * MiB  # of one index page
+MAX_INDEX_BYTES = 4 * MiB  # of one index page: Apache's or nginx's index of 20,000 files (--dir-max-files) fits
+MAX_CRAWL_BYTES = 64 * MiB  # of all the index pages one listing reads (a load's: at most its fetch limit too)
+CRAWL_DEADLINE_S = 300.0  # for one listing's index pages, however slowly a server answers
+MAX_CRAWL_LINKS = 500_000  # links one listing looks at (each is spelled out and checked: some 30 µs)
 MAX_REDIRECTS = 5
 HTTP_TIMEOUT_S = 60.0
+SKIPPED_EXAMPLES = 5  # names of the files a tree load left out, per reason
 DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _PATH_KEPT = _UNRESERVED | frozenset("!$&'()*+,;=:@")  # sent as they are by httpx and by yarl alike
@@ -63,7 +71,11 @@ _REFUSED_ESCAPES = frozenset({"2E", "2F", "5C", "7F", *(f"{code:02X}" for code i
 
 
 class TooLarge(ContextError):
-    """A fetch passed the bytes allowed for it."""
+    """A fetch passed the bytes allowed for it; `size`: the object's, where the store said it."""
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Fetched:
     files: int
     bytes: int
     skipped: dict[str, int]
+    examples: dict[str, list[str]] = field(default_factory=dict)  # the first few names skipped, by reason
 
 
 def scheme_of(text: str) -> str | None:
@@ -105,13 +118,22 @@ def canonical(url: str, pattern: bool = False) -> str:
     if scheme in HTTP and authority.endswith(DEFAULT_PORTS[scheme]):
         authority = authority[: -len(DEFAULT_PORTS[scheme])]
     segments = [segment for segment in path.split("/") if segment]
-    if any(segment in (".", "..") for segment in segments):
-        raise ContextError(f"{url!r} holds a '.' or '..' segment; give the plain URL of the data")
+    if any(_dot_segment(segment) for segment in segments):
+        raise ContextError(f"{url!r} holds a '.' or '..' segment (or one read as such, '..;x'); give the plain URL")
     segments = [_segment(segment, url, scheme in HTTP, pattern) for segment in segments]
     text = "/".join(segments) + ("/" if segments and path.endswith("/") else "")
     if not text and not slash and scheme not in HTTP:
         return f"{scheme}://{authority}"
     return f"{scheme}://{authority}/{text}"
+
+
+def _dot_segment(segment: str) -> bool:
+    """Whether a server may take `segment` for '.' or '..': its part before the first ';' (a servlet
+    container drops path parameters, so '..;x' climbs; '%3B' too, for one that decodes first) made of
+    dots only, or of dots and spaces ('...', '..%20': Windows servers trim trailing dots and spaces). An
+    encoded dot is refused apart (_segment)."""
+    stem = re.split(r";|%3[bB]", segment, maxsplit=1)[0].replace("%20", " ")
+    return "." in stem and not stem.strip(". ")
 
 
 def _segment(segment: str, url: str, http: bool, pattern: bool) -> str:
@@ -284,9 +306,13 @@ class Listing:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
-def _listing(url: str, prefixes: tuple[str, ...], max_objects: int, filesystem: Any, client: Any) -> Listing:
+def _listing(
+    url: str, prefixes: tuple[str, ...], max_objects: int, filesystem: Any, client: Any,
+    index_bytes: int = MAX_CRAWL_BYTES,
+) -> Listing:  # fmt: skip
     """Every object of a canonical, allowed URL (a glob, a directory, or one object), each itself checked;
-    nothing outside the prefixes is requested. Stops after `max_objects` + 1."""
+    nothing outside the prefixes is requested. Stops after `max_objects` + 1. `index_bytes`: the most an
+    HTTP listing reads of index pages in all."""
     scheme = scheme_of(url) or ""
     head, _, path = url.partition("://")
     authority, _, path = path.partition("/")
@@ -300,7 +326,7 @@ def _listing(url: str, prefixes: tuple[str, ...], max_objects: int, filesystem: 
     else:
         return Listing(url, [(url, None)], True)
     if scheme in HTTP:
-        return _crawl(client, base, pattern, prefixes, max_objects)
+        return _crawl(client, base, pattern, prefixes, max_objects, index_bytes)
     return _store_listing(filesystem, base, pattern, prefixes, max_objects)
 
 
@@ -358,51 +384,109 @@ class _Links(html.parser.HTMLParser):
             self.hrefs.extend(value for name, value in attrs if name == "href" and value)
 
 
-def _crawl(client: Any, base: str, pattern: str, prefixes: tuple[str, ...], max_objects: int) -> Listing:
+class _CrawlOver(ContextError):
+    """A listing passed its bytes of index pages or its time: it fails whole (a partial listing would be
+    mapped or loaded as if it were all)."""
+
+
+@dataclass
+class _CrawlBudget:
+    """What one listing may still spend on index pages: bytes, links and time (hostile pages can be many,
+    large, dense and slow; none of it is fetched data, so no other cap counts it)."""
+
+    base: str
+    limit: int
+    deadline: float
+    spent: int = 0
+    links: int = 0
+
+    def spend(self, count: int) -> None:
+        self.spent += count
+        if self.spent > self.limit:
+            raise _CrawlOver(f"the index pages of {self.base!r} passed {self.limit:,} bytes in all; narrow the "
+                             "URL or glob to fewer directories")  # fmt: skip
+        self.check_time()
+
+    def look_at(self, links: int) -> None:
+        self.links += links
+        if self.links > MAX_CRAWL_LINKS:
+            raise _CrawlOver(f"the index pages of {self.base!r} hold over {MAX_CRAWL_LINKS:,} links; narrow the URL "
+                             "or glob to fewer directories")  # fmt: skip
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _CrawlOver(f"listing {self.base!r} took over {CRAWL_DEADLINE_S:g} s; narrow the URL or glob to "
+                             "fewer directories")  # fmt: skip
+
+
+def _crawl(
+    client: Any, base: str, pattern: str, prefixes: tuple[str, ...], max_objects: int,
+    index_bytes: int = MAX_CRAWL_BYTES,
+) -> Listing:  # fmt: skip
     """The files below an HTTP directory, from its index pages: a link is followed or listed only if it is
-    below the page that holds it and allowed, checked in its sent spelling before anything requests it."""
+    below the page that holds it and allowed, checked in its sent spelling before anything requests it.
+    Bounded whatever the pages hold: at most MAX_INDEX_PAGES pages are queued (further directories are
+    counted), a URL is remembered only when queued or listed (so at most max_objects + 1 + MAX_INDEX_PAGES),
+    and the pages may take `index_bytes`, MAX_CRAWL_LINKS and CRAWL_DEADLINE_S in all, past which the listing
+    fails."""
     parts = pattern.split("/")
     depth = MAX_LISTING_DEPTH if "**" in parts else len(parts) - 1
     listing = Listing(base, [], False)
     queue, seen = deque([(base, 0)]), {base}
-    pages = 0
+    budget = _CrawlBudget(base, index_bytes, time.monotonic() + CRAWL_DEADLINE_S)
     while queue and len(listing.objects) <= max_objects:
         page, level = queue.popleft()
-        pages += 1
-        if pages > MAX_INDEX_PAGES:
-            listing.skip("index_pages_over_cap")
-            break
-        final, hrefs = _index_page(client, page, prefixes, listing, must_exist=page == base)
+        final, hrefs = _index_page(client, page, prefixes, listing, budget, must_exist=page == base)
+        budget.look_at(len(hrefs))
         for href in hrefs:
+            budget.check_time()
+            if href.endswith("/") and (level >= depth or len(seen) - len(listing.objects) >= MAX_INDEX_PAGES):
+                if level < depth:  # a directory no page more is read for: counted, never spelled out
+                    listing.skip("index_pages_over_cap")
+                continue
             link = _link(final, href, prefixes, listing)
             if link is None or link in seen:
                 continue
-            seen.add(link)
             if not _below(link, base):  # the page was redirected elsewhere: its links are not of this tree
                 listing.skip("link_outside")
             elif link.endswith("/"):
-                if level < depth:
-                    queue.append((link, level + 1))
-            elif _matches(parts, link[len(base) :].split("/")):
+                if level >= depth:
+                    continue
+                if len(seen) - len(listing.objects) >= MAX_INDEX_PAGES:  # the pages queued so far, base included
+                    listing.skip("index_pages_over_cap")
+                    continue
+                seen.add(link)
+                queue.append((link, level + 1))
+            elif not _matches(parts, link[len(base) :].split("/")):
+                continue
+            elif len(listing.objects) > max_objects:  # counted, not kept: the load takes max_objects at most
+                listing.skip("over_files")
+            else:
+                seen.add(link)
                 listing.objects.append((link, None))
     listing.objects.sort()
     return listing
 
 
 def _index_page(
-    client: Any, page: str, prefixes: tuple[str, ...], listing: Listing, must_exist: bool
+    client: Any, page: str, prefixes: tuple[str, ...], listing: Listing, budget: _CrawlBudget, must_exist: bool
 ) -> tuple[str, list[str]]:
     """The links of one index page (HTML only, bounded), and the URL it came from after redirects; a page
-    below the listed one that cannot be read (gone, refused, redirected out) is counted and left out."""
+    below the listed one that cannot be read (gone, refused, redirected out) is counted and left out. Its
+    bytes are spent from `budget` as they arrive (blocks as the network gives them, so a slow page is timed)."""
+    budget.check_time()
     try:
         with _http_get(client, page, prefixes) as (response, final):
             if response.headers.get("content-type", "text/html").partition(";")[0].strip() != "text/html":
                 return final, []
             body = bytearray()
-            for block in response.iter_bytes(COPY_BYTES):
+            for block in response.iter_bytes():
+                budget.spend(len(block))
                 body += block
                 if len(body) > MAX_INDEX_BYTES:
                     raise ContextError(f"the index page {page!r} is over {MAX_INDEX_BYTES:,} bytes")
+    except _CrawlOver:
+        raise
     except (FileNotFoundError, ContextError):
         if must_exist:
             raise
@@ -527,7 +611,7 @@ def fetch(
     os.rename(building, destination)
     shutil.rmtree(old, ignore_errors=True)
     return Fetched(destination / fetched.local.relative_to(building), fetched.is_tree, fetched.files, fetched.bytes,
-                   fetched.skipped)  # fmt: skip
+                   fetched.skipped, fetched.examples)  # fmt: skip
 
 
 def _fetch_into(
@@ -536,7 +620,7 @@ def _fetch_into(
     safefs.private_dir(destination)
     try:
         with _store(url) as (filesystem, client):
-            listing = _listing(url, prefixes, max_files, filesystem, client)
+            listing = _listing(url, prefixes, max_files, filesystem, client, min(max_bytes, MAX_CRAWL_BYTES))
             copy = _copier(filesystem, client, prefixes)
             if listing.single:
                 return _fetch_one(url, destination, max_bytes, copy)
@@ -556,7 +640,7 @@ def _copier(filesystem: Any, client: Any, prefixes: tuple[str, ...]) -> Copy:
     def copy(url: str, local: Path, limit: int) -> int:
         with _blocks(filesystem, client, url, prefixes) as (blocks, size):
             if size is not None and size > limit:
-                raise TooLarge(f"{url!r} holds {size:,} bytes, over the {limit:,} fetched for one load")
+                raise TooLarge(f"{url!r} holds {size:,} bytes, over the {limit:,} fetched for one load", size)
             return _write(blocks, local, limit, url)
 
     return copy
@@ -572,17 +656,26 @@ def _fetch_tree(
     listing: Listing, destination: Path, max_bytes: int, max_files: int, max_file_bytes: int, copy: Copy
 ) -> Fetched:
     skipped = dict(listing.skipped)
+    examples: dict[str, list[str]] = {}
+
+    def skip(reason: str, name: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        named = examples.setdefault(reason, [])
+        if len(named) < SKIPPED_EXAMPLES:
+            named.append(name)
+
     files = total = 0
     for url, size in listing.objects:
-        target = _safe_relative(url[len(listing.base) :], decode=scheme_of(url) in HTTP)
+        relative = url[len(listing.base) :]
+        target = _safe_relative(relative, decode=scheme_of(url) in HTTP)
         if target is None:
-            skipped["bad_name"] = skipped.get("bad_name", 0) + 1
+            skip("bad_name", relative)
             continue
         if (size or 0) > max_file_bytes:
-            skipped["too_large"] = skipped.get("too_large", 0) + 1
+            skip("too_large", str(target))
             continue
         if files >= max_files or total + (size or 0) > max_bytes:
-            skipped["over_caps"] = skipped.get("over_caps", 0) + 1
+            skip("over_files" if files >= max_files else "over_caps", str(target))
             continue
         local = destination / target
         safefs.private_dir(local.parent)
@@ -590,11 +683,10 @@ def _fetch_tree(
         try:
             total += copy(url, local, limit)
         except TooLarge:  # a size the listing did not say (HTTP), or larger than it said
-            reason = "too_large" if limit == max_file_bytes else "over_caps"
-            skipped[reason] = skipped.get(reason, 0) + 1
+            skip("too_large" if limit == max_file_bytes else "over_caps", str(target))
             continue
         except (ContextError, FileNotFoundError):  # gone, or refused: left out, and counted
-            skipped["refused"] = skipped.get("refused", 0) + 1
+            skip("refused", str(target))
             continue
         files += 1
     if not files and skipped.get("over_caps"):
@@ -603,7 +695,7 @@ def _fetch_tree(
         raise ContextError(
             f"no files were fetched from {listing.base!r}" + (f" (skipped: {skipped})" if skipped else "")
         )
-    return Fetched(destination, True, files, total, skipped)
+    return Fetched(destination, True, files, total, skipped, examples)
 
 
 def _safe_name(name: str) -> str | None:

@@ -126,31 +126,62 @@ def plan_url_load(
     with _fetch_lock(fetch_into):
         _remove(_unused(fetch_into))
         total = settings.fetch_total_mb * MiB
-        left = total - _usage(fetch_into, besides={destination.name, *_replaced(fetch_into, name)})
+        besides = {destination.name, *_replaced(fetch_into, name)}
+        left = total - _usage(fetch_into, besides)
         if left <= 0:
-            raise ContextError(_over_total(url, total))
+            raise ContextError(_over_total(url, total, fetch_into, besides))
         limit = min(settings.fetch_max_mb * MiB, left)
         try:
             fetched = fetch(url, destination, limit, settings.dir_max_files, settings.dir_max_file_bytes,
                             settings.allow_url)  # fmt: skip
-        except TooLarge:
+        except TooLarge as exc:
             if limit == settings.fetch_max_mb * MiB:
                 raise
-            raise ContextError(_over_total(url, total)) from None
+            raise ContextError(_over_total(url, total, fetch_into, besides, exc.size)) from None
     local = settings.model_copy(update={"roots": (destination,)})
     request, _, selection = plan_path_load(local, name, str(fetched.local), exclude)
     if selection is not None:
+        by_total = limit < settings.fetch_max_mb * MiB
         for reason, count in fetched.skipped.items():
-            if reason == "over_caps" and limit < settings.fetch_max_mb * MiB:
-                reason = "over --fetch-total-mb"
-            selection.skipped[f"not fetched: {reason}"] += count
+            said = not_fetched(reason, settings, by_total)
+            selection.skipped[said] += count
+            if fetched.examples.get(reason):
+                selection.examples[said] = fetched.examples[reason]
     return request, url, selection
 
 
-def _over_total(url: str, total: int) -> str:
+def not_fetched(reason: str, settings: Settings, by_total: bool) -> str:
+    """A reason a tree load left files or links out, as the model reads it: what, and the cap by its flag."""
+    if reason == "over_caps" and by_total:
+        return f"files not fetched (over --fetch-total-mb, {settings.fetch_total_mb:,} MiB this session may hold)"
+    caps = {
+        "over_caps": f"over --fetch-max-mb, {settings.fetch_max_mb:,} MiB per load",
+        "over_files": f"over --dir-max-files, {settings.dir_max_files:,} per load",
+        "too_large": f"over --dir-max-file-bytes, {settings.dir_max_file_bytes:,} bytes per file",
+        "bad_name": "names that cannot be local file names",
+        "refused": "refused or gone",
+    }
+    if reason in caps:
+        return f"files not fetched ({caps[reason]})"
+    listed = {
+        "link_outside": "links not fetched (outside --allow-url)",
+        "link_refused": "links not fetched (not a URL that may be sent)",
+        "page_refused": "index pages not read (refused or gone)",
+        "index_pages_over_cap": "index pages not read (over the most one load reads)",
+    }
+    return listed.get(reason, f"files not fetched ({reason.replace('_', ' ')})")
+
+
+def _over_total(url: str, total: int, fetch_into: Path, besides: set[str], size: int | None = None) -> str:
+    """Why a URL does not fit in --fetch-total-mb: its size where known, and which contexts hold the room."""
+    held = _usage(fetch_into, besides)
+    holders = _holders(fetch_into, besides)
+    what = f"{url!r} is {size:,} bytes" if size else f"{url!r} does not fit"
+    by = f" held by: {', '.join(holders)}" if holders else " held"
+    free = f"unload({holders[0]!r}) first" if holders else "unload(name) a context loaded from a URL first"
     return (
-        f"{url!r} does not fit in the {total:,} bytes this session may hold of fetched URLs (--fetch-total-mb); "
-        "unload(name) a context loaded from a URL, or restart rlm-mcp with a larger --fetch-total-mb"
+        f"{what}; {held:,} of the {total:,} bytes this session may hold of fetched URLs (--fetch-total-mb) are{by}; "
+        f"{free}, or restart rlm-mcp with a larger --fetch-total-mb"
     )
 
 
@@ -237,12 +268,40 @@ def _unused(fetch_into: Path, loaded: Iterable[LoadedContext] | None = None, eve
         return doomed
 
 
-def _remove(paths: list[Path]) -> None:
+def _holders(fetch_into: Path, besides: set[str]) -> list[str]:
+    """The names of the contexts that use the session's copies, but those of the keys `besides`."""
+    with _users_lock:
+        users = _users.get(str(fetch_into))
+        using = [] if users is None else users.using()
+    return sorted({context.name for context in using if _key_of(context) not in besides})
+
+
+def _remove(paths: list[Path]) -> int:
+    """Remove the copies `paths`; the bytes they held."""
+    freed = 0
     for path in paths:
+        freed += _bytes_of(path)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+    return freed
+
+
+def _bytes_of(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        try:
+            return path.lstat().st_size
+        except OSError:
+            return 0
+    used = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                used += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                continue
+    return used
 
 
 def _usage(fetch_into: Path, besides: set[str]) -> int:
@@ -265,13 +324,14 @@ def _usage(fetch_into: Path, besides: set[str]) -> int:
 
 async def release_fetched(
     fetch_into: Path, loaded: Iterable[LoadedContext] | None = None, everything: bool = False
-) -> None:
+) -> int:
     """Free the session's fetched copies that none of its `loaded` contexts uses, nor a load in flight
     (after an unload, a reload under the same name, a failed load), or all of them when the session closes
-    (a resumed session fetches again)."""
+    (a resumed session fetches again); the bytes freed."""
     doomed = _unused(fetch_into, loaded, everything)
-    if doomed:
-        await anyio.to_thread.run_sync(_remove, doomed)
+    if not doomed:
+        return 0
+    return await anyio.to_thread.run_sync(_remove, doomed)
 
 
 def plan_path_load(

@@ -9,15 +9,20 @@ The child reads that one line, then locks itself down with the REPL worker's own
 no network, no processes, no reading other processes, writes only in its scratch directory, rlimits and a
 CPU backstop) before it reads the text, imports the helpers or runs any of the model's code. Under
 RLM_MCP_SANDBOX=strict it refuses to run the function if a layer is missing; otherwise it names the
-missing layers in its answer ("gaps"). It answers one line of JSON on its original stdout: {"value": ...}
-(or the value's repr when it is not JSON) or {"error": "Type: message"}; the function's own prints go to
-stderr. The task treats that answer as untrusted text: it is parsed as JSON and nothing else.
+missing layers ("gaps") in its report: one line of JSON, {"gaps": [...]} or {"error": why it runs nothing},
+on a descriptor the task passed (its number the last argument), written and closed before it reads the
+text or runs any of the model's code, so the function can never write the report. It answers one line
+of JSON on its original stdout: {"value": ...} (or the value's repr when it is not JSON, and a "note" that
+says so) or {"error": "Type: message (line N of fn)"}; the function's own prints go to stderr. The task
+treats that answer as untrusted text (the function can write it too): it is parsed as JSON, and only
+the value or the error, and a note spelled as this module spells it, are taken.
 
 Worker side (tests/test_boundary.py): standard library and the worker's own modules only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -85,40 +90,72 @@ def encode(value: Any) -> dict[str, Any]:
         json.dumps(value)
     except (TypeError, ValueError, RecursionError):
         try:
-            return {"value": repr(value)}
+            kept = repr(value)
         except Exception as exc:  # a hostile __repr__
             return {"error": _describe(exc)}
+        return {"value": kept, "note": f"not JSON ({type(value).__name__[:80]}): kept as its repr"}
     return {"value": value}
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, name: str = "") -> str:
+    """`Type: message (line N of fn)`: the line is the deepest of the function's own that the error passed."""
+    lines = [tb.tb_lineno for tb in _frames(exc.__traceback__) if tb.tb_frame.f_code.co_filename == f"<rlm_map {name}>"]
+    where = f" (line {lines[-1]} of {name})" if name and lines else ""
     try:
-        return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        said = f"{type(exc).__name__}: {exc}"
     except Exception:  # a hostile __str__
-        return type(exc).__name__[:MAX_ERROR_CHARS]
+        said = type(exc).__name__
+    return said[: MAX_ERROR_CHARS - len(where)] + where
+
+
+def _frames(tb: Any) -> list[Any]:
+    found = []
+    while tb is not None:
+        found.append(tb)
+        tb = tb.tb_next
+    return found
+
+
+def report(descriptor: int, message: dict[str, Any]) -> None:
+    """The sandbox report, whole, then the descriptor closed: nothing run after this can write to it."""
+    try:
+        data = memoryview(json.dumps(message).encode() + b"\n")
+        while data:
+            data = data[os.write(descriptor, data) :]
+    finally:
+        os.close(descriptor)
 
 
 def main(argv: list[str]) -> int:
     answer_fd = os.dup(1)
     os.dup2(2, 1)  # the function's prints go to stderr: stdout is the answer's
     sys.dont_write_bytecode = True
-    gaps: list[str] = []
+    report_fd = int(argv[-1]) if len(argv) > 1 and argv[-1].isdigit() else -1
+    name = ""
     try:
+        if report_fd < 0:
+            raise Refused("the task passed no descriptor for the sandbox report")
         header = json.loads(sys.stdin.buffer.readline(MAX_HEADER_BYTES))
         if not isinstance(header, dict):
             raise Refused("the task sent no header")
+        name = str(header.get("name") or "")
         gaps = lock_down(policy_for(header, os.getcwd()))
+    except BaseException as exc:  # nothing of the model's runs: the report says why
+        with contextlib.suppress(OSError):
+            report(report_fd, {"error": _describe(exc)})
+        return 0
+    report(report_fd, {"gaps": gaps})
+    try:
         text = sys.stdin.buffer.read().decode("utf-8", "replace")
         answer = encode(call(header, text))
     except BaseException as exc:  # the model's code raised, or exited: either way the answer says so
-        answer = {"error": _describe(exc)}
-    answer["gaps"] = gaps
+        answer = {"error": _describe(exc, name)}
     try:
         data = memoryview(json.dumps(answer).encode() + b"\n")
         while data:
             data = data[os.write(answer_fd, data) :]
     except (TypeError, ValueError, RecursionError, OSError):  # past the file-size limit, say
-        os.write(answer_fd, json.dumps({"error": "the function's value could not be written", "gaps": gaps}).encode())
+        os.write(answer_fd, json.dumps({"error": "the function's value could not be written"}).encode())
     return 0
 
 
