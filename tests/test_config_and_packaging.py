@@ -110,3 +110,14 @@ def test_the_default_workspace_is_absolute_even_under_a_relative_home(
     monkeypatch.setenv("XDG_STATE_HOME", "relative-state")  # not absolute: ignored, as the XDG spec says
     workspace = load_settings({}, environ={}).workspace
     assert workspace == tmp_path / "relative-home" / ".local" / "state" / "rlm-mcp"
+
+
+def test_every_test_the_security_ledger_names_exists() -> None:
+    """docs/security.md says which test holds each attack: a renamed or deleted test must not leave the
+    ledger pointing at nothing."""
+    ledger = (REPO / "docs" / "security.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(?:\.py)?::(test_\w+)", ledger))
+    defined = {
+        name for path in (REPO / "tests").rglob("test_*.py") for name in re.findall(r"def (test_\w+)", path.read_text())
+    }
+    assert len(named) > 40 and named <= defined, sorted(named - defined)
