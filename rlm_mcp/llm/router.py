@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 
 from rlm_mcp.config import Settings
-from rlm_mcp.llm.budget import Budget
+from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
 from rlm_mcp.llm.recording import reply_record, sub_call_sha256, turn_sha256
@@ -232,12 +232,22 @@ class SessionLLM:
                 kind="confirm",
             )
 
-        async def one(index: int, spec: dict[str, Any]) -> None:
+        # Admitted in the batch's order before any is sent: which calls fit the budget depends on the
+        # prompts, never on which of them happen to answer first.
+        admitted: list[tuple[SubCall, Reservation | SubCallError]] = []
+        for spec in specs:
+            call = self.make_call(
+                backend, spec["prompt"], spec.get("system"), spec.get("model"), spec.get("max_tokens")
+            )
             try:
-                call = self.make_call(
-                    backend, spec["prompt"], spec.get("system"), spec.get("model"), spec.get("max_tokens")
-                )
-                answer = await self.complete(call, backend)
+                admitted.append((call, self._reserve(call.model, estimate_tokens(call.system, call.prompt),
+                                                     call.max_tokens)))  # fmt: skip
+            except SubCallError as exc:  # still answered if the session's cache holds it; else this error
+                admitted.append((call, exc))
+
+        async def one(index: int, entry: tuple[SubCall, Reservation | SubCallError]) -> None:
+            try:
+                answer = await self.complete(entry[0], backend, entry[1])
             except SubCallError as exc:
                 results[index] = {"ok": False, "error": str(exc), "kind": exc.kind}
             else:
@@ -252,15 +262,19 @@ class SessionLLM:
                 await on_done(finished[0], len(specs))
 
         async with anyio.create_task_group() as group:
-            for index, spec in enumerate(specs):
-                group.start_soon(one, index, spec)
+            for index, entry in enumerate(admitted):
+                group.start_soon(one, index, entry)
         return results
 
     def _model_usage(self, model: str) -> SubCallUsage:
         return self.usage_by_model.setdefault(model, SubCallUsage())
 
-    async def complete(self, call: SubCall, backend: Backend) -> Answer:
-        """One sub-call, traced under whatever cell or tool call made it."""
+    async def complete(
+        self, call: SubCall, backend: Backend, admission: Reservation | SubCallError | None = None
+    ) -> Answer:
+        """One sub-call, traced under whatever cell or tool call made it. `admission`: its budget when the
+        caller reserved it already, or why the budget refused it (a batch admits its calls in order before
+        sending any); a refused call is still answered from the session's caches."""
         tracer = current_tracer()
         recording = tracer.event("sub_call", call.model, model=call.model, backend=backend.name) if tracer else None
         with recording or contextlib.nullcontext() as event:
@@ -269,7 +283,7 @@ class SessionLLM:
                 event.set(requested_model=call.model, request_sha256=sub_call_sha256(call))
             attempts = [0]
             try:
-                answer = await self._complete(call, backend, attempts)
+                answer = await self._complete(call, backend, attempts, admission)
             except SubCallError as exc:
                 self.usage.failures += 1
                 self._model_usage(call.model).failures += 1
@@ -291,9 +305,13 @@ class SessionLLM:
                 )
             return answer
 
-    async def _complete(self, call: SubCall, backend: Backend, attempts: list[int]) -> Answer:
+    async def _complete(
+        self, call: SubCall, backend: Backend, attempts: list[int], admission: Reservation | SubCallError | None
+    ) -> Answer:
         key = (backend.name, call.model, call.system, call.prompt, call.max_tokens)
         cached = self._cache.get(key)
+        if cached is not None and isinstance(admission, Reservation):
+            self.budget.settle(admission, 0, None)  # answered from the cache: it costs nothing
         if cached is not None:
             self.usage.cache_hits += 1
             self._model_usage(call.model).cache_hits += 1
@@ -305,6 +323,8 @@ class SessionLLM:
         if memory is not None and stored_key is not None:
             stored = await memory.stored_answer(stored_key)
             if stored is not None:  # an earlier session paid for this very call
+                if isinstance(admission, Reservation):
+                    self.budget.settle(admission, 0, None)
                 self.usage.cache_hits += 1
                 self._model_usage(call.model).cache_hits += 1
                 completion = Completion(stored.text, stored.model, stored.input_tokens, stored.output_tokens)
@@ -312,6 +332,8 @@ class SessionLLM:
                 self._cache[key] = answer
                 return answer
 
+        if isinstance(admission, SubCallError):
+            raise admission
         completion, cost = await self._accounted(
             call.model,
             estimate_tokens(call.system, call.prompt),
@@ -319,6 +341,7 @@ class SessionLLM:
             lambda: backend.complete(call, self.settings.sub_timeout_s),
             backend,
             attempts,
+            admission,
         )
         answer = Answer(completion, backend.name, cost, cached=False)
         self._cache[key] = answer
@@ -374,18 +397,13 @@ class SessionLLM:
         send: Callable[[], Awaitable[Used]],
         backend: Backend,
         attempts: list[int],
+        reservation: Reservation | None = None,
     ) -> tuple[Used, float | None]:
-        """Send a call within the window and the budget, retrying, and count what it used. Returns the reply
-        and its cost (None when the model has no known price)."""
-        window = window_of(model, self.settings.sub_window_tokens)
-        if estimated_input + max_tokens > window:
-            raise SubCallError(
-                f"the prompt is about {estimated_input:,} tokens; with max_tokens {max_tokens:,} it exceeds "
-                f"the {window:,}-token window of {model}. Split the text (e.g. into chunks) and query each part",
-                kind="window",
-            )
+        """Send a call within the window and the budget (reserved here, unless the caller did), retrying, and
+        count what it used. Returns the reply and its cost (None when the model has no known price)."""
+        if reservation is None:
+            reservation = self._reserve(model, estimated_input, max_tokens)
         price = price_of(model, self.settings.prices)
-        reservation = self.budget.reserve(estimated_input + max_tokens, cost_usd(price, estimated_input, max_tokens))
         self.usage.calls += 1
         by_model = self._model_usage(model)
         by_model.calls += 1
@@ -406,6 +424,18 @@ class SessionLLM:
             if reply.subscription:
                 usage.subscription_usd += cost or 0.0
         return reply, cost
+
+    def _reserve(self, model: str, estimated_input: int, max_tokens: int) -> Reservation:
+        """A call's worst case held against the budget, once it is known to fit the model's window."""
+        window = window_of(model, self.settings.sub_window_tokens)
+        if estimated_input + max_tokens > window:
+            raise SubCallError(
+                f"the prompt is about {estimated_input:,} tokens; with max_tokens {max_tokens:,} it exceeds "
+                f"the {window:,}-token window of {model}. Split the text (e.g. into chunks) and query each part",
+                kind="window",
+            )
+        price = price_of(model, self.settings.prices)
+        return self.budget.reserve(estimated_input + max_tokens, cost_usd(price, estimated_input, max_tokens))
 
     async def _attempts(
         self, send: Callable[[], Awaitable[Used]], model: str, backend: Backend, attempts: list[int]
