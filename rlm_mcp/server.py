@@ -4,7 +4,7 @@ Each tool validates nothing itself and holds no state: it hands its arguments to
 answer into a result: the text render.py designs for the model, and with --structured-content the same
 data as structuredContent too (see _result). Descriptions are read by the root model on every turn, so
 they are short and exact. For the same reason the tools declare no outputSchema: the three schemas would
-add about 2,500 characters to every tools/list; the data is documented in the README and models.py.
+add about 2,500 characters to every tools/list; the data is documented in the README and schemas.py.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.llm.pricing import is_known_model
 from rlm_mcp.llm.types import Backend
-from rlm_mcp.models import RunResult
+from rlm_mcp.mcp_tasks import Tasks, authorization, current_task
 from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.sandbox.prctl import make_undumpable
+from rlm_mcp.schemas import RunResult
 from rlm_mcp.session.registry import Resolved, SessionRegistry
 from rlm_mcp.session.session import Session
-from rlm_mcp.tasks import Tasks, authorization, current_task
 from rlm_mcp.trace import read_tail_text
 from rlm_mcp.units import MiB
 

@@ -24,8 +24,8 @@ from rlm_mcp.escaping import printable
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.router import SessionLLM
 from rlm_mcp.llm.types import ChatBackend, SubCallError, can_chat
-from rlm_mcp.models import SubCallUsage
 from rlm_mcp.protocol import MAX_FRAME_BYTES
+from rlm_mcp.schemas import SubCallUsage
 from rlm_mcp.session.session import Session
 
 CONTEXT_KINDS = ("text", "path", "value")

@@ -18,8 +18,8 @@ import anyio
 from rlm_mcp.engine.prompts import ANSWER_VARIABLE, LAST_TURN, TOOLS, system_prompt
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.types import ChatBackend, ChatRequest, SubCallError, ToolCall, ToolResult, Turn
-from rlm_mcp.models import SubCallUsage
 from rlm_mcp.render import render_run, render_sub_query
+from rlm_mcp.schemas import SubCallUsage
 
 if TYPE_CHECKING:
     from rlm_mcp.session.session import Session

@@ -27,7 +27,7 @@ from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
 from rlm_mcp.memory.answers import StoredAnswer, endpoint_of, key_of
 from rlm_mcp.memory.service import Memory
-from rlm_mcp.models import SubCallUsage
+from rlm_mcp.schemas import SubCallUsage
 from rlm_mcp.trace import current_tracer
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from rlm_mcp.memory.service import (
     quoted,
     session_tag,
 )
-from rlm_mcp.models import LoadResult
+from rlm_mcp.schemas import LoadResult
 from rlm_mcp.session.loading import LoadedContext, plan_load
 from rlm_mcp.trace import Tracer
 

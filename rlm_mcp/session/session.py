@@ -26,8 +26,8 @@ from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.memory.inputs import InputRef
-from rlm_mcp.models import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.sandbox.policy import summary
+from rlm_mcp.schemas import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load, serve_memory
 from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load, release_fetched
 from rlm_mcp.session.progress import CellProgress, ProgressReport
