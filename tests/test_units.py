@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlm_mcp import protocol
-from rlm_mcp.contexts.selection import glob_regex
+from rlm_mcp.contexts.globs import compile_glob
 from rlm_mcp.worker.reader import count_lines, decode, looks_binary
 from rlm_mcp.worker.shaping import elide
 from rlm_mcp.worker.variables import bounded_repr, changed_names, fingerprint
@@ -54,15 +54,15 @@ def test_elide_keeps_head_and_tail_and_states_the_true_length() -> None:
     assert elide("short", 1_000, "x") == "short"
 
 
-def test_glob_regex_follows_shell_rules() -> None:
-    assert glob_regex("*.py").match("a.py") and not glob_regex("*.py").match("src/a.py")
-    deep = glob_regex("**/*.py")
+def test_globs_follow_shell_rules() -> None:
+    assert compile_glob("*.py").match("a.py") and not compile_glob("*.py").match("src/a.py")
+    deep = compile_glob("**/*.py")
     assert deep.match("a.py") and deep.match("src/pkg/a.py") and not deep.match("a.pyc")
-    assert glob_regex("src/**").match("src/x/y.txt")
-    assert glob_regex("data/file?.[ch]").match("data/file1.c") and not glob_regex("data/file?.[ch]").match(
+    assert compile_glob("src/**").match("src/x/y.txt")
+    assert compile_glob("data/file?.[ch]").match("data/file1.c") and not compile_glob("data/file?.[ch]").match(
         "data/file12.c"
     )
-    assert glob_regex("[!a]*").match("b.txt") and not glob_regex("[!a]*").match("a.txt")
+    assert compile_glob("[!a]*").match("b.txt") and not compile_glob("[!a]*").match("a.txt")
 
 
 def test_decode_counts_only_inserted_replacements() -> None:

@@ -31,8 +31,6 @@ MAX_GITIGNORE_BYTES = 512 * 1024  # per file; GitHub's largest templates are a f
 MAX_GITIGNORE_RULES = 5_000  # per file
 SCAN_DEADLINE_S = 30.0
 
-glob_regex = compile_glob  # the former name (tests/test_units.py); it no longer builds a single regex
-
 
 @dataclass(frozen=True)
 class Caps:

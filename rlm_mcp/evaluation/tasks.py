@@ -57,7 +57,6 @@ class Task:
     question: str
     expected: Any
     strategy: list[str]
-    recursive_strategy: list[str] | None = None  # cells that hand pieces to child RLMs (rlm_query)
 
     def check(self, answer: str) -> bool:
         """Whether a free-text answer is right: the code, the three counts, or exactly the pairs."""
@@ -110,7 +109,7 @@ def make_niah(directory: Path, chars: int, seed: int, depth: float = 0.6) -> Tas
                 piece = piece[:cut] + needle + piece[cut:]
             handle.write(piece)
             written += len(piece)
-    return Task("S-NIAH", path, "What is the secret code?", code, NIAH_STRATEGY, NIAH_RECURSIVE_STRATEGY)
+    return Task("S-NIAH", path, "What is the secret code?", code, NIAH_STRATEGY)
 
 
 def answer_niah(prompt: str) -> str:
