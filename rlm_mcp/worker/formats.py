@@ -14,27 +14,16 @@ The optional document readers (the `docs` extra) are imported on use.
 
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import io
 import json
-import lzma
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlm_mcp.units import MiB
 from rlm_mcp.worker.mapped import MappedText
-from rlm_mcp.worker.reader import count_lines, decode
+from rlm_mcp.worker.reader import FormatError, count_lines, decode, read_decompressed, read_limited, suffixes
 
-DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-READ_CHUNK = MiB
 DOCS_EXTRA = "pip install 'rlm-mcp[docs]'"
-
-
-class FormatError(Exception):
-    """The file cannot be loaded as what its name says, and there is nothing sensible to fall back to."""
 
 
 @dataclass
@@ -48,43 +37,8 @@ class Loaded:
     notes: list[str] = field(default_factory=list)
 
 
-def _suffixes(name: str) -> tuple[str, str]:
-    """(compression suffix or "", format suffix), lower-cased: "a.JSONL.gz" -> (".gz", ".jsonl")."""
-    lowered = name.lower()
-    compression = next((suffix for suffix in DECOMPRESSORS if lowered.endswith(suffix)), "")
-    inner = lowered[: len(lowered) - len(compression)]
-    dot = inner.rfind(".")
-    return compression, inner[dot:] if dot > inner.rfind("/") else ""
-
-
-def _read_limited(handle: Any, max_bytes: int, what: str) -> bytes:
-    buffer = bytearray()
-    while chunk := handle.read(READ_CHUNK):
-        buffer += chunk
-        if len(buffer) > max_bytes:
-            raise FormatError(
-                f"{what} holds more than {max_bytes:,} bytes; raise --max-file-bytes (RLM_MCP_MAX_FILE_BYTES) "
-                "or load a part of it"
-            )
-    return bytes(buffer)
-
-
-def compression_of(name: str) -> str:
-    """ ".gz", ".bz2", ".xz" or "" for a file name."""
-    return _suffixes(name)[0]
-
-
-def read_decompressed(path: str, compression: str, max_bytes: int) -> bytes:
-    """The decompressed bytes of a file, at most `max_bytes` of them (FormatError beyond, or if corrupt)."""
-    try:
-        with DECOMPRESSORS[compression](path, "rb") as handle:
-            return _read_limited(handle, max_bytes, "decompressed, the file")
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-        raise FormatError(f"cannot decompress it as {compression[1:]}: {exc}") from None
-
-
 def load_file(path: str, *, size: int, mmap_bytes: int, max_bytes: int) -> Loaded:
-    compression, suffix = _suffixes(path)
+    compression, suffix = suffixes(path)
     if suffix == ".pdf" and not compression:
         return _pdf(path, size)
     if suffix == ".docx" and not compression:
@@ -99,7 +53,7 @@ def load_file(path: str, *, size: int, mmap_bytes: int, max_bytes: int) -> Loade
         data = read_decompressed(path, compression, max_bytes)
     else:
         with open(path, "rb") as handle:
-            data = _read_limited(handle, max_bytes, "the file")
+            data = read_limited(handle, max_bytes, "the file")
     decoded = decode(data)
     text = decoded.text
     loaded = Loaded(text, "str", len(data), len(text), count_lines(text), decoded.replaced)

@@ -2,14 +2,32 @@
 
 The worker, not the server, reads context files: the bytes then live only in the process that uses them,
 and the server stays small whatever the user loads.
+
+The bottom of the worker's file reading: bytes to text (UTF-8, the replacements counted), decompression
+within a cap, and sets of small files. formats.py builds on it for single files judged by their name; it
+imports nothing back, so the two read from here up.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import os
+import zlib
 from dataclasses import dataclass, field
+from typing import Any
+
+from rlm_mcp.units import MiB
 
 SNIFF_BYTES = 8192
 REPLACEMENT = "\ufffd"
+DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+READ_CHUNK = MiB
+
+
+class FormatError(Exception):
+    """The file cannot be loaded as what its name says, and there is nothing sensible to fall back to."""
 
 
 @dataclass
@@ -41,6 +59,41 @@ def count_lines(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
+def suffixes(name: str) -> tuple[str, str]:
+    """(compression suffix or "", format suffix), lower-cased: "a.JSONL.gz" -> (".gz", ".jsonl")."""
+    lowered = name.lower()
+    compression = next((suffix for suffix in DECOMPRESSORS if lowered.endswith(suffix)), "")
+    inner = lowered[: len(lowered) - len(compression)]
+    dot = inner.rfind(".")
+    return compression, inner[dot:] if dot > inner.rfind("/") else ""
+
+
+def read_limited(handle: Any, max_bytes: int, what: str) -> bytes:
+    buffer = bytearray()
+    while chunk := handle.read(READ_CHUNK):
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            raise FormatError(
+                f"{what} holds more than {max_bytes:,} bytes; raise --max-file-bytes (RLM_MCP_MAX_FILE_BYTES) "
+                "or load a part of it"
+            )
+    return bytes(buffer)
+
+
+def compression_of(name: str) -> str:
+    """ ".gz", ".bz2", ".xz" or "" for a file name."""
+    return suffixes(name)[0]
+
+
+def read_decompressed(path: str, compression: str, max_bytes: int) -> bytes:
+    """The decompressed bytes of a file, at most `max_bytes` of them (FormatError beyond, or if corrupt)."""
+    try:
+        with DECOMPRESSORS[compression](path, "rb") as handle:
+            return read_limited(handle, max_bytes, "decompressed, the file")
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise FormatError(f"cannot decompress it as {compression[1:]}: {exc}") from None
+
+
 @dataclass
 class FileSet:
     files: dict[str, str] = field(default_factory=dict)
@@ -55,10 +108,6 @@ def read_file_set(root: str, relative_paths: list[str], max_file_bytes: int, max
     """Read many small text files; binary and unreadable ones are listed, not loaded. A .gz, .bz2 or .xz
     member is decompressed, as a single-file load does, within `max_file_bytes` each and `max_total_bytes`
     in all (the on-disk caps the server checked say nothing of what a member holds once decompressed)."""
-    import os
-
-    from rlm_mcp.worker.formats import FormatError, compression_of, read_decompressed
-
     result = FileSet()
     total = 0
     for rel in relative_paths:
