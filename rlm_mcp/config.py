@@ -32,6 +32,7 @@ def default_workspace() -> Path:
     return Path(state_home, "rlm-mcp").resolve()
 
 
+# size: one declaration of every setting, with its help text; only the validators are code
 class Settings(BaseModel):
     """Server settings. Field descriptions are the help text for flags, env vars and the README."""
 

@@ -123,6 +123,7 @@ def _error(message: str, earlier: RunResult | None = None) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
+# size: owned by the one-declaration-per-tool part of issue 27 this round
 def build_server(settings: Settings, backend: Backend | None = None) -> MCPServer:
     """`backend`: one backend for every model call instead of the settings' choice (`rlm-mcp replay`)."""
     if not make_undumpable():

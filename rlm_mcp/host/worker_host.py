@@ -116,6 +116,7 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
+# size: owned by the typed worker messages (bridge) part of issue 27 this round
 class WorkerHost:
     """One session's worker process.
 

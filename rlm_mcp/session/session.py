@@ -61,6 +61,7 @@ ChildServer = Callable[["Session", dict[str, Any], Any, float], Awaitable[dict[s
 MAX_CHILD_RECORDS = 200
 
 
+# size: being split (issue 27): the worker-request registry first
 class Session:
     def __init__(
         self,

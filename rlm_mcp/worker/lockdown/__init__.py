@@ -116,15 +116,9 @@ def _other_processes_closed_by(report: Report) -> str | None:
 
 def apply(policy: SandboxPolicy) -> Report:
     """Lock this process down as far as the policy and the machine allow; report what holds."""
-    report = Report()
     if sys.platform != "linux":
-        off = policy.mode == "off"
-        problems = [] if off else limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
-        report.add("limits", not (problems or off), "; ".join(problems) or ("off" if off else "rlimits only"))
-        for name in LAYERS[2:]:
-            report.add(name, False, "needs Linux")
-        _report_environment(report)
-        return report
+        return _apply_without_linux(policy)
+    report = Report()
     lifetime_problems = limits.tie_to_host()  # not a restriction: even with the sandbox off, no orphans
     if policy.mode == "off":
         drop_privileges()  # costs nothing and breaks nothing: the worker never needs privileges
@@ -197,6 +191,18 @@ def apply(policy: SandboxPolicy) -> Report:
         else f"seccomp: {seccomp_problem}",
     )
     guard.install(processes=not seccomp_problem, network=bool(network_by))
+    _report_environment(report)
+    return report
+
+
+def _apply_without_linux(policy: SandboxPolicy) -> Report:
+    """Elsewhere only the rlimits hold: every other layer is a Linux kernel feature."""
+    report = Report()
+    off = policy.mode == "off"
+    problems = [] if off else limits.apply_limits(policy.memory_bytes, policy.write_bytes, policy.open_files)
+    report.add("limits", not (problems or off), "; ".join(problems) or ("off" if off else "rlimits only"))
+    for name in LAYERS[2:]:
+        report.add(name, False, "needs Linux")
     _report_environment(report)
     return report
 
