@@ -1,4 +1,4 @@
-"""The MCP surface: tool declarations and their wording, nothing else.
+"""The MCP surface: the tools (declared once in tools.py, registered here), prompt and resources, nothing else.
 
 Each tool validates nothing itself and holds no state: it hands its arguments to the session and turns the
 answer into a result: the text render.py designs for the model, and with --structured-content the same
@@ -9,6 +9,7 @@ add about 2,500 characters to every tools/list; the data is documented in the RE
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -36,11 +37,13 @@ from rlm_mcp.sandbox.prctl import make_undumpable
 from rlm_mcp.schemas import RunResult
 from rlm_mcp.session.registry import Resolved, SessionRegistry
 from rlm_mcp.session.session import Session
+from rlm_mcp.tools import LOAD_CONTEXT, RUN_CODE, SUB_QUERY, ToolDeclaration
 from rlm_mcp.trace import read_tail_text
 from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
+ToolHandler = Callable[..., Awaitable[CallToolResult]]
 TRACE_RESOURCE_MAX_BYTES = 32 * MiB  # the resource gives the trace's last whole lines within this
 
 INSTRUCTIONS = """\
@@ -57,15 +60,6 @@ are LLMError objects); rlm_query(prompt, piece) -> str runs a child RLM with its
 SANDBOXED = "\nSandboxed: no network or subprocesses, writes only in the working directory (resource rlm://sandbox)."
 UNSANDBOXED = "\nThe REPL is not sandboxed (RLM_MCP_SANDBOX=off): code runs with the user's rights; be careful."
 
-LOAD_DESCRIPTION = (
-    "Load a file (str; huge ones memory-mapped; JSON/JSONL/CSV parsed; .gz/.bz2/.xz opened), a directory or a "
-    "glob (dict of relative path -> text; .gitignore honoured, binaries skipped) into a REPL variable, by "
-    "reference. Returns its size and a short preview, not the content."
-)
-SUB_QUERY_DESCRIPTION = (
-    "Ask a sub-model one question. `context` is a REPL expression (e.g. chunks[3], context[i:j]) whose text is "
-    "sent with the prompt, so you never paste it. Returns the answer, model, tokens and cost."
-)
 ANALYZE_PROMPT = """\
 Answer this question about {path} without reading it into your context: {question}
 
@@ -80,14 +74,7 @@ answers in variables; print only counts and short samples.
 against the text itself with grep.
 5. Reply with the answer and how you found it: what you loaded, into how many pieces, what you checked."""
 
-RUN_DESCRIPTION = (
-    "Run Python in the session's persistent REPL. Returns stdout/stderr (long output cut to head and tail; "
-    "all of it in `_out`), the last expression's value, errors, and which variables changed."
-)
-
-
 SESSION_HEADER = "x-rlm-session"  # a session named in the host's config: state without the model's help
-SESSION_FIELD = Field(description="Session handle from an earlier result (HTTP clients without MCP sessions)")
 
 
 def _result(
@@ -196,50 +183,25 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         extensions=[tasks],
     )
 
-    @server.tool(
-        description=LOAD_DESCRIPTION,
-        structured_output=False,
-        annotations=ToolAnnotations(read_only_hint=False, open_world_hint=False),
-    )
-    async def load_context(
-        ctx: Context,
-        path: Annotated[str | None, Field(description="File, directory or glob under an allowed root")] = None,
-        text: Annotated[str | None, Field(description="Small inline text, instead of path")] = None,
-        name: Annotated[str, Field(description="Variable to bind")] = "context",
-        exclude: Annotated[list[str] | None, Field(description="Globs to leave out of a directory")] = None,
-        session: Annotated[str | None, SESSION_FIELD] = None,
-    ) -> CallToolResult:
-        return await serve(
-            ctx,
-            session,
-            lambda target: target.load_context(name=name, path=path, text=text, exclude=exclude),
-            render_load,
-        )
+    # Each handler gets its tool's declared signature (rlm_mcp/tools.py) and so every declared argument.
+    @_declared(server, LOAD_CONTEXT)
+    async def load_context(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
+        return await serve(ctx, session, lambda target: target.load_context(**arguments), render_load)
 
-    run_annotations = ToolAnnotations(destructive_hint=False, open_world_hint=False)
-
-    @server.tool(description=RUN_DESCRIPTION, structured_output=False, annotations=run_annotations)
-    async def run_code(
-        ctx: Context,
-        code: Annotated[str | None, Field(description="Python source; omit to wait for the running cell")] = None,
-        timeout_s: Annotated[float | None, Field(description="Time limit of the cell in seconds")] = None,
-        wait_s: Annotated[float | None, Field(description="Answer `running` after this many seconds")] = None,
-        interrupt: Annotated[bool, Field(description="Stop the running cell")] = False,
-        max_output_chars: Annotated[int | None, Field(description="Fewer output characters than the default")] = None,
-        session: Annotated[str | None, SESSION_FIELD] = None,
-    ) -> CallToolResult:
+    @_declared(server, RUN_CODE)
+    async def run_code(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
         task = current_task()  # a call the client follows as an MCP task has no wait_s: it polls instead
         return await serve(
             ctx,
             session,
             lambda target: target.run_code(
-                code,
-                timeout_s,
+                arguments["code"],
+                arguments["timeout_s"],
                 client_session=_client_session(ctx),
                 report=task.report if task else _progress_reporter(ctx),
-                max_output_chars=max_output_chars,
-                wait_s=math.inf if task else wait_s,
-                interrupt=interrupt,
+                max_output_chars=arguments["max_output_chars"],
+                wait_s=math.inf if task else arguments["wait_s"],
+                interrupt=arguments["interrupt"],
                 stop=task.cancel if task else _cancel_requested(ctx),
             ),
             render_run,
@@ -247,21 +209,12 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             deliver_earlier=False,  # the session puts a finished earlier cell in the result (finished_cell)
         )
 
-    @server.tool(
-        description=SUB_QUERY_DESCRIPTION, structured_output=False, annotations=ToolAnnotations(read_only_hint=True)
-    )
-    async def sub_query(
-        ctx: Context,
-        prompt: Annotated[str, Field(description="The question or instruction")],
-        context: Annotated[str | None, Field(description="REPL expression giving the text to ask about")] = None,
-        model: Annotated[str | None, Field(description="Sub-model; default: the server's")] = None,
-        max_tokens: Annotated[int | None, Field(description="Longest answer, in tokens")] = None,
-        session: Annotated[str | None, SESSION_FIELD] = None,
-    ) -> CallToolResult:
+    @_declared(server, SUB_QUERY)
+    async def sub_query(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
         return await serve(
             ctx,
             session,
-            lambda target: target.sub_query(prompt, context, model, max_tokens, client_session=_client_session(ctx)),
+            lambda target: target.sub_query(**arguments, client_session=_client_session(ctx)),
             render_sub_query,
         )
 
@@ -271,7 +224,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         description="Answer a question about a large file, directory or glob without reading it into context.",
     )
     def analyze(
-        path: Annotated[str, Field(description="File, directory or glob under an allowed root")],
+        path: Annotated[str, Field(description=LOAD_CONTEXT.parameter("path").description)],
         question: Annotated[str, Field(description="What to find out")],
     ) -> str:
         return ANALYZE_PROMPT.format(path=path, question=question)
@@ -338,6 +291,32 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
     if settings.transport != "http":
         _hide_session_argument(server)
     return server
+
+
+def _declared(server: MCPServer, tool: ToolDeclaration) -> Callable[[ToolHandler], ToolHandler]:
+    """Register a handler as `tool`, with the declared signature: the SDK reads the tool's input schema from
+    its function's parameters, so the names, types, defaults and descriptions it publishes are the declared
+    ones, and a call passes the handler every declared argument by keyword."""
+
+    def register(handler: ToolHandler) -> ToolHandler:
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        parameters = [inspect.Parameter("ctx", keyword, annotation=Context)] + [
+            inspect.Parameter(
+                parameter.name,
+                keyword,
+                default=inspect.Parameter.empty if parameter.required else parameter.default,
+                annotation=Annotated[parameter.type, Field(description=parameter.description)],
+            )
+            for parameter in tool.parameters
+        ]
+        handler.__signature__ = inspect.Signature(parameters, return_annotation=CallToolResult)  # type: ignore[attr-defined]
+        hints = ToolAnnotations(
+            read_only_hint=tool.read_only, destructive_hint=tool.destructive, open_world_hint=tool.open_world
+        )
+        server.tool(name=tool.name, description=tool.description, structured_output=False, annotations=hints)(handler)
+        return handler
+
+    return register
 
 
 def _hide_session_argument(server: MCPServer) -> None:

@@ -20,6 +20,7 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.llm.types import ChatBackend, ChatRequest, SubCallError, ToolCall, ToolResult, Turn
 from rlm_mcp.render import render_run, render_sub_query
 from rlm_mcp.schemas import SubCallUsage
+from rlm_mcp.tools import ROOT_TOOLS, RUN_CODE, SUB_QUERY
 
 if TYPE_CHECKING:
     from rlm_mcp.session.session import Session
@@ -117,7 +118,7 @@ class RootLoop:
     async def _call_tool(self, call: ToolCall) -> ToolResult:
         """A tool call as an MCP client would make it: bad arguments get an error result that says what to do."""
         try:
-            if call.name == "run_code":
+            if call.name == RUN_CODE.name:
                 code = call.arguments.get("code")
                 if not isinstance(code, str) or not code.strip():
                     raise UserError("run_code needs `code`: the Python to run, as a string")
@@ -129,13 +130,13 @@ class RootLoop:
                 named = {info.name for info in result.changed}
                 self._answer_maybe_set |= ANSWER_VARIABLE in named or result.changed_total > len(result.changed)
                 return ToolResult(call.id, render_run(result), result.outcome != "ok")
-            if call.name == "sub_query":
+            if call.name == SUB_QUERY.name:
                 prompt, context = call.arguments.get("prompt"), call.arguments.get("context")
                 if not isinstance(prompt, str) or not (context is None or isinstance(context, str)):
                     raise UserError("sub_query needs `prompt` (a string) and optionally `context` (a REPL expression)")
                 answer = await self.session.sub_query(prompt, context, None, None, self.client_session)
                 return ToolResult(call.id, render_sub_query(answer))
-            raise UserError(f"there is no tool {call.name!r}; the tools are run_code and sub_query")
+            raise UserError(f"there is no tool {call.name!r}; the tools are {' and '.join(t.name for t in ROOT_TOOLS)}")
         except UserError as exc:
             return ToolResult(call.id, f"Error: {exc}", is_error=True)
 

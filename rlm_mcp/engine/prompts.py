@@ -1,7 +1,8 @@
 """What a root model driven by the server is told: the system prompt and the two tools.
 
-Read by the root model on every turn, so short and exact; the same words an MCP client's model gets from
-the server's instructions and tool descriptions, in the few lines a loop-driven root needs.
+Read by the root model on every turn, so short and exact. The tools are the declared ones (rlm_mcp/tools.py):
+the same names and descriptions an MCP client's model reads, with only the parameters a loop-driven root
+needs; the system prompt says in a few lines what the server's instructions say.
 """
 
 from __future__ import annotations
@@ -10,23 +11,9 @@ from collections.abc import Sequence
 
 from rlm_mcp.llm.types import Tool
 from rlm_mcp.memory.text import MEMORY_HEADING
+from rlm_mcp.tools import ROOT_TOOLS
 
-RUN_CODE = Tool(
-    "run_code",
-    "Run Python in your persistent REPL (variables persist). Returns stdout, the last expression's value, "
-    "errors and changed variables; long output is cut (the whole of it is in _out).",
-    {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
-)
-SUB_QUERY = Tool(
-    "sub_query",
-    "Ask a sub-model one question; `context` is a REPL expression (e.g. chunks[3]) whose text goes with it.",
-    {
-        "type": "object",
-        "properties": {"prompt": {"type": "string"}, "context": {"type": "string"}},
-        "required": ["prompt"],
-    },
-)
-TOOLS = (RUN_CODE, SUB_QUERY)
+TOOLS = tuple(Tool(tool.name, tool.description, tool.root_schema()) for tool in ROOT_TOOLS)  # run_code, sub_query
 ANSWER_VARIABLE = "answer"
 
 SYSTEM = """\

@@ -20,6 +20,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.escaping import printable
 from rlm_mcp.replay.backend import ReplayBackend
 from rlm_mcp.replay.record import BUSY, Recording, Step, TraceError, code_of, load
+from rlm_mcp.tools import TOOLS
 from rlm_mcp.trace import whole_lines
 
 CELL_FIELDS = ("outcome", "stdout", "stderr", "result", "error")
@@ -28,12 +29,12 @@ MAX_WAITS = 10  # run_code() calls to wait for one cell; each waits up to --max-
 DIFF_LINES = 12  # of one field's unified diff
 LINE_CHARS = 200  # of one line of a diff
 
-# What each tool accepts, and the types its recorded arguments must have to be sent again (a forged trace
-# may hold anything; the SDK would refuse a wrong type before the session, leaving no step to compare).
+# Arguments the replay gives itself: a cell's code whole from the trace (code_of), its own waiting, its own session.
+SENT_BY_REPLAY = frozenset({"code", "wait_s", "session"})
+# What each tool accepts (rlm_mcp/tools.py), and the types its recorded arguments must have to be sent again (a
+# forged trace may hold anything; the SDK would refuse a wrong type before the session, leaving no step to compare).
 ARGUMENTS: dict[str, dict[str, tuple[type, ...]]] = {
-    "load_context": {"path": (str,), "text": (str,), "name": (str,), "exclude": (list,)},
-    "run_code": {"timeout_s": (int, float), "max_output_chars": (int,), "interrupt": (bool,)},
-    "sub_query": {"prompt": (str,), "context": (str,), "model": (str,), "max_tokens": (int,)},
+    tool.name: {p.name: p.value_types for p in tool.parameters if p.name not in SENT_BY_REPLAY} for tool in TOOLS
 }
 
 
