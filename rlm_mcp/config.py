@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rlm_mcp.bridge.ops import DEFAULT_OUTPUT_CHARS
 from rlm_mcp.units import MiB
 
 ENV_PREFIX = "RLM_MCP_"
@@ -85,7 +86,7 @@ class Settings(BaseModel):
         default=2.0, gt=0, description="Seconds between heartbeat progress notifications while a cell runs."
     )
     max_output_chars: int = Field(
-        default=8_000,
+        default=DEFAULT_OUTPUT_CHARS,
         ge=200,
         description="Most characters of stdout (and of stderr) a cell returns, the rest elided; a call may ask for "
         "fewer (max_output_chars).",

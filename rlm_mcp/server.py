@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from rlm_mcp import __version__, telemetry
 from rlm_mcp.config import Settings
-from rlm_mcp.engine.children import serve_children
+from rlm_mcp.engine.assembly import worker_services
 from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.llm.pricing import is_known_model
@@ -125,7 +125,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
     telemetry.exporter(settings.otel_texts, is_known_model)  # OTLP export, if the operator configured one
-    sessions = SessionRegistry(settings, children=serve_children, backend=backend)
+    sessions = SessionRegistry(settings, services=worker_services(), backend=backend)
     tasks = Tasks()
 
     @asynccontextmanager

@@ -15,7 +15,15 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rlm_mcp"
-SHARED = {"rlm_mcp", "rlm_mcp.protocol", "rlm_mcp.sandbox.policy", "rlm_mcp.sandbox.prctl", "rlm_mcp.units"}
+SHARED = {
+    "rlm_mcp",
+    "rlm_mcp.bridge",
+    "rlm_mcp.bridge.frames",
+    "rlm_mcp.bridge.ops",
+    "rlm_mcp.sandbox.policy",
+    "rlm_mcp.sandbox.prctl",
+    "rlm_mcp.units",
+}
 # Parsers of the optional `docs` extra: they read untrusted PDF and DOCX files, which is why they run in here.
 WORKER_THIRD_PARTY = {"pypdf", "docx"}
 # Never imported in the server: the map tasks run on a Ray cluster's workers (the model's function in a child

@@ -398,13 +398,13 @@ sys.exit(main(sys.argv[1:]))
 HOSTILE_DRIVER = """\
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from rlm_mcp import protocol
+from rlm_mcp.bridge import frames
 requests = os.fdopen(0, "rb")
-while (request := protocol.read_frame(requests)) is not None:
+while (request := frames.read_frame(requests)) is not None:
     value = "x" * int(request["urls"][0].rpartition("/")[2])
     for index in range(len(request["urls"])):
-        protocol.write_frame(1, {"op": "result", "index": index, "result": {"ok": True, "value": value, "gaps": []}})
-    protocol.write_frame(1, {"op": "done"})
+        frames.write_frame(1, {"op": "result", "index": index, "result": {"ok": True, "value": value, "gaps": []}})
+    frames.write_frame(1, {"op": "done"})
 """
 
 

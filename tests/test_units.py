@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm_mcp import protocol
+from rlm_mcp.bridge import frames
 from rlm_mcp.contexts.globs import compile_glob
 from rlm_mcp.worker.reader import count_lines, decode, looks_binary
 from rlm_mcp.worker.shaping import elide
@@ -13,8 +13,8 @@ from rlm_mcp.worker.variables import bounded_repr, changed_names, fingerprint
 
 def test_frames_reassemble_from_any_chunking() -> None:
     messages = [{"op": "exec", "code": "x = 'é' * 3", "id": i} for i in range(5)]
-    stream = b"".join(protocol.encode(m) for m in messages)
-    buffer = protocol.FrameBuffer()
+    stream = b"".join(frames.encode(m) for m in messages)
+    buffer = frames.FrameBuffer()
     received = []
     for i in range(0, len(stream), 7):  # chunks that split headers and payloads
         buffer.feed(stream[i : i + 7])
@@ -24,23 +24,23 @@ def test_frames_reassemble_from_any_chunking() -> None:
 
 
 def test_oversized_and_malformed_frames_are_protocol_errors() -> None:
-    buffer = protocol.FrameBuffer()
-    buffer.feed(protocol.HEADER.pack(protocol.MAX_FRAME_BYTES + 1))
-    with pytest.raises(protocol.ProtocolError, match="cap"):
+    buffer = frames.FrameBuffer()
+    buffer.feed(frames.HEADER.pack(frames.MAX_FRAME_BYTES + 1))
+    with pytest.raises(frames.ProtocolError, match="cap"):
         buffer.next_frame()
-    buffer = protocol.FrameBuffer()
-    buffer.feed(protocol.HEADER.pack(3) + b"[1]")
-    with pytest.raises(protocol.ProtocolError, match="expected an object"):
+    buffer = frames.FrameBuffer()
+    buffer.feed(frames.HEADER.pack(3) + b"[1]")
+    with pytest.raises(frames.ProtocolError, match="expected an object"):
         buffer.next_frame()
-    buffer = protocol.FrameBuffer()
-    buffer.feed(protocol.HEADER.pack(3) + b"{x}")
-    with pytest.raises(protocol.ProtocolError, match="not valid JSON"):
+    buffer = frames.FrameBuffer()
+    buffer.feed(frames.HEADER.pack(3) + b"{x}")
+    with pytest.raises(frames.ProtocolError, match="not valid JSON"):
         buffer.next_frame()
 
 
 def test_lone_surrogates_do_not_break_a_frame() -> None:
-    frame = protocol.encode({"stdout": "bad \udcff byte"})
-    buffer = protocol.FrameBuffer()
+    frame = frames.encode({"stdout": "bad \udcff byte"})
+    buffer = frames.FrameBuffer()
     buffer.feed(frame)
     assert buffer.next_frame() == {"stdout": "bad ? byte"}
 

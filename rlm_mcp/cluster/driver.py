@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from rlm_mcp import protocol
+from rlm_mcp.bridge import frames, ops
 from rlm_mcp.cluster import pieces
 from rlm_mcp.sandbox.policy import SYSTEM_READ_ONLY, python_paths
 from rlm_mcp.sandbox.prctl import drop_privileges, make_undumpable
@@ -92,7 +92,7 @@ def run_map(ray: Any, request: dict[str, Any], out: int) -> None:
             for ref in pending:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-                send(out, {"op": "result", "index": position[ref],
+                send(out, {"op": ops.RESULT, "index": position[ref],
                            "result": {"ok": False, "error": "stopped at the cell's time limit"}})  # fmt: skip
             return
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_S)
@@ -110,12 +110,12 @@ class Results:
         self.kept = 0
 
     def send(self, index: int, result: dict[str, Any]) -> None:
-        frame = protocol.encode({"op": "result", "index": index, "result": result})
+        frame = frames.encode({"op": ops.RESULT, "index": index, "result": result})
         if result.get("ok") is True and self.budget is not None:
-            size = len(frame) - protocol.HEADER.size
+            size = len(frame) - frames.HEADER.size
             if self.kept + size > self.budget:
                 said = {"ok": False, "error": pieces.left_out(self.kind, self.budget)}
-                frame = protocol.encode({"op": "result", "index": index, "result": said})
+                frame = frames.encode({"op": ops.RESULT, "index": index, "result": said})
             else:
                 self.kept += size
         data = memoryview(frame)
@@ -158,7 +158,7 @@ def _text(exc: BaseException) -> str:
 
 
 def send(out: int, message: dict[str, Any]) -> None:
-    protocol.write_frame(out, message)
+    frames.write_frame(out, message)
 
 
 def _die_with_server() -> None:
@@ -201,25 +201,25 @@ def main(argv: list[str]) -> int:
     ray = None
     while True:
         try:
-            request = protocol.read_frame(requests)
-        except protocol.ProtocolError as exc:
+            request = frames.read_frame(requests)
+        except frames.ProtocolError as exc:
             print(f"rlm-mcp ray driver: protocol violation: {exc}", file=sys.stderr)
             return 3
         if request is None:
             return 0
         stage = "join"
         try:
-            if request.get("op") != "map":
+            if request.get("op") != ops.MAP:
                 raise Refused("unknown request")
             ray = ray or connect(address)
             stage = "map"
             run_map(ray, request, replies)
-            send(replies, {"op": "done"})
+            send(replies, {"op": ops.DONE})
         except Refused as exc:
-            send(replies, {"op": "done", "error": str(exc)})
+            send(replies, {"op": ops.DONE, "error": str(exc)})
         except Exception as exc:  # Ray's own failures: its words to the log; the server tells the model
             print(f"rlm-mcp ray driver: the {stage} failed: {_text(exc)[:4_000]}", file=sys.stderr)
-            send(replies, {"op": "done", "error": type(exc).__name__, "lost": stage})
+            send(replies, {"op": ops.DONE, "error": type(exc).__name__, "lost": stage})
 
 
 if __name__ == "__main__":

@@ -21,15 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from rlm_mcp import protocol
+from rlm_mcp.bridge import frames, ops
 from rlm_mcp.cluster import pieces
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError
@@ -37,10 +37,8 @@ from rlm_mcp.contexts.remote import list_objects
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.sandbox.policy import PASSED_THROUGH
+from rlm_mcp.session.services import OnDone, RequestContext, ServedSession
 from rlm_mcp.units import MiB
-
-if TYPE_CHECKING:
-    from rlm_mcp.session.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 DRIVER = (
     "import sys; sys.path.insert(0, sys.argv[1]); from rlm_mcp.cluster.driver import main; sys.exit(main(sys.argv[1:]))"
 )
-OnDone = Callable[[int, int], Awaitable[None]]
 
 
 class MapError(Exception):
@@ -73,7 +70,7 @@ class RayCluster:
     with no secret in its environment, and started again when it has died. Maps take turns on it.
 
     Ray runs only in the driver: the server never imports it, and never unpickles anything a map produced.
-    What the driver says is hostile input: every frame is bounded (protocol.py), every field checked, and a
+    What the driver says is hostile input: every frame is bounded (bridge/frames.py), every field checked, and a
     driver that breaks the protocol, dies, or overruns the map's time is killed, and the map fails in one
     line (at once, when the cluster's head does not answer; never in Ray's own words, which are logged). The
     sessions live on; the next map starts a fresh driver.
@@ -119,8 +116,8 @@ class RayCluster:
             if self.pid is None and not await anyio.to_thread.run_sync(reachable, self.address):
                 raise MapError(self._unreachable())  # at once: a new driver would try to join for seconds
             process = await self._started()
-            await process.stdin.send(protocol.encode({
-                "op": "map", "kind": kind, "urls": urls, "arguments": arguments, "timeout_s": timeout,
+            await process.stdin.send(frames.encode({
+                "op": ops.MAP, "kind": kind, "urls": urls, "arguments": arguments, "timeout_s": timeout,
                 "budget": reply_budget(kind),
             }))  # fmt: skip
             with anyio.fail_after(timeout + DRIVER_GRACE_S):
@@ -129,7 +126,7 @@ class RayCluster:
         except TimeoutError:
             raise MapError(f"the Ray driver did not finish the map within {timeout + DRIVER_GRACE_S:.0f} s; "
                            "it was stopped, and the next map starts a new one") from None  # fmt: skip
-        except (_DriverGone, protocol.ProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        except (_DriverGone, frames.ProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise MapError(await self._lost(exc)) from None
         finally:
             if not ok:  # cancelled, timed out, or broken: a driver mid-map is of no further use
@@ -146,7 +143,7 @@ class RayCluster:
         budget = reply_budget(kind)
         while True:
             frame, size, cost = await self._next_frame(largest_frame(kind), driver_bytes(kind, len(results)))
-            if frame.get("op") == "done":
+            if frame.get("op") == ops.DONE:
                 error = frame.get("error")
                 if error is not None and frame.get("lost") in ("join", "map"):  # Ray failed: its words are logged
                     raise _DriverGone(f"Ray failed ({printable(str(error), 80)})", joining=frame["lost"] == "join")
@@ -154,7 +151,12 @@ class RayCluster:
                     raise MapError(printable(str(error), MAX_ERROR_CHARS))
                 return
             index = frame.get("index")
-            if frame.get("op") != "result" or type(index) is not int or not 0 <= index < len(results) or index in seen:
+            if (
+                frame.get("op") != ops.RESULT
+                or type(index) is not int
+                or not 0 <= index < len(results)
+                or index in seen
+            ):
                 raise _DriverGone("the Ray driver sent a malformed frame")
             seen.add(index)
             result = checked_result(kind, frame.get("result"))
@@ -196,9 +198,9 @@ class RayCluster:
             payload = self._frames.next_payload()
             if payload is not None:
                 try:
-                    return protocol.decode(payload), len(payload), held_estimate(payload)
+                    return frames.decode(payload), len(payload), held_estimate(payload)
                 except RecursionError:
-                    raise protocol.ProtocolError("a frame nested too deep") from None
+                    raise frames.ProtocolError("a frame nested too deep") from None
             try:
                 chunk = await process.stdout.receive(READ_CHUNK)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -263,7 +265,7 @@ class RayCluster:
 
 
 class _Frames:
-    """The driver's stream cut into frames' payloads (protocol.py's format), whose announced length can be
+    """The driver's stream cut into frames' payloads (bridge/frames.py's format), whose announced length can be
     checked before their bytes are kept."""
 
     def __init__(self) -> None:
@@ -274,16 +276,16 @@ class _Frames:
 
     def announced(self) -> int | None:
         """The length the next frame announces, once its header is here."""
-        if len(self._buffer) < protocol.HEADER.size:
+        if len(self._buffer) < frames.HEADER.size:
             return None
-        return protocol.check_length(protocol.HEADER.unpack_from(self._buffer)[0])
+        return frames.check_length(frames.HEADER.unpack_from(self._buffer)[0])
 
     def next_payload(self) -> bytes | None:
         length = self.announced()
-        if length is None or len(self._buffer) < protocol.HEADER.size + length:
+        if length is None or len(self._buffer) < frames.HEADER.size + length:
             return None
-        payload = bytes(self._buffer[protocol.HEADER.size : protocol.HEADER.size + length])
-        del self._buffer[: protocol.HEADER.size + length]
+        payload = bytes(self._buffer[frames.HEADER.size : frames.HEADER.size + length])
+        del self._buffer[: frames.HEADER.size + length]
         return payload
 
 
@@ -422,10 +424,9 @@ def list_source(source: str, settings: Settings) -> list[str]:
     return list_objects(source, settings.allow_url, settings.dir_max_files)
 
 
-async def serve_map(
-    session: Session, frame: dict[str, Any], client_session: Any, on_done: OnDone | None, deadline: float
-) -> dict[str, Any]:
+async def serve_map(session: ServedSession, frame: dict[str, Any], context: RequestContext) -> dict[str, Any]:
     """The reply to a worker's {"op": "map", "kind": "function"|"llm", "source": URL, ...}."""
+    on_done, deadline = context.on_done, context.deadline
     kind, source = frame.get("kind"), frame.get("source")
     if kind not in ("function", "llm") or not isinstance(source, str):
         return {"ok": False, "error": "malformed map request from the worker"}
@@ -452,7 +453,7 @@ async def serve_map(
         if not isinstance(template, str) or "{text}" not in template or len(template) > MAX_CODE_CHARS:
             return {"ok": False, "error": "llm_map needs a template str holding {text} (and optionally {path})"}
         prompts = await cluster.run("llm", urls, [template, MAX_OBJECT_BYTES], None, deadline)
-        return await _ask_each(session, frame, urls, prompts, client_session, on_done)
+        return await _ask_each(session, frame, urls, prompts, context.client_session, on_done)
     except (MapError, ContextError) as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # the worker waits for a reply: it must get one, whatever failed here
@@ -461,7 +462,7 @@ async def serve_map(
 
 
 async def _ask_each(
-    session: Session, frame: dict[str, Any], urls: list[str], prompts: list[dict[str, Any]], client_session: Any,
+    session: ServedSession, frame: dict[str, Any], urls: list[str], prompts: list[dict[str, Any]], client_session: Any,
     on_done: OnDone | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The sub-calls of an llm_map, made here: one budget, one concurrency limit, whatever the fan-out."""

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from rlm_mcp.config import Settings
-from rlm_mcp.engine.children import serve_children
+from rlm_mcp.engine.assembly import worker_services
 from rlm_mcp.engine.loop import RootLoop, RootOutcome
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router, usage_since
@@ -106,7 +106,7 @@ async def ask(settings: Settings, paths: list[str], question: str, trace_html: P
         model = settings.root_model or settings.sub_model or backend.default_model or "default"
         async with anyio.create_task_group() as group:
             session = Session(session_id, settings, router, store, spawn=group.start_soon,
-                              children=serve_children, ephemeral=True)  # fmt: skip
+                              services=worker_services(), ephemeral=True)  # fmt: skip
             try:
                 contexts = await _load(session, paths)
                 loop = RootLoop(

@@ -18,24 +18,25 @@ from typing import Any
 
 import anyio
 
+from rlm_mcp.bridge.frames import MAX_FRAME_BYTES
 from rlm_mcp.engine.loop import RootLoop, RootOutcome
 from rlm_mcp.errors import UserError
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.router import SessionLLM
 from rlm_mcp.llm.types import ChatBackend, SubCallError, can_chat
-from rlm_mcp.protocol import MAX_FRAME_BYTES
 from rlm_mcp.schemas import SubCallUsage
+from rlm_mcp.session.services import RequestContext
 from rlm_mcp.session.session import Session
 
 CONTEXT_KINDS = ("text", "path", "value")
 PROMPT_PREVIEW = 200
 
 
-async def serve_children(
-    parent: Session, frame: dict[str, Any], client_session: Any, deadline: float
-) -> dict[str, Any]:
-    """The reply to a worker's {"op": "rlm", "children": [...]}: one result per child, in order."""
+async def serve_children(parent: Session, frame: dict[str, Any], context: RequestContext) -> dict[str, Any]:
+    """The reply to a worker's {"op": "rlm", "children": [...]}: one result per child, in order. Takes the
+    whole Session, not a ServedSession: a child's session is built from its parent's."""
+    client_session, deadline = context.client_session, context.deadline
     children = frame.get("children")
     if not isinstance(children, list) or not children or not all(_valid_child(c) for c in children):
         return {"ok": False, "error": "malformed rlm_query request from the worker", "kind": "host"}
@@ -120,7 +121,7 @@ async def _run_child(
             settings.model_copy(update={"inline_text_max_chars": MAX_FRAME_BYTES}),
             parent.llm.router,
             parent.store,
-            children=parent.children,
+            services=parent.services,
             depth=level,
             llm=llm,
             tracer=parent.tracer,

@@ -22,7 +22,8 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
-from rlm_mcp import protocol, safefs
+from rlm_mcp import safefs
+from rlm_mcp.bridge import frames, ops
 from rlm_mcp.host.held import held_usage, inspectable
 from rlm_mcp.host.proctree import descendants, kill_tree
 from rlm_mcp.sandbox import bubblewrap, cgroups, exposure
@@ -154,7 +155,7 @@ class WorkerHost:
         self._worker_pid: int | None = None  # as seen from here (differs from _process.pid under bubblewrap)
         self._held_blind = "not started"  # why the server cannot examine what the worker holds ("" if it can)
         self._may_fork = True  # whether the worker may start processes (seccomp missing)
-        self._frames = protocol.FrameBuffer()
+        self._frames = frames.FrameBuffer()
         self._next_id = 0
         self.starts = 0
 
@@ -208,20 +209,20 @@ class WorkerHost:
             for descriptor in [log_fd, *passed[len(self._captures) :]]:
                 os.close(descriptor)
         self._join_cgroup([self._process.pid])
-        self._frames = protocol.FrameBuffer()
+        self._frames = frames.FrameBuffer()
         self.starts += 1
         try:
             # The policy names the session's directories: it goes over the pipe, not on the command line.
             policy = self.policy.as_dict()
-            await self._send({"op": "start", "policy": policy, "paths": extra_paths, "work_dir": str(self.work_dir)})
+            await self._send({"op": ops.START, "policy": policy, "paths": extra_paths, "work_dir": str(self.work_dir)})
             with anyio.fail_after(self.start_timeout_s):
                 hello = await self._next_frame()
-        except (TimeoutError, _WorkerGone, protocol.ProtocolError) as exc:
+        except (TimeoutError, _WorkerGone, frames.ProtocolError) as exc:
             await self.kill()
             printed = safefs.read_tail(log_path, STDERR_TAIL_CHARS).decode("utf-8", "replace")
             why = str(exc) or f"no ready message within {self.start_timeout_s:g} s"
             raise WorkerStartError(f"the REPL worker failed to start ({why}): {printed.strip()}") from None
-        if hello.get("op") != "ready":
+        if hello.get("op") != ops.READY:
             await self.kill()
             raise WorkerStartError(f"the REPL worker sent {hello!r} instead of its ready message")
         self._worker_pid = self._find_worker_pid()
@@ -303,7 +304,7 @@ class WorkerHost:
             return await self._stop_overrunning(request_id, grace, f"timed out after {timeout:g} s")
         except _WorkerGone as gone:
             return await self._crashed(gone.cause)
-        except protocol.ProtocolError as exc:
+        except frames.ProtocolError as exc:
             await self.kill()
             return await self._crashed(f"protocol violation by the worker: {exc}")
         except anyio.get_cancelled_exc_class():
@@ -316,7 +317,7 @@ class WorkerHost:
         try:
             with anyio.move_on_after(grace):
                 return CallOutcome("interrupted", await self._reply(request_id), cause=why)
-        except (_WorkerGone, protocol.ProtocolError):
+        except (_WorkerGone, frames.ProtocolError):
             pass
         await self.kill()
         return CallOutcome(
@@ -349,7 +350,7 @@ class WorkerHost:
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None
         try:
-            await self._process.stdin.send(protocol.encode(message))
+            await self._process.stdin.send(frames.encode(message))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, BrokenPipeError, ConnectionError):
             raise _WorkerGone("eof") from None
 
@@ -358,7 +359,7 @@ class WorkerHost:
             frame = await self._next_frame()
             if "op" not in frame:
                 if frame.get("id") != request_id:
-                    raise protocol.ProtocolError(f"reply for request {frame.get('id')!r}, expected {request_id}")
+                    raise frames.ProtocolError(f"reply for request {frame.get('id')!r}, expected {request_id}")
                 return frame
             if on_request is None:
                 answer = {"ok": False, "error": "the host is not taking requests now (the cell is being stopped)"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -39,10 +39,8 @@ from rlm_mcp.memory.service import (
 )
 from rlm_mcp.schemas import LoadResult
 from rlm_mcp.session.loading import LoadedContext, plan_load
+from rlm_mcp.session.services import RequestContext, ServedSession
 from rlm_mcp.trace import Tracer
-
-if TYPE_CHECKING:
-    from rlm_mcp.session.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ def input_for(request: dict[str, Any], result: LoadResult, selection: Selection 
     return input_of(request, description, selection.total_bytes if selection is not None else 0)
 
 
-async def offer_on_load(session: Session, result: LoadResult, ref: InputRef) -> None:
+async def offer_on_load(session: ServedSession, result: LoadResult, ref: InputRef) -> None:
     """Put in the load's result the behaviors that fit this kind of input and what was found in it before."""
     memory = session.memory
     if memory is None or not memory.enabled:
@@ -109,7 +107,7 @@ def _about(name: str, finding: str) -> str:
     return f"found in this same content ({name}): {finding}"
 
 
-async def input_named(session: Session, about: Any) -> tuple[str, InputRef]:
+async def input_named(session: ServedSession, about: Any) -> tuple[str, InputRef]:
     """The loaded input a memory request is about: the one named, or the only one."""
     names = list(session.contexts)
     if about is None:
@@ -137,7 +135,7 @@ async def planned_input(context: LoadedContext, settings: Settings) -> InputRef:
     return input_of(request, describe(kind, context.source, size, files), size)
 
 
-async def serve_memory(session: Session, frame: dict[str, Any], client_session: Any) -> dict[str, Any]:
+async def serve_memory(session: ServedSession, frame: dict[str, Any], context: RequestContext) -> dict[str, Any]:
     """The reply to a worker's {"op": "memory", "action": ...}."""
     memory = session.memory
     action = frame.get("action")
@@ -157,7 +155,7 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
                 return {"ok": False, "error": "distillation is off in this server (RLM_MCP_DISTILL=off)"}
             if session.depth > 1:  # its work is in its parent's trace, distilled with the parent's session
                 return {"ok": False, "error": "a child RLM's work is distilled with its parent session's"}
-            report = await distill_session(session, client_session)
+            report = await distill_session(session, context.client_session)
             return {"ok": True, "text": report.summary()}
         name, ref = await input_named(session, frame.get("about"))
         if action == "remember" and session.depth > 1:  # its context is whatever text its parent chose
@@ -181,7 +179,7 @@ async def serve_memory(session: Session, frame: dict[str, Any], client_session: 
         return {"ok": False, "error": f"the memory failed ({type(exc).__name__}); see the server's log"}
 
 
-async def distill_session(session: Session, client_session: Any = None, min_cells: int = 1) -> DistillReport:
+async def distill_session(session: ServedSession, client_session: Any = None, min_cells: int = 1) -> DistillReport:
     """Distil the session's work since its last distillation (two sub-calls: a reflection, a distillation)."""
     memory = session.memory
     if memory is None or not memory.enabled:
@@ -233,7 +231,7 @@ async def distill_trace(
     return report
 
 
-async def distill_on_close(session: Session) -> None:
+async def distill_on_close(session: ServedSession) -> None:
     """At a session's end, if distillation is on-close: bounded in time, never failing the close."""
     memory = session.memory
     if session.depth > 1 or memory is None or not memory.enabled or session.settings.distill != "on-close":
@@ -252,7 +250,7 @@ async def distill_on_close(session: Session) -> None:
         log.info("session %s: %s", session.id, report.summary())
 
 
-async def conditioned(session: Session, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def conditioned(session: ServedSession, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Behavior-conditioned sub-calls: the behaviors relevant to the batch (its prompts' beginnings and the
     session's kinds of input) put before each call's own system prompt. One retrieval per batch, so every
     call of it gets the same system prompt (which providers' prompt caches reward)."""

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from rlm_mcp import safefs
+from rlm_mcp.bridge import ops
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
 from rlm_mcp.contexts.remote import TooLarge, canonical, check_allowed, fetch, scheme_of
@@ -89,7 +90,7 @@ async def plan_load(
     is fetched into `fetch_into` first (the session's cache, which its worker may read)."""
     if context.value is not None:
         context.source = "its parent's value"
-        return {"op": "load", "name": context.name, "kind": "value", "value": context.value}, None
+        return {"op": ops.LOAD, "name": context.name, "kind": "value", "value": context.value}, None
     if context.text is not None:
         if len(context.text) > settings.inline_text_max_chars:
             raise UserError(
@@ -97,7 +98,7 @@ async def plan_load(
                 "limit for inline input; write it to a file under a root and load it by `path`"
             )
         context.source = "inline text"
-        return {"op": "load", "name": context.name, "kind": "text", "text": context.text}, None
+        return {"op": ops.LOAD, "name": context.name, "kind": "text", "text": context.text}, None
     assert context.path is not None
     if scheme_of(context.path) is not None:
         if fetch_into is None:
@@ -341,7 +342,7 @@ def plan_path_load(
     source = resolve_source(path, settings.roots)
     if isinstance(source, FileSource):
         request = {
-            "op": "load",
+            "op": ops.LOAD,
             "name": name,
             "kind": "file",
             "path": str(source.path),
@@ -358,7 +359,7 @@ def plan_path_load(
         what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} is empty"
         raise ContextError(what + (f" that can be loaded ({skipped})" if skipped else ""))
     request = {
-        "op": "load",
+        "op": ops.LOAD,
         "name": name,
         "kind": "files",
         "root": str(source.base),

@@ -21,7 +21,8 @@ from rlm_mcp.llm.router import Router
 from rlm_mcp.llm.types import Backend
 from rlm_mcp.memory.service import Memory
 from rlm_mcp.session.running import Spawn
-from rlm_mcp.session.session import ChildServer, Session
+from rlm_mcp.session.services import Services
+from rlm_mcp.session.session import Session
 from rlm_mcp.session.store import SESSION_ID, SessionStore
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,11 @@ class SessionRegistry:
     sessions a minute.
     """
 
-    def __init__(self, settings: Settings, children: ChildServer | None = None, backend: Backend | None = None) -> None:
-        """`children` serves the sessions' rlm_query (see rlm_mcp/engine/children.py); `backend`, if given,
-        answers every model call (see Router)."""
+    def __init__(self, settings: Settings, services: Services | None = None, backend: Backend | None = None) -> None:
+        """`services` serves what the sessions' workers ask the server (see rlm_mcp/engine/assembly.py);
+        `backend`, if given, answers every model call (see Router)."""
         self.settings = settings
-        self.children = children
+        self.services = services
         self.memory = Memory(settings)
         self.router = Router(settings, self.memory, backend)
         self.store = SessionStore(settings.workspace)
@@ -190,7 +191,7 @@ class SessionRegistry:
                 )
             record = self.store.load(session_id)
             session = Session(
-                session_id, self.settings, self.router, self.store, record, self._spawn, children=self.children
+                session_id, self.settings, self.router, self.store, record, self._spawn, services=self.services
             )
             self._sessions[session_id] = session
         return session

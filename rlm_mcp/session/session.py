@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from rlm_mcp.bridge import ops
 from rlm_mcp.config import Settings
 from rlm_mcp.contexts.paths import ContextError
 from rlm_mcp.contexts.selection import Selection
@@ -28,7 +29,7 @@ from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.memory.inputs import InputRef
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.schemas import LoadResult, RunResult, SubQueryResult
-from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load, serve_memory
+from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load
 from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load, release_fetched
 from rlm_mcp.session.progress import CellProgress, ProgressReport
 from rlm_mcp.session.results import (
@@ -48,6 +49,7 @@ from rlm_mcp.session.results import (
     valid_snapshot,
 )
 from rlm_mcp.session.running import RunningCell, Spawn
+from rlm_mcp.session.services import RequestContext, Services
 from rlm_mcp.session.store import SessionStore
 from rlm_mcp.session.supervisor import WorkerSupervisor
 from rlm_mcp.trace import Tracer
@@ -55,9 +57,6 @@ from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
 
-# Serves the rlm_query frames of a session's cell: (session, frame, client session, the cell's deadline on the
-# monotonic clock) -> the reply. Given by whoever builds sessions (rlm_mcp/engine sits above this package).
-ChildServer = Callable[["Session", dict[str, Any], Any, float], Awaitable[dict[str, Any]]]
 MAX_CHILD_RECORDS = 200
 
 
@@ -72,7 +71,7 @@ class Session:
         record: dict[str, Any] | None = None,
         spawn: Spawn | None = None,
         *,
-        children: ChildServer | None = None,
+        services: Services | None = None,
         depth: int = 1,
         llm: SessionLLM | None = None,
         tracer: Tracer | None = None,
@@ -80,9 +79,10 @@ class Session:
     ) -> None:
         """`record`: what the store kept of this session before a server restart, to resume it; `spawn`
         starts a task owned by the server, in which cells run so that they outlive the calls that start them;
-        `children` serves rlm_query. A child RLM's session has a `depth` past 1 (the server's, not the REPL's:
-        it bounds the recursion), its share of its parent's budget in `llm`, its parent's `tracer` (so its
-        events nest under the parent's cell), and is `ephemeral`: no record, never resumed."""
+        `services` serves what the worker's code asks the server (session/services.py; none if not given). A
+        child RLM's session has a `depth` past 1 (the server's, not the REPL's: it bounds the recursion), its
+        share of its parent's budget in `llm`, its parent's `tracer` (so its events nest under the parent's
+        cell), and is `ephemeral`: no record, never resumed."""
         self.id = session_id
         self.settings = settings
         self.llm = llm or SessionLLM(router)
@@ -92,7 +92,7 @@ class Session:
         self.store = store
         self.dir = store.directory(session_id)
         self.tracer = tracer or Tracer(self.dir / "trace.jsonl")
-        self.children = children
+        self.services = services or Services()
         self.depth = depth
         self.ephemeral = ephemeral
         self.child_limiter = anyio.CapacityLimiter(settings.max_children)  # per parent: a waiting parent holds none
@@ -222,7 +222,7 @@ class Session:
                 why = outcome.cause or reply.get("error", "unknown error")
                 raise ContextError(f"loading {source} into {name!r} failed: {why}. " + " ".join(notes))
             if reply["kind"] == "files" and not reply["files"]:
-                await self.worker.call({"op": "unload", "name": name}, timeout=10)
+                await self.worker.call({"op": ops.UNLOAD, "name": name}, timeout=10)
                 raise ContextError(f"{source} holds no text files (binary: {len(reply['binary'])})")
             if name in self.contexts:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
@@ -410,14 +410,16 @@ class Session:
         async with self._lock:
             self.cells = number
             started = time.perf_counter()
-            request = {"op": "exec", "code": code, "cell": self.cells, "output_limit": limit}
+            request = {"op": ops.EXEC, "code": code, "cell": self.cells, "output_limit": limit}
             usage_before = self.llm.usage.model_copy()
             self._cell_errors = Counter()
             self.cell_notes = []
             deadline = time.monotonic() + timeout
 
+            context = RequestContext(client_session, progress.sub_call_done, deadline)
+
             async def serve(frame: dict[str, Any]) -> dict[str, Any]:
-                return await self._serve_worker_request(frame, client_session, progress.sub_call_done, deadline)
+                return await self.services.handle(self, frame, context)
 
             with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
                 outcome, notes, over_disk = await self._call_watching_disk(request, timeout, serve)
@@ -497,51 +499,18 @@ class Session:
         outcome, notes = await self.worker.call(request, timeout=timeout, on_request=serve, watch=watch)
         return outcome, notes, "".join(stopped)
 
-    async def _serve_worker_request(
-        self,
-        frame: dict[str, Any],
-        client_session: Any | None,
-        on_done: Callable[[int, int], Awaitable[None]] | None = None,
-        deadline: float = math.inf,
-    ) -> dict[str, Any]:
-        """The reply to a request of the running cell's. Always a reply: the worker waits for one, and a
-        handler's failure must cost the request, not the worker and its state."""
-        try:
-            return await self._dispatch(frame, client_session, on_done, deadline)
-        except Exception as exc:
-            log.exception("session %s: a %r request of the worker failed", self.id, str(frame.get("op"))[:20])
-            return {"ok": False, "error": f"the server failed on this request ({type(exc).__name__}); see its log"}
+    async def forget(self, name: str) -> dict[str, Any]:
+        """Code unloaded a context: do not bring it back after a restart, and free what was fetched for it."""
+        self.contexts.pop(name, None)
+        self.inputs.pop(name, None)
+        self._save_record()
+        freed = await release_fetched(fetched_dir(self.dir), self.contexts.values())
+        return {"ok": True, "freed": freed}
 
-    async def _dispatch(
-        self,
-        frame: dict[str, Any],
-        client_session: Any | None,
-        on_done: Callable[[int, int], Awaitable[None]] | None,
-        deadline: float,
-    ) -> dict[str, Any]:
-        if frame.get("op") == "forget":  # code unloaded a context: do not bring it back after a restart
-            self.contexts.pop(str(frame.get("name")), None)
-            self.inputs.pop(str(frame.get("name")), None)
-            self._save_record()
-            freed = await release_fetched(fetched_dir(self.dir), self.contexts.values())
-            return {"ok": True, "freed": freed}
-        if frame.get("op") == "memory":
-            return await serve_memory(self, frame, client_session)
-        if frame.get("op") == "map":
-            from rlm_mcp.cluster.maps import serve_map  # only a server with a cluster gets here
-
-            return await serve_map(self, frame, client_session, on_done, deadline)
-        if frame.get("op") == "rlm":
-            if self.children is None:
-                return {"ok": False, "error": "child RLMs are not available in this server", "kind": "host"}
-            return await self.children(self, frame, client_session, deadline)
-        calls = frame.get("calls")
-        if frame.get("op") != "llm" or not isinstance(calls, list) or not all(valid_call(c) for c in calls):
-            return {"ok": False, "error": f"malformed request from the worker: op {frame.get('op')!r}"}
-        if frame.get("behaviors") is True or self.settings.behavior_sub_calls:
-            calls = await conditioned(self, calls)
+    async def sub_calls(self, calls: list[dict[str, Any]], context: RequestContext, *, confirm: bool) -> dict[str, Any]:
+        """A batch of the cell's sub-calls, run concurrently; each failure counted by kind for the result."""
         try:
-            results = await self.llm.batch(calls, client_session, on_done, confirm=frame.get("confirm") is True)
+            results = await self.llm.batch(calls, context.client_session, context.on_done, confirm=confirm)
             self._cell_errors.update(error_kind(str(item.get("error"))) for item in results if not item.get("ok"))
             return {"ok": True, "results": results}
         except SubCallError as exc:  # the batch could not start: one error for all of it
@@ -601,7 +570,7 @@ class Session:
         """An expression of the REPL's (e.g. `chunks[3]`, `answer`) evaluated there, as text."""
         await self._wait_until_idle(self.settings.wait_s)
         async with self._lock:
-            request = {"op": "eval_text", "expr": expression}
+            request = {"op": ops.EVAL_TEXT, "expr": expression}
             outcome, notes = await self.worker.call(request, timeout=self.settings.timeout_s)
             reply = outcome.reply or {}
             if not reply.get("ok") or not isinstance(reply.get("text"), str):
@@ -628,7 +597,7 @@ class Session:
         variables: Any = None  # not while a cell runs: the worker is busy
         if cell is None or cell.done:
             async with self._lock:
-                outcome, _ = await self.worker.call({"op": "variables"}, timeout=10)
+                outcome, _ = await self.worker.call({"op": ops.VARIABLES}, timeout=10)
             variables = (outcome.reply or {}).get("variables", [])
         return {
             "session": self.id,
@@ -669,3 +638,21 @@ class Session:
         await self.host.close()
         await release_fetched(fetched_dir(self.dir), everything=True)
         await distill_on_close(self)
+
+
+# -- the session's own services (session/services.py registers them with the rest at assembly) ----------------
+
+
+async def serve_llm(session: Session, request: dict[str, Any], context: RequestContext) -> dict[str, Any]:
+    """The reply to a worker's {"op": "llm", "calls": [...]}: the batch, behavior-conditioned if asked."""
+    calls = request.get("calls")
+    if not isinstance(calls, list) or not all(valid_call(c) for c in calls):
+        return {"ok": False, "error": f"malformed request from the worker: op {ops.LLM!r}"}
+    if request.get("behaviors") is True or session.settings.behavior_sub_calls:
+        calls = await conditioned(session, calls)
+    return await session.sub_calls(calls, context, confirm=request.get("confirm") is True)
+
+
+async def serve_forget(session: Session, request: dict[str, Any], context: RequestContext) -> dict[str, Any]:
+    """The reply to a worker's {"op": "forget", "name": ...}: unload() in code."""
+    return await session.forget(str(request.get("name")))

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from rlm_mcp.bridge import ops
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import CallOutcome, RequestHandler, WorkerHost, WorkerStartError
@@ -113,7 +114,7 @@ class WorkerSupervisor:
     async def _start(self) -> None:
         await self.host.start()
         snapshots = str(self.host.scratch_dir / "snapshot")
-        persist = {"op": "persist", "dir": snapshots, "max_bytes": self.settings.snapshot_max_mb * MiB}
+        persist = {"op": ops.PERSIST, "dir": snapshots, "max_bytes": self.settings.snapshot_max_mb * MiB}
         await self.host.call(persist, timeout=10, grace=self.grace)
 
     async def recover(self) -> list[str]:
@@ -145,7 +146,7 @@ class WorkerSupervisor:
     async def _restore_variables(self) -> list[str]:
         if not self.snapshot_digests:
             return ["no variables were saved; those defined since the last snapshot are lost"]
-        request = {"op": "restore", "digests": self.snapshot_digests}
+        request = {"op": ops.RESTORE, "digests": self.snapshot_digests}
         timeout = min(self.settings.max_timeout_s, RESTORE_TIMEOUT_S)
         outcome = await self.host.call(request, timeout=timeout, grace=self.grace)
         reply = outcome.reply or {}

@@ -13,6 +13,8 @@ import sys
 import textwrap
 from typing import Any
 
+from rlm_mcp.bridge import ops
+
 NOTE_PATHS = 3  # the paths a note names; the rest are counted
 
 
@@ -38,7 +40,7 @@ def _say_notes(results: list[dict[str, Any]]) -> None:
 
 def make_cluster_functions(channel: Any, llm_error: type[Exception]) -> dict[str, Any]:
     def ask(message: dict[str, Any]) -> list[dict[str, Any]]:
-        reply = channel.request({"op": "map", **message})
+        reply = channel.request({"op": ops.MAP, **message})
         if "results" not in reply:
             raise MapError(str(reply.get("error", "the map failed")))
         if reply.get("sandbox"):

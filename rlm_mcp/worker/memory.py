@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rlm_mcp.bridge import ops
+
 MAX_QUERY_CHARS = 10_000
 MAX_FINDING_CHARS = 4_000
 
@@ -35,7 +37,7 @@ def make_memory_functions(channel: Any, contexts: Callable[[], dict[str, Any]] =
     """`contexts`: the loaded contexts now, name -> value (so `about=` may be given the value itself)."""
 
     def ask(message: dict[str, Any]) -> dict[str, Any]:
-        reply = channel.request({"op": "memory", **message})
+        reply = channel.request({"op": ops.MEMORY, **message})
         if not reply.get("ok"):
             raise MemoryUnavailableError(str(reply.get("error", "the memory failed")))
         return reply

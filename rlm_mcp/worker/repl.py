@@ -28,7 +28,7 @@ import time
 import traceback
 from typing import Any
 
-from rlm_mcp import protocol
+from rlm_mcp.bridge import frames, ops
 from rlm_mcp.sandbox.policy import SandboxPolicy
 from rlm_mcp.sandbox.prctl import make_undumpable
 from rlm_mcp.units import MiB
@@ -83,8 +83,8 @@ class HostChannel:
         with self._lock:
             self._next += 1
             request_id = f"w{self._next}"
-            protocol.write_frame(self._out, {**message, "id": request_id})
-            reply = protocol.read_frame(self._in)
+            frames.write_frame(self._out, {**message, "id": request_id})
+            reply = frames.read_frame(self._in)
             if reply is None or reply.get("id") != request_id:
                 raise SystemExit("rlm-mcp worker: the host broke the protocol")
             return reply
@@ -120,7 +120,7 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         ]
         if not calls:
             return []
-        reply = channel.request({"op": "llm", "calls": calls, "confirm": bool(confirm), "behaviors": bool(behaviors)})
+        reply = channel.request({"op": ops.LLM, "calls": calls, "confirm": bool(confirm), "behaviors": bool(behaviors)})
         if "results" not in reply:  # the batch could not start at all (no backend, budget spent): say it once
             raise LLMError(str(reply.get("error", "sub-calls failed")), str(reply.get("kind", "host")))
         return [
@@ -173,7 +173,7 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         ]
         if not children:
             return []
-        reply = channel.request({"op": "rlm", "children": children})
+        reply = channel.request({"op": ops.RLM, "children": children})
         if "results" not in reply:
             raise RLMError(str(reply.get("error", "child RLMs failed")), str(reply.get("kind", "host")))
         return [_child_answer(item) for item in reply["results"]]
@@ -288,13 +288,13 @@ class Repl:
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         handlers = {
-            "exec": self.exec_cell,
-            "eval_text": self.eval_text,
-            "load": self.load,
-            "unload": self.unload,
-            "persist": self.persist,
-            "variables": self.variables,
-            "restore": self.restore,
+            ops.EXEC: self.exec_cell,
+            ops.EVAL_TEXT: self.eval_text,
+            ops.LOAD: self.load,
+            ops.UNLOAD: self.unload,
+            ops.PERSIST: self.persist,
+            ops.VARIABLES: self.variables,
+            ops.RESTORE: self.restore,
         }
         handler = handlers.get(str(op))
         if handler is None:
@@ -353,7 +353,7 @@ class Repl:
     def exec_cell(self, request: dict[str, Any]) -> dict[str, Any]:
         code = str(request["code"])
         cell = int(request.get("cell", 0))
-        limit = int(request.get("output_limit", 8_000))
+        limit = int(request.get("output_limit", ops.DEFAULT_OUTPUT_CHARS))
         filename = f"{CELL_PREFIX}{cell}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
 
@@ -576,7 +576,7 @@ class Repl:
         """Free a loaded context (it is not reloaded after a restart); other references to it keep it alive."""
         if name not in self.context_names:
             raise KeyError(f"no context named {name!r}; loaded: {', '.join(self.context_names) or 'none'}")
-        freed = self.channel.request({"op": "forget", "name": name}).get("freed") if self.channel else None
+        freed = self.channel.request({"op": ops.FORGET, "name": name}).get("freed") if self.channel else None
         self.unload({"name": name})
         fetched = f"; freed {freed:,} bytes of fetched data" if isinstance(freed, int) and freed > 0 else ""
         return f"unloaded {name!r}{fetched}"
@@ -705,8 +705,8 @@ def main(argv: list[str]) -> int:
     the server's, and -I keeps it off sys.path); the session's paths never appear on its command line.
     """
     proto_in, proto_out, capture = _take_over_descriptors(int(argv[1]), int(argv[2]))
-    start = protocol.read_frame(proto_in)
-    if start is None or start.get("op") != "start":
+    start = frames.read_frame(proto_in)
+    if start is None or start.get("op") != ops.START:
         os.write(capture.stderr.fd, b"rlm-mcp worker: the host did not send its start frame\n")
         return 3
     policy = SandboxPolicy.from_dict(start["policy"])
@@ -719,10 +719,10 @@ def main(argv: list[str]) -> int:
     repl = Repl(capture, HostChannel(proto_in, proto_out), policy if policy.mode != "off" else None)
     signal.signal(signal.SIGINT, repl.interrupt)
     layers = [layer.as_dict() for layer in report.layers]
-    protocol.write_frame(
+    frames.write_frame(
         proto_out,
         {
-            "op": "ready",
+            "op": ops.READY,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
             "sandbox": layers,
@@ -731,15 +731,15 @@ def main(argv: list[str]) -> int:
     )
     while True:
         try:
-            request = protocol.read_frame(proto_in)
-        except protocol.ProtocolError as exc:
+            request = frames.read_frame(proto_in)
+        except frames.ProtocolError as exc:
             os.write(capture.stderr.fd, f"rlm-mcp worker: protocol violation: {exc}\n".encode())
             return 3
         if request is None:
             return 0
         reply = repl.handle(request)
         reply["id"] = request.get("id")
-        protocol.write_frame(proto_out, reply)
+        frames.write_frame(proto_out, reply)
 
 
 if __name__ == "__main__":

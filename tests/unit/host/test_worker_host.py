@@ -19,10 +19,10 @@ pytestmark = pytest.mark.anyio
 PRELUDE = """\
 import os, signal, sys, time
 sys.path.insert(0, sys.argv[2])
-from rlm_mcp import protocol
+from rlm_mcp.bridge import frames
 inp = os.fdopen(0, "rb")
-start = protocol.read_frame(inp)
-protocol.write_frame(1, {"op": "ready", "pid": os.getpid(), "sandbox": []})
+start = frames.read_frame(inp)
+frames.write_frame(1, {"op": "ready", "pid": os.getpid(), "sandbox": []})
 """
 
 
@@ -43,8 +43,8 @@ def host(tmp_path: Path, body: str, **options: float) -> WorkerHost:
 async def test_a_worker_that_answers_is_ok(tmp_path: Path) -> None:
     worker = host(
         tmp_path,
-        "while (r := protocol.read_frame(inp)) is not None:\n"
-        "    protocol.write_frame(1, {'id': r['id'], 'ok': True})\n",
+        "while (r := frames.read_frame(inp)) is not None:\n"
+        "    frames.write_frame(1, {'id': r['id'], 'ok': True})\n",
     )
     try:
         outcome = await worker.call({"op": "x"}, timeout=5, grace=1)
@@ -65,7 +65,7 @@ async def test_a_worker_that_never_says_ready_fails_to_start_with_what_it_printe
 
 async def test_a_reply_for_another_request_is_a_protocol_violation(tmp_path: Path) -> None:
     worker = host(
-        tmp_path, "r = protocol.read_frame(inp)\nprotocol.write_frame(1, {'id': 999, 'ok': True})\ntime.sleep(60)\n"
+        tmp_path, "r = frames.read_frame(inp)\nframes.write_frame(1, {'id': 999, 'ok': True})\ntime.sleep(60)\n"
     )
     try:
         outcome = await worker.call({"op": "x"}, timeout=5, grace=1)
@@ -76,7 +76,7 @@ async def test_a_reply_for_another_request_is_a_protocol_violation(tmp_path: Pat
 
 
 async def test_garbage_on_the_pipe_is_a_protocol_violation(tmp_path: Path) -> None:
-    worker = host(tmp_path, "protocol.read_frame(inp)\nos.write(1, b'\\xff' * 64)\ntime.sleep(60)\n")
+    worker = host(tmp_path, "frames.read_frame(inp)\nos.write(1, b'\\xff' * 64)\ntime.sleep(60)\n")
     try:
         outcome = await worker.call({"op": "x"}, timeout=5, grace=1)
         assert outcome.fate == "crashed" and "protocol violation" in outcome.cause
@@ -86,11 +86,11 @@ async def test_garbage_on_the_pipe_is_a_protocol_violation(tmp_path: Path) -> No
 
 async def test_a_worker_that_stops_on_the_interrupt_is_interrupted(tmp_path: Path) -> None:
     body = """\
-    r = protocol.read_frame(inp)
+    r = frames.read_frame(inp)
     try:
         time.sleep(60)
     except KeyboardInterrupt:
-        protocol.write_frame(1, {'id': r['id'], 'ok': True, 'stopped': True})
+        frames.write_frame(1, {'id': r['id'], 'ok': True, 'stopped': True})
     time.sleep(60)
     """
     worker = host(tmp_path, body)
@@ -111,7 +111,7 @@ async def test_a_worker_that_ignores_the_interrupt_is_killed_with_its_children(t
         os._exit(0)
     with open(os.environ['CHILD_PID'], 'w') as f:
         f.write(str(child))
-    protocol.read_frame(inp)
+    frames.read_frame(inp)
     time.sleep(60)
     """
     worker = host(tmp_path, body)
@@ -137,7 +137,7 @@ def _alive(pid: int) -> bool:
 async def test_a_worker_that_dies_mid_request_has_crashed_with_its_cause(tmp_path: Path) -> None:
     worker = host(
         tmp_path,
-        "protocol.read_frame(inp)\nos.kill(os.getpid(), signal.SIGSEGV)\n",
+        "frames.read_frame(inp)\nos.kill(os.getpid(), signal.SIGSEGV)\n",
     )
     try:
         outcome = await worker.call({"op": "x"}, timeout=5, grace=1)
