@@ -9,14 +9,14 @@ from __future__ import annotations
 import anthropic
 
 from rlm_mcp.llm.http import ShardedTransport, status_error
-from rlm_mcp.llm.types import ChatReply, ChatRequest, Completion, SubCall, SubCallError, ToolCall, Turn
+from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, ToolCall, Turn
 
 # Prompt caching pays from about 1,024 tokens of system prompt (the smallest cacheable prefix); below that
 # the cache_control marker is ignored by the API, so it is only sent where it can help.
 CACHE_MIN_SYSTEM_CHARS = 4_096
 
 
-class AnthropicBackend:
+class AnthropicBackend(BaseBackend):
     name = "anthropic"
     default_model: str | None = "claude-haiku-4-5"
 

@@ -9,10 +9,10 @@ import httpx2
 
 from rlm_mcp.llm.http import ShardedTransport, status_error
 from rlm_mcp.llm.pricing import estimate_tokens
-from rlm_mcp.llm.types import ChatReply, ChatRequest, Completion, SubCall, SubCallError, ToolCall, Turn
+from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, ToolCall, Turn
 
 
-class OpenAIBackend:
+class OpenAIBackend(BaseBackend):
     name = "openai"
     default_model: str | None = "gpt-4o-mini"
 

@@ -2,7 +2,9 @@
 
 One Router per server holds what is shared (the backends and the concurrency limit, since a provider's
 rate limit is per key, not per session); one SessionLLM per session holds what is not (budget, cache,
-usage). A batch is fanned out as tasks; each item succeeds or fails on its own.
+usage, and the budgeted sending of rlm_mcp/llm/sending.py). A batch is fanned out as tasks; each item
+succeeds or fails on its own. A backend is anything that has the members of types.Backend, all of which
+the router calls directly.
 """
 
 from __future__ import annotations
@@ -11,19 +13,19 @@ import contextlib
 import json
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
 from rlm_mcp.config import Settings
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.logins import CliLogin, cli_login, known
-from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of, window_of
+from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of
 from rlm_mcp.llm.recording import reply_record, sub_call_sha256, turn_sha256
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
+from rlm_mcp.llm.sending import BudgetedSender
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
 from rlm_mcp.memory.answers import StoredAnswer, endpoint_of, key_of
 from rlm_mcp.memory.service import Memory
@@ -32,7 +34,6 @@ from rlm_mcp.trace import current_tracer
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_DELAY_S = 30.0
 REAP_PERIOD_S = 10.0
 NO_BACKEND = (
     "no sub-LLM backend is available. Set ANTHROPIC_API_KEY (Anthropic API); or RLM_MCP_OPENAI_BASE_URL "
@@ -42,7 +43,6 @@ NO_BACKEND = (
     "auto|anthropic|openai|claude-code|codex|sampling picks one"
 )
 CLI_BACKENDS = ("claude-code", "codex")
-Used = TypeVar("Used", Completion, ChatReply)
 
 
 def usage_since(now: SubCallUsage, earlier: SubCallUsage) -> SubCallUsage:
@@ -118,8 +118,8 @@ class Router:
 
     def limiter_for(self, backend: Backend) -> anyio.CapacityLimiter:
         """A CLI backend has a cap of its own (each call is a process); the API backends share the server's."""
-        own = getattr(backend, "limiter", None)
-        return own if isinstance(own, anyio.CapacityLimiter) else self.limiter
+        own = backend.limiter
+        return self.limiter if own is None else own
 
     async def prepare(self) -> None:
         """Build the configured backend now, in a thread, so that a session's first batch does not wait for
@@ -134,9 +134,7 @@ class Router:
         while True:
             await anyio.sleep(REAP_PERIOD_S)
             for backend in list(self._backends.values()):
-                reap = getattr(backend, "reap", None)
-                if reap is not None:
-                    reap()
+                backend.reap()
 
     def _build(self, mode: str) -> Backend:
         """Blocking (imports an SDK, or asks a CLI for its login): run in a thread."""
@@ -166,23 +164,33 @@ class Router:
 
     async def aclose(self) -> None:
         for backend in self._backends.values():
-            closer = getattr(backend, "aclose", None)
-            if closer is not None:
-                await closer()
+            await backend.aclose()
 
 
 class SessionLLM:
-    """A session's sub-calls: its budget, its cache of answers, and its running usage."""
+    """A session's sub-calls: its cache of answers, and its budget and running usage (kept by its sender)."""
 
     def __init__(self, router: Router, budget: Budget | None = None) -> None:
         """`budget`: a child RLM's share of its parent's; by default the server's per-session limits."""
         self.router = router
         settings = router.settings
         self.settings = settings
-        self.budget = budget or Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
-        self.usage = SubCallUsage()  # running totals for the session
-        self.usage_by_model: dict[str, SubCallUsage] = {}
+        budget = budget or Budget(settings.max_sub_calls, settings.max_sub_tokens, settings.max_cost_usd)
+        self.sender = BudgetedSender(settings, budget, router.limiter_for)
         self._cache: dict[tuple[str, str, str | None, str, int], Answer] = {}
+
+    @property
+    def budget(self) -> Budget:
+        return self.sender.budget
+
+    @property
+    def usage(self) -> SubCallUsage:
+        """Running totals for the session."""
+        return self.sender.usage
+
+    @property
+    def usage_by_model(self) -> dict[str, SubCallUsage]:
+        return self.sender.usage_by_model
 
     def make_call(self, backend: Backend, prompt: str, system: str | None, model: str | None, max_tokens: int | None):
         chosen = model or self.settings.sub_model or backend.default_model or "client"
@@ -240,8 +248,8 @@ class SessionLLM:
                 backend, spec["prompt"], spec.get("system"), spec.get("model"), spec.get("max_tokens")
             )
             try:
-                admitted.append((call, self._reserve(call.model, estimate_tokens(call.system, call.prompt),
-                                                     call.max_tokens)))  # fmt: skip
+                prompt_tokens = estimate_tokens(call.system, call.prompt)
+                admitted.append((call, self.sender.reserve(call.model, prompt_tokens, call.max_tokens)))
             except SubCallError as exc:  # still answered if the session's cache holds it; else this error
                 admitted.append((call, exc))
 
@@ -266,9 +274,6 @@ class SessionLLM:
                 group.start_soon(one, index, entry)
         return results
 
-    def _model_usage(self, model: str) -> SubCallUsage:
-        return self.usage_by_model.setdefault(model, SubCallUsage())
-
     async def complete(
         self, call: SubCall, backend: Backend, admission: Reservation | SubCallError | None = None
     ) -> Answer:
@@ -285,10 +290,7 @@ class SessionLLM:
             try:
                 answer = await self._complete(call, backend, attempts, admission)
             except SubCallError as exc:
-                self.usage.failures += 1
-                self._model_usage(call.model).failures += 1
-                if event is not None:
-                    event.set(error=str(exc), kind=exc.kind, attempts=attempts[0])
+                self.sender.failed(call.model, exc, event, attempts[0])
                 raise
             if event is not None:
                 completion = answer.completion
@@ -313,8 +315,7 @@ class SessionLLM:
         if cached is not None and isinstance(admission, Reservation):
             self.budget.settle(admission, 0, None)  # answered from the cache: it costs nothing
         if cached is not None:
-            self.usage.cache_hits += 1
-            self._model_usage(call.model).cache_hits += 1
+            self.sender.cache_hit(call.model)
             return Answer(cached.completion, cached.backend, 0.0, cached=True, cache="session")
 
         memory = self.router.memory
@@ -325,8 +326,7 @@ class SessionLLM:
             if stored is not None:  # an earlier session paid for this very call
                 if isinstance(admission, Reservation):
                     self.budget.settle(admission, 0, None)
-                self.usage.cache_hits += 1
-                self._model_usage(call.model).cache_hits += 1
+                self.sender.cache_hit(call.model)
                 completion = Completion(stored.text, stored.model, stored.input_tokens, stored.output_tokens)
                 answer = Answer(completion, backend.name, 0.0, cached=True, cache="memory")
                 self._cache[key] = answer
@@ -334,7 +334,7 @@ class SessionLLM:
 
         if isinstance(admission, SubCallError):
             raise admission
-        completion, cost = await self._accounted(
+        completion, cost = await self.sender.send(
             call.model,
             estimate_tokens(call.system, call.prompt),
             call.max_tokens,
@@ -363,7 +363,7 @@ class SessionLLM:
             attempts = [0]
             estimate = estimate_tokens(request.system, *(_turn_text(turn) for turn in request.turns))
             try:
-                reply, cost = await self._accounted(
+                reply, cost = await self.sender.send(
                     request.model,
                     estimate,
                     request.max_tokens,
@@ -372,10 +372,7 @@ class SessionLLM:
                     attempts,
                 )
             except SubCallError as exc:
-                self.usage.failures += 1
-                self._model_usage(request.model).failures += 1
-                if event is not None:
-                    event.set(error=str(exc), kind=exc.kind, attempts=attempts[0])
+                self.sender.failed(request.model, exc, event, attempts[0])
                 raise
             if event is not None:
                 event.set(
@@ -388,77 +385,6 @@ class SessionLLM:
                     reply=reply_record(reply),
                 )
             return reply, cost
-
-    async def _accounted(
-        self,
-        model: str,
-        estimated_input: int,
-        max_tokens: int,
-        send: Callable[[], Awaitable[Used]],
-        backend: Backend,
-        attempts: list[int],
-        reservation: Reservation | None = None,
-    ) -> tuple[Used, float | None]:
-        """Send a call within the window and the budget (reserved here, unless the caller did), retrying, and
-        count what it used. Returns the reply and its cost (None when the model has no known price)."""
-        if reservation is None:
-            reservation = self._reserve(model, estimated_input, max_tokens)
-        price = price_of(model, self.settings.prices)
-        self.usage.calls += 1
-        by_model = self._model_usage(model)
-        by_model.calls += 1
-        reply: Used | None = None
-        cost: float | None = None
-        try:
-            reply = await self._attempts(send, model, backend, attempts)
-            cost = reply.cost_usd
-            if cost is None:
-                cost = cost_usd(price, reply.input_tokens, reply.output_tokens)
-        finally:
-            used = reply.input_tokens + reply.output_tokens if reply else 0
-            self.budget.settle(reservation, used, cost)
-        for usage in (self.usage, by_model):
-            usage.input_tokens += reply.input_tokens
-            usage.output_tokens += reply.output_tokens
-            usage.cost_usd += cost or 0.0
-            if reply.subscription:
-                usage.subscription_usd += cost or 0.0
-        return reply, cost
-
-    def _reserve(self, model: str, estimated_input: int, max_tokens: int) -> Reservation:
-        """A call's worst case held against the budget, once it is known to fit the model's window."""
-        window = window_of(model, self.settings.sub_window_tokens)
-        if estimated_input + max_tokens > window:
-            raise SubCallError(
-                f"the prompt is about {estimated_input:,} tokens; with max_tokens {max_tokens:,} it exceeds "
-                f"the {window:,}-token window of {model}. Split the text (e.g. into chunks) and query each part",
-                kind="window",
-            )
-        price = price_of(model, self.settings.prices)
-        return self.budget.reserve(estimated_input + max_tokens, cost_usd(price, estimated_input, max_tokens))
-
-    async def _attempts(
-        self, send: Callable[[], Awaitable[Used]], model: str, backend: Backend, attempts: list[int]
-    ) -> Used:
-        settings = self.settings
-        for attempt in range(settings.sub_retries + 1):
-            attempts[0] = attempt + 1
-            try:
-                async with self.router.limiter_for(backend):
-                    with anyio.fail_after(settings.sub_timeout_s + 5):
-                        return await send()
-            except TimeoutError:
-                error = SubCallError(f"no answer within {settings.sub_timeout_s:g} s", kind="timeout", retryable=True)
-            except SubCallError as exc:
-                error = exc
-            if not error.retryable or attempt == settings.sub_retries:
-                if attempt:
-                    raise SubCallError(f"{error} (after {attempt + 1} attempts)", kind=error.kind) from None
-                raise error
-            delay = min(MAX_RETRY_DELAY_S, settings.retry_base_s * 2**attempt) * random.uniform(0.5, 1.5)
-            log.info("sub-call to %s failed (%s); retry %d in %.2f s", model, error, attempt + 1, delay)
-            await anyio.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 def _turn_text(turn: Turn) -> str:

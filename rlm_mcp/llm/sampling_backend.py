@@ -14,7 +14,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import ModelHint, ModelPreferences, SamplingMessage, TextContent
 
 from rlm_mcp.llm.pricing import estimate_tokens
-from rlm_mcp.llm.types import Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import BaseBackend, Completion, SubCall, SubCallError
 
 # The deprecation is known and documented; warning on every sub-call would only flood the log.
 warnings.filterwarnings("ignore", message="The sampling capability is deprecated", category=MCPDeprecationWarning)
@@ -25,7 +25,7 @@ def client_offers_sampling(session: Any) -> bool:
     return capabilities is not None and getattr(capabilities, "sampling", None) is not None
 
 
-class SamplingBackend:
+class SamplingBackend(BaseBackend):
     name = "sampling"
     default_model: str | None = None  # the client picks; a configured sub_model is passed as a hint
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard, runtime_checkable
+
+import anyio
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,40 @@ class SubCallError(Exception):
         self.status = status
 
 
+@runtime_checkable
 class Backend(Protocol):
+    """Everything the router asks of a backend, so it calls each member directly.
+
+    `default_model`: the model of a call that names none (None: the provider chooses); `limiter`: a cap of
+    the backend's own on its calls in flight (a CLI backend's calls are processes), or None for the server's
+    shared cap; `reap`: stop what it started ahead of need that no call took (called every few seconds);
+    `aclose`: release its connections and processes when the server stops.
+    """
+
     name: str
     default_model: str | None
 
+    @property
+    def limiter(self) -> anyio.CapacityLimiter | None: ...
+
     async def complete(self, call: SubCall, timeout_s: float) -> Completion: ...
+
+    def reap(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BaseBackend:
+    """The members of Backend that most backends have nothing behind: no cap of their own, nothing started
+    ahead of need, nothing held open. A backend that has one overrides it."""
+
+    limiter: anyio.CapacityLimiter | None = None
+
+    def reap(self) -> None:
+        """Nothing started ahead of need: nothing to stop."""
+
+    async def aclose(self) -> None:
+        """Nothing held open: nothing to release."""
 
 
 # -- tool use, for the root model of a child RLM and of `rlm-mcp ask` (see rlm_mcp/engine) -------------
@@ -103,11 +134,13 @@ class ChatReply:
     subscription: bool = False
 
 
+@runtime_checkable
 class ChatBackend(Backend, Protocol):
     """A backend that can drive a root model: a conversation with tools."""
 
     async def chat(self, request: ChatRequest, timeout_s: float) -> ChatReply: ...
 
 
-def can_chat(backend: Backend) -> bool:
-    return callable(getattr(backend, "chat", None))
+def can_chat(backend: Backend) -> TypeGuard[ChatBackend]:
+    """Whether `backend` can drive a root model (a child RLM's, or `ask`'s): it declares ChatBackend's `chat`."""
+    return isinstance(backend, ChatBackend)

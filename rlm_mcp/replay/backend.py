@@ -14,14 +14,14 @@ from collections import deque
 
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.recording import sub_call_sha256, turn_sha256
-from rlm_mcp.llm.types import ChatReply, ChatRequest, Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError
 from rlm_mcp.replay.record import Answer, Recording
 
 NOT_RECORDED = "not_recorded"
 PROMPT_PREVIEW = 80
 
 
-class ReplayBackend:
+class ReplayBackend(BaseBackend):
     def __init__(self, recording: Recording) -> None:
         self.name = "replay"
         self.default_model = recording.default_model

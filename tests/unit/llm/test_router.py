@@ -9,13 +9,13 @@ import anyio
 import pytest
 
 from rlm_mcp.llm.router import Router, SessionLLM
-from rlm_mcp.llm.types import Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import BaseBackend, Completion, SubCall, SubCallError
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 
 
-class FakeBackend:
+class FakeBackend(BaseBackend):
     """Answers with the prompt; `failures` scripts errors by prompt; counts what is in flight."""
 
     name = "fake"
