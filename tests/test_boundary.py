@@ -149,3 +149,62 @@ def test_the_benchmarks_do_not_import_the_tests() -> None:
         for path in bench.glob("*.py")
     }
     assert {name: found for name, found in offending.items() if found} == {}
+
+
+def module_edges(name: str, path: Path) -> set[str]:
+    """The rlm_mcp modules `name` imports, type-only and lazy imports included: `from P import x` is an edge to
+    P.x when that is a module, else to P; `import P.x` is an edge to P.x."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against the importing module's package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
+    return {target for target in targets if target in MODULES and target != name}
+
+
+def cycles_among(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for successor in sorted(edges.get(node, ())):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_the_modules_form_no_cycle() -> None:
+    """Module -> module edges from every import, those under `if TYPE_CHECKING:` and those inside functions
+    too: a type-only or lazy import still ties the two modules together, so that neither can be read,
+    tested or moved without the other. No strongly connected component holds more than one module."""
+    edges = {name: module_edges(name, path) for name, path in MODULES.items()}
+    assert sum(len(targets) for targets in edges.values()) > 200  # the imports are found at all
+    assert cycles_among(edges) == []
