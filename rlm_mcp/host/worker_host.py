@@ -17,13 +17,14 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import anyio.abc
 
 from rlm_mcp import safefs
 from rlm_mcp.bridge import frames, ops
+from rlm_mcp.errors import WorkerStartError
 from rlm_mcp.host.held import held_usage, inspectable
 from rlm_mcp.host.proctree import descendants, kill_tree
 from rlm_mcp.sandbox import bubblewrap, cgroups, exposure
@@ -61,10 +62,15 @@ _SIGNAL_CAUSES = {
 }
 
 
+ReplyT = TypeVar("ReplyT")
+
+
 @dataclass
-class CallOutcome:
+class CallOutcome(Generic[ReplyT]):
+    """How a request ended, and the reply if there was one (typed by the operation: host/client.py)."""
+
     fate: Fate
-    reply: dict[str, Any] | None = None
+    reply: ReplyT | None = None
     cause: str = ""
     stderr_tail: str = ""
 
@@ -79,10 +85,6 @@ class ScratchUsage:
     unnamed: int = 0
     unseen: str = ""
     descriptors: list[int] = field(default_factory=list)  # the worker's descriptors of the unnamed files
-
-
-class WorkerStartError(RuntimeError):
-    """The worker process could not be started; the message carries what it printed."""
 
 
 class _WorkerGone(Exception):
@@ -286,7 +288,7 @@ class WorkerHost:
         timeout: float | None,
         grace: float,
         on_request: RequestHandler | None = None,
-    ) -> CallOutcome:
+    ) -> CallOutcome[dict[str, Any]]:
         """Send one request and wait for its reply, interrupting and then killing the worker if needed.
 
         While it waits, the worker may send requests of its own (sub-calls from user code); `on_request`

@@ -24,10 +24,10 @@ import anyio
 from rlm_mcp import safefs
 from rlm_mcp.bridge import ops
 from rlm_mcp.config import Settings
-from rlm_mcp.contexts.paths import ContextError, FileSource, resolve_source
-from rlm_mcp.contexts.remote import TooLarge, canonical, check_allowed, fetch, scheme_of
+from rlm_mcp.contexts.paths import FileSource, resolve_source
+from rlm_mcp.contexts.remote import canonical, check_allowed, fetch, scheme_of
 from rlm_mcp.contexts.selection import Caps, Selection, select_files
-from rlm_mcp.errors import UserError
+from rlm_mcp.errors import ContextError, TooLarge, UserError
 from rlm_mcp.session.results import (
     skipped_text,
 )
@@ -85,12 +85,13 @@ def check_context_name(name: str) -> None:
 
 async def plan_load(
     context: LoadedContext, settings: Settings, fetch_into: Path | None = None
-) -> tuple[dict[str, Any], Selection | None]:
-    """The worker request that loads `context` (setting its `source`), vetted against today's roots; a URL
-    is fetched into `fetch_into` first (the session's cache, which its worker may read)."""
+) -> tuple[ops.LoadRequest, Selection | None]:
+    """The load request for `context` (setting its `source`), vetted against today's roots: its fields, as
+    WorkerClient.load sends them; a URL is fetched into `fetch_into` first (the session's cache, which its
+    worker may read)."""
     if context.value is not None:
         context.source = "its parent's value"
-        return {"op": ops.LOAD, "name": context.name, "kind": "value", "value": context.value}, None
+        return ops.LoadRequest(name=context.name, kind="value", value=context.value), None
     if context.text is not None:
         if len(context.text) > settings.inline_text_max_chars:
             raise UserError(
@@ -98,7 +99,7 @@ async def plan_load(
                 "limit for inline input; write it to a file under a root and load it by `path`"
             )
         context.source = "inline text"
-        return {"op": ops.LOAD, "name": context.name, "kind": "text", "text": context.text}, None
+        return ops.LoadRequest(name=context.name, kind="text", text=context.text), None
     assert context.path is not None
     if scheme_of(context.path) is not None:
         if fetch_into is None:
@@ -116,7 +117,7 @@ async def plan_load(
 
 def plan_url_load(
     settings: Settings, name: str, url: str, exclude: tuple[str, ...], fetch_into: Path
-) -> tuple[dict[str, Any], str, Selection | None]:
+) -> tuple[ops.LoadRequest, str, Selection | None]:
     """Fetch an allowed URL into the session's cache (one directory per canonical URL, made afresh), then
     plan the load of what arrived as a local load under that directory. Blocking, so it runs in a thread.
     A session fetches one URL at a time, within --fetch-total-mb for all its copies but those this load
@@ -337,19 +338,18 @@ async def release_fetched(
 
 def plan_path_load(
     settings: Settings, name: str, path: str, exclude: tuple[str, ...]
-) -> tuple[dict[str, Any], str, Selection | None]:
+) -> tuple[ops.LoadRequest, str, Selection | None]:
     """Resolve and vet the path, and for a tree pick the files; blocking, so it runs in a thread."""
     source = resolve_source(path, settings.roots)
     if isinstance(source, FileSource):
-        request = {
-            "op": ops.LOAD,
-            "name": name,
-            "kind": "file",
-            "path": str(source.path),
-            "size": source.size,
-            "mmap_bytes": settings.mmap_threshold_mb * MiB,
-            "max_bytes": settings.max_file_bytes,
-        }
+        request = ops.LoadRequest(
+            name=name,
+            kind="file",
+            path=str(source.path),
+            size=source.size,
+            mmap_bytes=settings.mmap_threshold_mb * MiB,
+            max_bytes=settings.max_file_bytes,
+        )
         return request, str(source.path), None
     caps = Caps(settings.dir_max_files, settings.dir_max_bytes, settings.dir_max_file_bytes)
     selection = select_files(source, settings.roots, caps, exclude)
@@ -358,13 +358,12 @@ def plan_path_load(
         skipped = skipped_text(selection)
         what = f"no files match {source.pattern!r} under {source.base}" if source.pattern else f"{shown} is empty"
         raise ContextError(what + (f" that can be loaded ({skipped})" if skipped else ""))
-    request = {
-        "op": ops.LOAD,
-        "name": name,
-        "kind": "files",
-        "root": str(source.base),
-        "files": selection.files,
-        "max_file_bytes": settings.dir_max_file_bytes,
-        "max_total_bytes": settings.dir_max_bytes,
-    }
+    request = ops.LoadRequest(
+        name=name,
+        kind="files",
+        root=str(source.base),
+        files=selection.files,
+        max_file_bytes=settings.dir_max_file_bytes,
+        max_total_bytes=settings.dir_max_bytes,
+    )
     return request, shown, selection

@@ -11,24 +11,22 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 
 from rlm_mcp.bridge import ops
 from rlm_mcp.config import Settings
-from rlm_mcp.contexts.paths import ContextError
 from rlm_mcp.contexts.selection import Selection
-from rlm_mcp.errors import UserError
+from rlm_mcp.errors import ContextError, SubCallError, UserError
 from rlm_mcp.escaping import printable
+from rlm_mcp.host.client import WorkerClient
 from rlm_mcp.host.factory import fetched_dir, session_worker_host
+from rlm_mcp.host.supervisor import Operation, WorkerSupervisor
 from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.llm.router import Router, SessionLLM, usage_since
-from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.memory.inputs import InputRef
 from rlm_mcp.sandbox.policy import summary
-from rlm_mcp.schemas import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load
 from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load, release_fetched
 from rlm_mcp.session.progress import CellProgress, ProgressReport
@@ -51,7 +49,7 @@ from rlm_mcp.session.results import (
 from rlm_mcp.session.running import RunningCell, Spawn
 from rlm_mcp.session.services import RequestContext, Services
 from rlm_mcp.session.store import SessionStore
-from rlm_mcp.session.supervisor import WorkerSupervisor
+from rlm_mcp.tools.schemas import LoadResult, RunResult, SubQueryResult
 from rlm_mcp.trace import Tracer
 from rlm_mcp.units import MiB
 
@@ -98,7 +96,6 @@ class Session:
         self.child_limiter = anyio.CapacityLimiter(settings.max_children)  # per parent: a waiting parent holds none
         self.child_records: list[dict[str, Any]] = []  # what each child RLM did, for the usage resource
         self.cell_notes: list[str] = []  # said once in the running cell's result (e.g. by rlm_query at the cap)
-        self.host = session_worker_host(settings, self.dir)
         self.contexts: dict[str, LoadedContext] = {}
         self.cells = 0
         digests: dict[str, str] = {}
@@ -106,10 +103,18 @@ class Session:
         self._cell_errors: Counter[str] = Counter()  # why the running cell's sub-calls failed, each counted
         if record is not None:
             digests = self._take_record(record)
+        # The session's one handle on its worker: the supervisor, which reaches it through its client.
         self.worker = WorkerSupervisor(
-            session_id, self.host, settings, self.contexts, self._plan, self._save_record, resuming=record is not None
+            session_id,
+            WorkerClient(session_worker_host(settings, self.dir), settings.interrupt_grace_s),
+            settings,
+            contexts=lambda: list(self.contexts.values()),
+            plan=self._plan,
+            unloadable=self._drop_context,
+            save_record=self._save_record,
+            resuming=record is not None,
+            digests=digests,
         )
-        self.worker.snapshot_digests = digests
         self._lock = anyio.Lock()
         self.last_used = time.monotonic()
         self.calls = 0  # tool calls that passed validation: a session none has used is closed soon
@@ -153,6 +158,10 @@ class Session:
         snapshot = record.get("snapshot")
         return valid_snapshot(snapshot if isinstance(snapshot, dict) else {})
 
+    def _drop_context(self, name: str) -> None:
+        """A context the supervisor could not bring back after a restart: no longer loaded."""
+        self.contexts.pop(name, None)
+
     def _save_record(self) -> None:
         if self.ephemeral:
             return
@@ -165,10 +174,9 @@ class Session:
         report = reply.get("snapshot")
         if not isinstance(report, dict):
             return
-        digests = self.worker.snapshot_digests
-        digests.update(valid_snapshot(report.get("saved")))
-        for name in [*report.get("removed", []), *report.get("unsaved", {})]:
-            digests.pop(name, None)
+        self.worker.note_snapshot(
+            valid_snapshot(report.get("saved")), [*report.get("removed", []), *report.get("unsaved", {})]
+        )
         unsaved = report.get("unsaved") if isinstance(report.get("unsaved"), dict) else {}
         news = {str(name): why for name, why in unsaved.items() if str(name) not in self._told_unsaved}
         self._told_unsaved = (self._told_unsaved | set(news)) & {str(name) for name in unsaved}  # once a name
@@ -216,13 +224,14 @@ class Session:
         source = wanted.source
 
         async with self._lock:
-            outcome, notes = await self.worker.call(request, timeout=self.settings.max_timeout_s)
+            timeout = self.settings.max_timeout_s
+            outcome, notes = await self.worker.call(lambda worker: worker.load(request, timeout=timeout))
             reply = outcome.reply or {}
             if outcome.fate != "ok" or not reply.get("ok"):
                 why = outcome.cause or reply.get("error", "unknown error")
                 raise ContextError(f"loading {source} into {name!r} failed: {why}. " + " ".join(notes))
             if reply["kind"] == "files" and not reply["files"]:
-                await self.worker.call({"op": ops.UNLOAD, "name": name}, timeout=10)
+                await self.worker.call(lambda worker: worker.unload(name))
                 raise ContextError(f"{source} holds no text files (binary: {len(reply['binary'])})")
             if name in self.contexts:
                 notes.append(f"replaced the earlier context {name!r} ({self.contexts[name].source})")
@@ -234,7 +243,7 @@ class Session:
         await offer_on_load(self, result, self.inputs[name])
         return result
 
-    async def _plan(self, context: LoadedContext) -> tuple[dict[str, Any], Selection | None]:
+    async def _plan(self, context: LoadedContext) -> tuple[ops.LoadRequest, Selection | None]:
         return await plan_load(context, self.settings, fetched_dir(self.dir))
 
     # -- run_code ---------------------------------------------------------------------------------
@@ -379,15 +388,15 @@ class Session:
         per cell: a second interrupt could land in the worker's own handling of the first."""
         if not cell.stopping:
             cell.stopping = True
-            self.host.interrupt()
+            self.worker.client.interrupt()
             if await cell.wait(self.worker.grace + 1):
                 return
-            await self.host.kill()
+            await self.worker.client.kill()
         await cell.wait(self.settings.max_timeout_s)
 
     def _running_result(self, cell: RunningCell) -> RunResult:
         shown = min(RUNNING_OUTPUT_CHARS, self.settings.max_output_chars)
-        stdout, stdout_chars = self.host.output_so_far(shown)
+        stdout, stdout_chars = self.worker.client.output_so_far(shown)
         return RunResult(
             outcome="running",
             state="kept",
@@ -410,7 +419,6 @@ class Session:
         async with self._lock:
             self.cells = number
             started = time.perf_counter()
-            request = {"op": ops.EXEC, "code": code, "cell": self.cells, "output_limit": limit}
             usage_before = self.llm.usage.model_copy()
             self._cell_errors = Counter()
             self.cell_notes = []
@@ -422,7 +430,9 @@ class Session:
                 return await self.services.handle(self, frame, context)
 
             with self.tracer.event("cell", f"cell {self.cells}", code=code) as cell:
-                outcome, notes, over_disk = await self._call_watching_disk(request, timeout, serve)
+                outcome, notes, over_disk = await self._call_watching_disk(
+                    lambda worker: worker.exec(code, number, limit, timeout=timeout, on_request=serve)
+                )
                 reply = outcome.reply or {}
                 cell.set(
                     outcome=outcome.fate if outcome.fate != "ok" else ("error" if reply.get("error") else "ok"),
@@ -449,7 +459,7 @@ class Session:
                     result = run_result(outcome, elapsed, notes)
                 except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                     log.warning("session %s: malformed reply from the worker (%s); replacing it", self.id, exc)
-                    await self.host.kill()
+                    await self.worker.client.kill()
                     outcome = CallOutcome("crashed", cause="the worker sent a malformed reply (protocol violation)")
                     notes += await self.worker.recover()
             if result is None:  # the worker died of this cell: the supervisor has recovered what it could
@@ -462,7 +472,7 @@ class Session:
 
     async def _scratch_over_cap(self) -> str:
         """Why the scratch directory is over its caps, or "" if it is not (walked in a thread: it may be big)."""
-        usage = await anyio.to_thread.run_sync(self.host.scratch_usage, SCRATCH_MAX_ENTRIES)
+        usage = await anyio.to_thread.run_sync(self.worker.client.scratch_usage, SCRATCH_MAX_ENTRIES)
         used, entries, unnamed = usage.bytes, usage.entries, usage.unnamed
         cap = self.settings.disk_limit_mb * MiB
         if usage.unseen:  # what the server cannot see counts as over the cap
@@ -478,8 +488,8 @@ class Session:
         return [why + "; while it stays over, every cell is stopped within a second"] if why else []
 
     async def _call_watching_disk(
-        self, request: dict[str, Any], timeout: float, serve: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-    ) -> tuple[CallOutcome, list[str], str]:
+        self, run: Operation[ops.ExecReply]
+    ) -> tuple[CallOutcome[ops.ExecReply], list[str], str]:
         """Run a cell, checking the scratch directory every DISK_CHECK_S; one over its cap is stopped
         (interrupted, then killed after the grace period). Returns the outcome, the supervisor's notes and
         why it was stopped."""
@@ -491,12 +501,12 @@ class Session:
                 why = await self._scratch_over_cap()
                 if why:
                     stopped.append("stopped: " + why)
-                    self.host.interrupt()
+                    self.worker.client.interrupt()
                     await anyio.sleep(self.worker.grace)
-                    await self.host.kill()
+                    await self.worker.client.kill()
                     return
 
-        outcome, notes = await self.worker.call(request, timeout=timeout, on_request=serve, watch=watch)
+        outcome, notes = await self.worker.call(run, watch=watch)
         return outcome, notes, "".join(stopped)
 
     async def forget(self, name: str) -> dict[str, Any]:
@@ -570,8 +580,8 @@ class Session:
         """An expression of the REPL's (e.g. `chunks[3]`, `answer`) evaluated there, as text."""
         await self._wait_until_idle(self.settings.wait_s)
         async with self._lock:
-            request = {"op": ops.EVAL_TEXT, "expr": expression}
-            outcome, notes = await self.worker.call(request, timeout=self.settings.timeout_s)
+            timeout = self.settings.timeout_s
+            outcome, notes = await self.worker.call(lambda worker: worker.eval_text(expression, timeout=timeout))
             reply = outcome.reply or {}
             if not reply.get("ok") or not isinstance(reply.get("text"), str):
                 why = reply.get("error") or outcome.cause
@@ -597,7 +607,7 @@ class Session:
         variables: Any = None  # not while a cell runs: the worker is busy
         if cell is None or cell.done:
             async with self._lock:
-                outcome, _ = await self.worker.call({"op": ops.VARIABLES}, timeout=10)
+                outcome, _ = await self.worker.call(lambda worker: worker.variables())
             variables = (outcome.reply or {}).get("variables", [])
         return {
             "session": self.id,
@@ -610,17 +620,18 @@ class Session:
                 "tokens": None if budget.max_tokens is None else budget.max_tokens - budget.tokens,
                 "cost_usd": None if budget.max_cost is None else round(budget.max_cost - budget.cost, 6),
             },
-            "sandbox": summary(self.host.sandbox),
+            "sandbox": summary(self.worker.client.sandbox),
             "trace": str(self.tracer.path),
         }
 
     async def sandbox_layers(self) -> list[dict[str, Any]]:
         """The running worker's report of its lock-down (starting the worker if there is none yet)."""
-        if self.host.sandbox and self.host.alive:
-            return list(self.host.sandbox)
+        client = self.worker.client
+        if client.sandbox and client.alive:
+            return list(client.sandbox)
         async with self._lock:
             await self.worker.ensure_keeping_notes()
-            return list(self.host.sandbox)
+            return list(client.sandbox)
 
     async def prepare(self) -> None:
         """Start the worker before the first call needs it (the server does this for stdio's one session)."""
@@ -635,7 +646,7 @@ class Session:
     async def close(self) -> None:
         """Stop the worker, then distil the session's work if distillation is on-close; the session's
         directory stays, so it can be resumed (see SessionStore)."""
-        await self.host.close()
+        await self.worker.client.close()
         await release_fetched(fetched_dir(self.dir), everything=True)
         await distill_on_close(self)
 

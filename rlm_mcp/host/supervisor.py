@@ -1,24 +1,29 @@
-"""One session's worker, kept alive: every operation calls it through `WorkerSupervisor.call`.
+"""One session's worker, kept alive: every operation reaches it through `WorkerSupervisor.call`.
 
 A worker dies (killed at a time limit, crashed, OOM-killed, or gone since the last call) and the session
 must go on: the supervisor then starts a fresh worker, reloads every loaded context (planned again against
 today's roots), restores the variables of the last snapshot whose digests the signed record holds, and
 returns notes that say exactly what survived. Every operation (a load, a cell, a sub-query's context, the
 info resource) gets the same treatment, so none can leave a dead worker behind or swallow what was lost.
+
+The supervisor holds the session's one handle on its worker (`client`, host/client.py) but none of the
+session's state: it reads the contexts to reload through a callable, and says which could not be reloaded
+through a callback, so that only the session changes what it holds. The snapshot's digests are its own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
 from rlm_mcp.bridge import ops
 from rlm_mcp.config import Settings
-from rlm_mcp.errors import UserError
-from rlm_mcp.host.worker_host import CallOutcome, RequestHandler, WorkerHost, WorkerStartError
+from rlm_mcp.errors import UserError, WorkerStartError
+from rlm_mcp.host.client import WorkerClient
+from rlm_mcp.host.worker_host import CallOutcome
 from rlm_mcp.sandbox.policy import model_note, summary
 from rlm_mcp.units import MiB
 
@@ -30,29 +35,44 @@ LOST_FATES = ("killed", "crashed")
 # cell's max_timeout_s: legitimate restores (at most snapshot_max_mb of pickles, modules re-imported) take seconds.
 RESTORE_TIMEOUT_S = 120.0
 
+ReplyT = TypeVar("ReplyT")
+Operation = Callable[[WorkerClient], Awaitable[CallOutcome[ReplyT]]]
+
+
+class Reloadable(Protocol):
+    """A loaded context as the supervisor sees it: a name (session/loading.py LoadedContext)."""
+
+    @property
+    def name(self) -> str: ...
+
 
 class WorkerSupervisor:
-    """`contexts`: the session's loaded contexts, by name (shared with the session, pruned here when one
-    cannot be reloaded); `plan(context)` makes the worker request that loads one; `save_record()` writes
-    the session's signed record after a recovery changed it."""
+    """`contexts()`: the session's loaded contexts, to reload after a restart; `plan(context)` makes the
+    load that brings one back; `unloadable(name)` tells the session one could not be reloaded (it drops
+    it); `save_record()` writes the session's signed record after a recovery changed it. `digests`: the
+    snapshot's, from the record of a resumed session."""
 
     def __init__(
         self,
         session_id: str,
-        host: WorkerHost,
+        client: WorkerClient,
         settings: Settings,
-        contexts: MutableMapping[str, Any],
-        plan: Callable[[Any], Awaitable[tuple[dict[str, Any], Any]]],
+        *,
+        contexts: Callable[[], Iterable[Reloadable]],
+        plan: Callable[[Any], Awaitable[tuple[ops.LoadRequest, Any]]],
+        unloadable: Callable[[str], None],
         save_record: Callable[[], None],
         resuming: bool,
+        digests: dict[str, str] | None = None,
     ) -> None:
         self.session_id = session_id
-        self.host = host
+        self.client = client
         self.settings = settings
         self.contexts = contexts
         self.plan = plan
+        self.unloadable = unloadable
         self.save_record = save_record
-        self.snapshot_digests: dict[str, str] = {}  # variable -> digest of its snapshot file, as the worker reported
+        self.snapshot_digests: dict[str, str] = dict(digests or {})  # variable -> digest of its snapshot file
         self.resuming = resuming
         self._early_notes: list[str] = []  # from a worker started before any call (prepare), for the first one
 
@@ -61,21 +81,17 @@ class WorkerSupervisor:
         return self.settings.interrupt_grace_s
 
     async def call(
-        self,
-        request: dict[str, Any],
-        *,
-        timeout: float,
-        on_request: RequestHandler | None = None,
-        watch: Callable[[], Awaitable[None]] | None = None,
-    ) -> tuple[CallOutcome, list[str]]:
-        """Make sure a worker is alive, send `request`, and recover if the worker died of it. `watch` runs
-        alongside (it may stop the worker); the notes say what was started, reloaded or lost."""
+        self, operation: Operation[ReplyT], *, watch: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[CallOutcome[ReplyT], list[str]]:
+        """Make sure a worker is alive, run `operation` on it (e.g. `lambda worker: worker.variables()`),
+        and recover if the worker died of it. `watch` runs alongside (it may stop the worker); the notes say
+        what was started, reloaded or lost."""
         notes = await self.ensure()
-        outcome: CallOutcome | None = None
+        outcome: CallOutcome[ReplyT] | None = None
         async with anyio.create_task_group() as group:
             if watch is not None:
                 group.start_soon(watch)
-            outcome = await self.host.call(request, timeout=timeout, grace=self.grace, on_request=on_request)
+            outcome = await operation(self.client)
             group.cancel_scope.cancel()
         assert outcome is not None
         if outcome.fate in LOST_FATES:
@@ -85,7 +101,7 @@ class WorkerSupervisor:
     async def prepare(self) -> None:
         """Start the worker before the first call needs it; what its start would have told the model is
         kept for that first call."""
-        if self.host.alive:
+        if self.client.alive:
             return
         try:
             self._early_notes = await self.ensure()
@@ -97,43 +113,48 @@ class WorkerSupervisor:
         self._early_notes += await self.ensure()
 
     async def ensure(self) -> list[str]:
-        if self.host.alive:
+        if self.client.alive:
             notes, self._early_notes = self._early_notes, []
             return notes
-        if self.host.starts == 0 and not self.resuming:
+        if self.client.starts == 0 and not self.resuming:
             await self._start()
-            if any(not layer["active"] for layer in self.host.sandbox):
-                log.warning("%s (`rlm-mcp doctor` says more)", summary(self.host.sandbox))  # for the operator
-            told = model_note(self.host.sandbox)  # for the model: what its code can do that it should not
+            if any(not layer["active"] for layer in self.client.sandbox):
+                log.warning("%s (`rlm-mcp doctor` says more)", summary(self.client.sandbox))  # for the operator
+            told = model_note(self.client.sandbox)  # for the model: what its code can do that it should not
             return [told] if told else []
         if self.resuming:
             self.resuming = False
             return [f"resumed session {self.session_id}", *await self.recover()]
         return ["the worker had stopped since the last call", *await self.recover()]
 
+    def note_snapshot(self, saved: dict[str, str], dropped: Iterable[str]) -> None:
+        """What the worker reported after a cell: the variables it saved (name -> digest, checked by the
+        caller), and those it removed or could not save, which a restart would not bring back."""
+        self.snapshot_digests.update(saved)
+        for name in dropped:
+            self.snapshot_digests.pop(name, None)
+
     async def _start(self) -> None:
-        await self.host.start()
-        snapshots = str(self.host.scratch_dir / "snapshot")
-        persist = {"op": ops.PERSIST, "dir": snapshots, "max_bytes": self.settings.snapshot_max_mb * MiB}
-        await self.host.call(persist, timeout=10, grace=self.grace)
+        await self.client.start()
+        await self.client.persist(self.client.scratch_dir / "snapshot", self.settings.snapshot_max_mb * MiB)
 
     async def recover(self) -> list[str]:
         """Start a fresh worker, reload every context, and restore the variables' last snapshot."""
         await self._start()
         reloaded, failed = [], []
-        for loaded in list(self.contexts.values()):
+        for loaded in list(self.contexts()):
             try:
-                request, _ = await self.plan(loaded)
+                load, _ = await self.plan(loaded)
             except UserError as exc:
                 failed.append(f"{loaded.name} ({exc})")
-                del self.contexts[loaded.name]
+                self.unloadable(loaded.name)
                 continue
-            outcome = await self.host.call(request, timeout=self.settings.max_timeout_s, grace=self.grace)
+            outcome = await self.client.load(load, timeout=self.settings.max_timeout_s)
             if outcome.fate == "ok" and (outcome.reply or {}).get("ok"):
                 reloaded.append(loaded.name)
             else:
                 failed.append(loaded.name)
-                del self.contexts[loaded.name]
+                self.unloadable(loaded.name)
         notes = ["started a fresh worker"]
         if reloaded:
             notes.append("contexts reloaded: " + ", ".join(reloaded))
@@ -146,15 +167,14 @@ class WorkerSupervisor:
     async def _restore_variables(self) -> list[str]:
         if not self.snapshot_digests:
             return ["no variables were saved; those defined since the last snapshot are lost"]
-        request = {"op": ops.RESTORE, "digests": self.snapshot_digests}
         timeout = min(self.settings.max_timeout_s, RESTORE_TIMEOUT_S)
-        outcome = await self.host.call(request, timeout=timeout, grace=self.grace)
-        reply = outcome.reply or {}
+        outcome = await self.client.restore(self.snapshot_digests, timeout=timeout)
+        reply = outcome.reply or ops.RestoreReply()
         if outcome.fate not in ("ok", "interrupted") or not reply.get("ok"):
             self.snapshot_digests = {}
             return [f"variables could not be restored ({outcome.cause or reply.get('error')}); they are lost"]
         notes = []
-        if reply["restored"]:
+        if reply.get("restored"):
             notes.append("variables restored from the last successful cell: " + ", ".join(reply["restored"]))
         lost = reply.get("lost") or {}
         if lost:
