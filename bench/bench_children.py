@@ -23,7 +23,7 @@ from mcp import Client
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import print_report
 from rlm_mcp.config import load_settings
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 from testkit.roots import ScriptedRoot, code
 

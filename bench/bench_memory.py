@@ -33,7 +33,7 @@ from rlm_mcp.evaluation.study import COLUMNS as STUDY_COLUMNS
 from rlm_mcp.evaluation.study import memory_study, study_row, totals
 from rlm_mcp.memory import handbook
 from rlm_mcp.memory.database import Database
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from rlm_mcp.units import MiB
 from testkit.fakes import FakeProvider
 from testkit.study import study_models

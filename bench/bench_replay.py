@@ -31,7 +31,7 @@ from bench.report import print_report
 from rlm_mcp.config import load_settings
 from rlm_mcp.replay.record import load as load_recording
 from rlm_mcp.replay.run import replay
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 
 CELLS = (

@@ -135,12 +135,12 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_doctor(settings)
     if settings.transport == "http":
-        from rlm_mcp.serve_http import serve
+        from rlm_mcp.surface.http import serve
 
         serve(settings)
         return 0
 
-    from rlm_mcp.server import build_server  # deferred: `--help` and `--version` stay instant
+    from rlm_mcp.surface.server import build_server  # deferred: `--help` and `--version` stay instant
 
     logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)
     build_server(settings).run("stdio")
@@ -155,7 +155,7 @@ def _ask(settings: Settings, arguments: list[str], as_json: bool, trace_html: Pa
 
     from rlm_mcp.engine.ask import AskError, ask
     from rlm_mcp.escaping import printable
-    from rlm_mcp.render import usage_line
+    from rlm_mcp.tools.render import usage_line
 
     if len(arguments) < 2:
         print("rlm-mcp ask: give one or more paths, then the question: rlm-mcp ask logs/ 'why?'", file=sys.stderr)

@@ -14,7 +14,7 @@ from mcp_types import CallToolResult
 from rlm_mcp.config import Settings, load_settings
 from rlm_mcp.host.proctree import descendants
 from rlm_mcp.host.worker_host import WORKER_MARKER
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.static_http import serving
 
 

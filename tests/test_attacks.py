@@ -24,8 +24,8 @@ from mcp import Client
 
 from rlm_mcp.config import SettingsError
 from rlm_mcp.host.proctree import descendants
-from rlm_mcp.server import build_server
 from rlm_mcp.session.store import SessionStore, SigningKeyError
+from rlm_mcp.surface.server import build_server
 from rlm_mcp.trace import Tracer
 from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run, text_of, value_of

@@ -12,7 +12,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from rlm_mcp import __version__
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.clis import MCPB_VERSION, find_npm_cli
 from tests.conftest import make_settings
 

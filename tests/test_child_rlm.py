@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 from testkit.roots import ScriptedRoot, code
 from tests.conftest import load, make_settings, run, text_of

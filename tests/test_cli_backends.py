@@ -20,7 +20,7 @@ from mcp import Client
 from rlm_mcp.config import Settings
 from rlm_mcp.doctor import backend_lines
 from rlm_mcp.llm import logins
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.clis import CLAUDE_VERSION, CODEX_VERSION, find_claude, find_npm_cli
 from testkit.fakes import FakeProvider
 from tests.conftest import make_settings, run, text_of, value_of

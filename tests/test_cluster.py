@@ -26,7 +26,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.cluster import maps
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 from testkit.ray_head import ENVIRONMENT, ray_head
 from tests.conftest import make_settings, run, text_of, value_of

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from rlm_mcp.escaping import printable
-from rlm_mcp.render import render_load, render_run, render_sub_query
-from rlm_mcp.schemas import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
+from rlm_mcp.tools.render import render_load, render_run, render_sub_query
+from rlm_mcp.tools.schemas import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 
 HIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 ESCAPED_UNASSIGNED = {chr(code) for code in (*range(0x13430, 0x13440), *range(0xE0000, 0xE0080))}

@@ -19,8 +19,8 @@ from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from pydantic import TypeAdapter
 
-from rlm_mcp.mcp_tasks import TASKS_EXTENSION
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
+from rlm_mcp.surface.tasks import TASKS_EXTENSION
 from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run, text_of
 from tests.test_http import call, connect

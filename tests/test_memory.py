@@ -18,7 +18,7 @@ from rlm_mcp.cli import main
 from rlm_mcp.engine.ask import ask
 from rlm_mcp.memory import findings
 from rlm_mcp.memory.database import Database
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.distiller import ScriptedDistiller
 from testkit.fakes import FakeProvider
 from testkit.roots import ScriptedRoot, code

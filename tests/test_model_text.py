@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from tests.conftest import load, make_settings, run, text_of, value_of
 from tests.test_sandbox import needs
 

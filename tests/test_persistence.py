@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from tests.conftest import load, make_settings, run, text_of, value_of
 from tests.test_stdio import console_script
 

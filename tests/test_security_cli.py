@@ -27,7 +27,7 @@ from mcp import Client
 
 from rlm_mcp.host.proctree import descendants
 from rlm_mcp.llm import logins
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from tests.conftest import make_settings, run, text_of, value_of
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from rlm_mcp.server import build_server
 from rlm_mcp.session.store import RECORD, SessionStore
+from rlm_mcp.surface.server import build_server
 from rlm_mcp.viewer.page import render
 from tests.conftest import load, make_settings, run, text_of
 

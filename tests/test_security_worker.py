@@ -20,7 +20,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.host.factory import session_worker_host
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from rlm_mcp.worker.lockdown import seccomp
 from tests.conftest import make_settings, run, text_of, value_of
 from tests.test_memory_caps import run_filter

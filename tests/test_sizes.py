@@ -23,7 +23,7 @@ ALLOWED = {
     # Being split (issue 27): the worker-request registry first (session/services.py).
     "rlm_mcp/session/session.py::Session": "being split (issue 27): the worker-request registry first",
     # Owned by other parts of issue 27 this round: each is being reshaped by the part that owns its file.
-    "rlm_mcp/server.py::build_server": "owned by the one-declaration-per-tool part this round",
+    "rlm_mcp/surface/server.py::build_server": "owned by the one-declaration-per-tool part this round",
     "rlm_mcp/host/worker_host.py::WorkerHost": "owned by the typed worker messages (bridge) part this round",
     "rlm_mcp/worker/repl.py::Repl": "owned by the typed worker messages (bridge) part this round",
     "rlm_mcp/worker/repl.py::make_llm_functions": "owned by the typed worker messages (bridge) part this round",

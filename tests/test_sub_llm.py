@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.llm.http import ShardedTransport
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run, text_of, value_of
 

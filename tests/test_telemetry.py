@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp import telemetry
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 from tests.conftest import load, make_settings, run
 

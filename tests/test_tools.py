@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio

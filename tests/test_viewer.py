@@ -18,7 +18,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from rlm_mcp.server import build_server
+from rlm_mcp.surface.server import build_server
 from rlm_mcp.viewer import write_html
 from rlm_mcp.viewer.events import load_events
 from rlm_mcp.viewer.page import asset

@@ -22,9 +22,9 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.llm.router import Router, usage_since
 from rlm_mcp.llm.types import SubCallError, can_chat
 from rlm_mcp.memory.service import Memory
-from rlm_mcp.schemas import SubCallUsage
 from rlm_mcp.session.session import Session
 from rlm_mcp.session.store import SessionStore
+from rlm_mcp.tools.schemas import SubCallUsage
 
 
 class AskError(Exception):

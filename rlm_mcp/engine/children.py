@@ -25,9 +25,9 @@ from rlm_mcp.escaping import printable
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.router import SessionLLM
 from rlm_mcp.llm.types import ChatBackend, SubCallError, can_chat
-from rlm_mcp.schemas import SubCallUsage
 from rlm_mcp.session.services import RequestContext
 from rlm_mcp.session.session import Session
+from rlm_mcp.tools.schemas import SubCallUsage
 
 CONTEXT_KINDS = ("text", "path", "value")
 PROMPT_PREVIEW = 200

@@ -3,7 +3,7 @@
 It ends when the model replies without a tool call (its text is the answer) or sets `answer` in the REPL,
 and at a cap (turns, time, budget) with its best answer so far, marked partial: after the last turn it is
 asked once more, without tools, for what it found. Each tool result is the text an MCP client's model
-would read (rlm_mcp/render.py), so a child RLM sees what the client's model sees.
+would read (rlm_mcp/tools/render.py), so a child RLM sees what the client's model sees.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import anyio
 from rlm_mcp.engine.prompts import ANSWER_VARIABLE, LAST_TURN, TOOLS, system_prompt
 from rlm_mcp.errors import UserError
 from rlm_mcp.llm.types import ChatBackend, ChatRequest, SubCallError, ToolCall, ToolResult, Turn
-from rlm_mcp.render import render_run, render_sub_query
-from rlm_mcp.schemas import SubCallUsage
-from rlm_mcp.tools import ROOT_TOOLS, RUN_CODE, SUB_QUERY
+from rlm_mcp.tools.declarations import ROOT_TOOLS, RUN_CODE, SUB_QUERY
+from rlm_mcp.tools.render import render_run, render_sub_query
+from rlm_mcp.tools.schemas import SubCallUsage
 
 if TYPE_CHECKING:
     from rlm_mcp.session.session import Session

@@ -1,8 +1,8 @@
 """What a root model driven by the server is told: the system prompt and the two tools.
 
-Read by the root model on every turn, so short and exact. The tools are the declared ones (rlm_mcp/tools.py):
-the same names and descriptions an MCP client's model reads, with only the parameters a loop-driven root
-needs; the system prompt says in a few lines what the server's instructions say.
+Read by the root model on every turn, so short and exact. The tools are the declared ones
+(rlm_mcp/tools/declarations.py): the same names and descriptions an MCP client's model reads, with only the
+parameters a loop-driven root needs; the system prompt says in a few lines what the server's instructions say.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rlm_mcp.llm.types import Tool
 from rlm_mcp.memory.text import MEMORY_HEADING
-from rlm_mcp.tools import ROOT_TOOLS
+from rlm_mcp.tools.declarations import ROOT_TOOLS
 
 TOOLS = tuple(Tool(tool.name, tool.description, tool.root_schema()) for tool in ROOT_TOOLS)  # run_code, sub_query
 ANSWER_VARIABLE = "answer"

@@ -29,7 +29,7 @@ from rlm_mcp.llm.sending import BudgetedSender
 from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
 from rlm_mcp.memory.answers import StoredAnswer, endpoint_of, key_of
 from rlm_mcp.memory.service import Memory
-from rlm_mcp.schemas import SubCallUsage
+from rlm_mcp.tools.schemas import SubCallUsage
 from rlm_mcp.trace import current_tracer
 
 log = logging.getLogger(__name__)

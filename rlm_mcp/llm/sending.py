@@ -20,7 +20,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.pricing import cost_usd, price_of, window_of
 from rlm_mcp.llm.types import Backend, ChatReply, Completion, SubCallError
-from rlm_mcp.schemas import SubCallUsage
+from rlm_mcp.tools.schemas import SubCallUsage
 from rlm_mcp.trace import Event
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.escaping import printable
 from rlm_mcp.replay.backend import ReplayBackend
 from rlm_mcp.replay.record import BUSY, Recording, Step, TraceError, code_of, load
-from rlm_mcp.tools import TOOLS
+from rlm_mcp.tools.declarations import TOOLS
 from rlm_mcp.trace import whole_lines
 
 CELL_FIELDS = ("outcome", "stdout", "stderr", "result", "error")
@@ -31,8 +31,9 @@ LINE_CHARS = 200  # of one line of a diff
 
 # Arguments the replay gives itself: a cell's code whole from the trace (code_of), its own waiting, its own session.
 SENT_BY_REPLAY = frozenset({"code", "wait_s", "session"})
-# What each tool accepts (rlm_mcp/tools.py), and the types its recorded arguments must have to be sent again (a
-# forged trace may hold anything; the SDK would refuse a wrong type before the session, leaving no step to compare).
+# What each tool accepts (rlm_mcp/tools/declarations.py), and the types its recorded arguments must have to be sent
+# again (a forged trace may hold anything; the SDK would refuse a wrong type before the session, leaving no step
+# to compare).
 ARGUMENTS: dict[str, dict[str, tuple[type, ...]]] = {
     tool.name: {p.name: p.value_types for p in tool.parameters if p.name not in SENT_BY_REPLAY} for tool in TOOLS
 }
@@ -113,7 +114,7 @@ async def replay(recording: Recording, settings: Settings, keep_trace: Path | No
     `settings` must have a workspace of its own (the replay's session and trace live there)."""
     from mcp import Client  # deferred: `rlm-mcp replay --help` stays instant
 
-    from rlm_mcp.server import build_server
+    from rlm_mcp.surface.server import build_server
 
     backend = ReplayBackend(recording)
     sent: list[Step] = []

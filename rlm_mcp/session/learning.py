@@ -37,9 +37,9 @@ from rlm_mcp.memory.service import (
     quoted,
     session_tag,
 )
-from rlm_mcp.schemas import LoadResult
 from rlm_mcp.session.loading import LoadedContext, plan_load
 from rlm_mcp.session.services import RequestContext, ServedSession
+from rlm_mcp.tools.schemas import LoadResult
 from rlm_mcp.trace import Tracer
 
 log = logging.getLogger(__name__)

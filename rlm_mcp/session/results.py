@@ -10,7 +10,7 @@ from typing import Any
 from rlm_mcp.contexts.selection import Selection, tree_summary
 from rlm_mcp.escaping import printable
 from rlm_mcp.host.worker_host import CallOutcome
-from rlm_mcp.schemas import LoadResult, RunResult, SubCallUsage, VarInfo
+from rlm_mcp.tools.schemas import LoadResult, RunResult, SubCallUsage, VarInfo
 from rlm_mcp.units import CHARS_PER_TOKEN, MiB
 
 # -- building results ------------------------------------------------------------------------------

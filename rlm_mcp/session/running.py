@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from rlm_mcp.schemas import RunResult
+from rlm_mcp.tools.schemas import RunResult
 
 if TYPE_CHECKING:
     from rlm_mcp.session.progress import CellProgress

@@ -1,4 +1,4 @@
-"""Each tool is declared once (rlm_mcp/tools.py), and the server, the engine, replay and the docs read it.
+"""Each tool is declared once (rlm_mcp/tools/declarations.py), and the server, the engine, replay and the docs read it.
 
 The server's tools/list, the root loop's tool schemas and replay's argument checks are compared with the
 declaration; no other module of rlm_mcp/ may hold a declared wording, so a second copy cannot drift.
@@ -18,8 +18,8 @@ from mcp import Client
 from rlm_mcp.engine import loop, prompts
 from rlm_mcp.llm.types import Tool
 from rlm_mcp.replay.run import ARGUMENTS, SENT_BY_REPLAY
-from rlm_mcp.server import build_server
-from rlm_mcp.tools import REQUIRED, ROOT_TOOLS, TOOLS, ToolDeclaration
+from rlm_mcp.surface.server import build_server
+from rlm_mcp.tools.declarations import REQUIRED, ROOT_TOOLS, TOOLS, ToolDeclaration
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def test_no_other_module_holds_a_declared_wording() -> None:
     copies = [
         f"{path.relative_to(ROOT)}: {wording!r}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path != PACKAGE / "tools.py"
+        if path != PACKAGE / "tools" / "declarations.py"
         for constant in string_constants(path)
         for wording in declared
         if wording in constant

@@ -1,10 +1,10 @@
-"""The MCP surface: the tools (declared once in tools.py, registered here), prompt and resources, nothing else.
+"""The MCP surface: the tools (declared once in rlm_mcp/tools, registered here), prompt and resources, nothing else.
 
 Each tool validates nothing itself and holds no state: it hands its arguments to the session and turns the
-answer into a result: the text render.py designs for the model, and with --structured-content the same
+answer into a result: the text tools/render.py designs for the model, and with --structured-content the same
 data as structuredContent too (see _result). Descriptions are read by the root model on every turn, so
 they are short and exact. For the same reason the tools declare no outputSchema: the three schemas would
-add about 2,500 characters to every tools/list; the data is documented in the README and schemas.py.
+add about 2,500 characters to every tools/list; the data is documented in the README and tools/schemas.py.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from rlm_mcp.errors import UserError
 from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.llm.pricing import is_known_model
 from rlm_mcp.llm.types import Backend
-from rlm_mcp.mcp_tasks import Tasks, authorization, current_task
-from rlm_mcp.render import render_finished_earlier, render_load, render_run, render_sub_query
 from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.sandbox.prctl import make_undumpable
-from rlm_mcp.schemas import RunResult
 from rlm_mcp.session.registry import Resolved, SessionRegistry
 from rlm_mcp.session.session import Session
-from rlm_mcp.tools import LOAD_CONTEXT, RUN_CODE, SUB_QUERY, ToolDeclaration
+from rlm_mcp.surface.tasks import Tasks, authorization, current_task
+from rlm_mcp.tools.declarations import LOAD_CONTEXT, RUN_CODE, SUB_QUERY, ToolDeclaration
+from rlm_mcp.tools.render import render_finished_earlier, render_load, render_run, render_sub_query
+from rlm_mcp.tools.schemas import RunResult
 from rlm_mcp.trace import read_tail_text
 from rlm_mcp.units import MiB
 
@@ -183,7 +183,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         extensions=[tasks],
     )
 
-    # Each handler gets its tool's declared signature (rlm_mcp/tools.py) and so every declared argument.
+    # Each handler gets its tool's declared signature (rlm_mcp/tools/declarations.py) and so every declared argument.
     @_declared(server, LOAD_CONTEXT)
     async def load_context(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
         return await serve(ctx, session, lambda target: target.load_context(**arguments), render_load)

@@ -134,7 +134,7 @@ def _declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 def authorization(headers: Any) -> str:
     """The request's Authorization header, the credential a named session or a task belongs to ('' without
-    one). serve_http.BearerToken refuses a request with two; should one get here anyway, its headers joined
+    one). surface/http.py BearerToken refuses a request with two; should one get here anyway, its headers joined
     name an owner no single-header request can match."""
     values = headers.getlist("authorization") if hasattr(headers, "getlist") else [headers.get("authorization", "")]
     return "\n".join(str(value) for value in values)

@@ -81,7 +81,7 @@ async def _refuse(send: Any, status: int, why: bytes) -> None:
 
 
 def build_app(settings: Settings) -> Any:
-    from rlm_mcp.server import build_server
+    from rlm_mcp.surface.server import build_server
 
     check_http_settings(settings)
     hosts = sorted({settings.host, *LOOPBACK})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from rlm_mcp.escaping import printable
-from rlm_mcp.schemas import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
+from rlm_mcp.tools.schemas import LoadResult, RunResult, SubCallUsage, SubQueryResult, VarInfo
 
 NAME_LIMIT = 200  # a name, a type, one file of a listing
 PATH_LIMIT = 1_000  # what was loaded: a path or a glob

@@ -1,6 +1,6 @@
 """Each tool declared once: its name, its description, its parameters (types and descriptions) and its hints.
 
-Everything else reads this: the MCP surface (server.py gives each tool's function the declared signature, so
+Everything else reads this: the MCP surface (surface/server.py gives each tool's function the declared signature, so
 the SDK publishes these names, types, defaults and words), the root loop the server drives (engine/prompts.py
 offers run_code and sub_query with the parameters marked `root`), replay (which recorded arguments it may send
 again, and of which types) and the docs (a test holds the README's Tools table and the bundle's manifest to it).
