@@ -110,35 +110,7 @@ def test_the_packages_form_no_cycle() -> None:
                 target = imported if imported in MODULES else imported.rpartition(".")[0]
                 if target in MODULES:
                     edges[package(name)].add(package(target))
-    nodes = {package(name) for name in MODULES}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    cycles: list[list[str]] = []
-
-    def visit(node: str) -> None:  # Tarjan's strongly connected components
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for successor in edges[node]:
-            if successor not in index:
-                visit(successor)
-                low[node] = min(low[node], low[successor])
-            elif successor in stack:
-                low[node] = min(low[node], index[successor])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    for node in sorted(nodes):
-        if node not in index:
-            visit(node)
-    assert cycles == []
+    assert cycles_among(edges) == []
 
 
 def test_the_benchmarks_do_not_import_the_tests() -> None:
