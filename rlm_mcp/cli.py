@@ -1,7 +1,8 @@
-"""The `rlm-mcp` command: serve over stdio, the way MCP clients launch it.
+"""The `rlm-mcp` command: parse the flags, load the settings and hand over to rlm_mcp/commands/.
 
-Flags are generated from the Settings declarations, so `--help` always lists every setting with its
-environment variable and default.
+Serving over stdio, the way MCP clients launch it, is the default command. Flags are generated from the
+Settings declarations, so `--help` always lists every setting with its environment variable and default.
+Each subcommand is a module of rlm_mcp/commands/, imported only when it runs.
 """
 
 from __future__ import annotations
@@ -85,20 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["eval"]:  # its own flags (rlm-mcp eval --help)
-        from rlm_mcp.evaluation.run import main as evaluate
+        from rlm_mcp.commands.eval import main as evaluate
 
         return evaluate(arguments[1:])
     if arguments[:1] == ["handbook"]:  # its own subcommands (rlm-mcp handbook --help)
-        from rlm_mcp.handbook_command import main as handbook
+        from rlm_mcp.commands.handbook import main as handbook
 
         return handbook(arguments[1:])
     if arguments[:1] == ["replay"]:  # its own flags (rlm-mcp replay --help)
-        from rlm_mcp.replay import main as replay
+        from rlm_mcp.commands.replay import main as replay
 
         return replay(arguments[1:])
     args = build_parser().parse_intermixed_args(arguments)  # `trace --follow SESSION`: a flag before the paths
     if args.command == "trace" and not args.follow:
-        return _trace(args.arguments[0] if args.arguments else None, args.output)
+        from rlm_mcp.commands.trace import render
+
+        return render(args.arguments[0] if args.arguments else None, args.output)
     if args.command not in ("ask", "trace") and args.arguments:
         print(f"rlm-mcp {args.command}: unexpected arguments {' '.join(args.arguments)}", file=sys.stderr)
         return 2
@@ -124,140 +127,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Each command's module is imported only when it runs: `--help` and `--version` stay instant."""
     if args.command == "trace":
-        return _follow(settings, args.arguments, args.follow_port)
+        from rlm_mcp.commands.trace import follow_session
+
+        return follow_session(settings, args.arguments, args.follow_port)
     if args.command == "ask":
-        return _ask(settings, args.arguments, args.json, args.trace_html)
+        from rlm_mcp.commands.ask import run as ask
+
+        return ask(settings, args.arguments, args.json, args.trace_html)
     if args.command == "sessions":
-        return _sessions(settings, args.delete)
+        from rlm_mcp.commands.sessions import run as sessions
+
+        return sessions(settings, args.delete)
     if args.command == "doctor":
-        from rlm_mcp.doctor import run_doctor
+        from rlm_mcp.commands.doctor import run_doctor
 
         return run_doctor(settings)
-    if settings.transport == "http":
-        from rlm_mcp.surface.http import serve
+    from rlm_mcp.commands.serve import run as serve
 
-        serve(settings)
-        return 0
-
-    from rlm_mcp.surface.server import build_server  # deferred: `--help` and `--version` stay instant
-
-    logging.getLogger("rlm_mcp").info("rlm-mcp %s serving over stdio; roots: %s", __version__, settings.roots)
-    build_server(settings).run("stdio")
-    return 0
-
-
-def _ask(settings: Settings, arguments: list[str], as_json: bool, trace_html: Path | None) -> int:
-    """Print the answer (stdout) and what it cost (stderr), or the whole result as JSON."""
-    import json
-
-    import anyio
-
-    from rlm_mcp.engine.ask import AskError, ask
-    from rlm_mcp.escaping import printable
-    from rlm_mcp.tools.render import usage_line
-
-    if len(arguments) < 2:
-        print("rlm-mcp ask: give one or more paths, then the question: rlm-mcp ask logs/ 'why?'", file=sys.stderr)
-        return 2
-    *paths, question = arguments
-    try:
-        result = anyio.run(ask, settings, paths, question, trace_html)
-    except AskError as exc:
-        print(f"rlm-mcp ask: {exc}", file=sys.stderr)
-        return 2
-    code = 1 if result.stopped == "failed" else (3 if result.partial else 0)
-    if as_json:
-        print(json.dumps(result.as_json(), ensure_ascii=False))
-        return code
-    if result.answer:  # the model's words, which a loaded file may steer: no escape reaches the terminal raw
-        print("\n".join(printable(line) for line in result.answer.split("\n")))
-    how = "answered" if result.stopped in ("answered", "answer variable") else f"stopped ({result.stopped})"
-    print(
-        f"[{how} in {result.iterations} turns, {result.elapsed_s:.1f} s; root {printable(result.model)}: "
-        f"{usage_line(result.root)}; sub-calls: {usage_line(result.sub)}]",
-        file=sys.stderr,
-    )
-    if result.error:
-        print(f"rlm-mcp ask: {result.error}", file=sys.stderr)
-    return code
-
-
-def _trace(trace_file: str | None, output: str | None) -> int:
-    from rlm_mcp.escaping import printable
-    from rlm_mcp.viewer import write_html
-
-    if not trace_file:
-        print("rlm-mcp: give the trace: rlm-mcp trace SESSION_DIR/trace.jsonl -o trace.html", file=sys.stderr)
-        return 2
-    source = Path(trace_file)
-    target = Path(output) if output else source.with_suffix(".html")
-    try:
-        written = write_html(source, target)
-    except (OSError, ValueError) as exc:
-        print(f"rlm-mcp: cannot render {printable(str(source))}: {printable(str(exc))}", file=sys.stderr)
-        return 1
-    print(f"wrote {printable(str(target))} ({written.events} events)")
-    if written.problems:
-        print(f"{written.problems} lines of the trace were skipped or changed; the page lists them", file=sys.stderr)
-    return 0
-
-
-def _follow(settings: Settings, arguments: list[str], port: int) -> int:
-    """Serve a session's page while it runs: SESSION is a trace file, a session's directory or its id."""
-    from rlm_mcp.escaping import printable
-    from rlm_mcp.session.store import SESSION_ID
-    from rlm_mcp.viewer.follow import follow
-
-    if len(arguments) != 1:
-        print("rlm-mcp trace --follow: give one session: its id, its directory or its trace.jsonl", file=sys.stderr)
-        return 2
-    given = Path(arguments[0])
-    if given.is_dir():
-        given = given / "trace.jsonl"
-    elif not given.exists() and SESSION_ID.fullmatch(arguments[0]):
-        given = settings.workspace / "sessions" / arguments[0] / "trace.jsonl"
-    if not given.parent.is_dir():
-        print(f"rlm-mcp trace --follow: no session at {printable(str(given.parent))}", file=sys.stderr)
-        return 2
-    try:
-        return follow(given, port)
-    except OSError as exc:
-        print(f"rlm-mcp trace --follow: cannot serve on 127.0.0.1:{port}: {printable(str(exc))}", file=sys.stderr)
-        return 1
-
-
-def _sessions(settings: Settings, delete: str | None) -> int:
-    """List the saved sessions (id, last use, contexts, saved variables), or delete one.
-
-    Context names and ids come from records that model-written code had a hand in, and go to a terminal:
-    each is printed through `printable`, so an ANSI escape or a newline in one shows as text.
-    """
-    import time
-
-    from rlm_mcp.escaping import printable
-    from rlm_mcp.memory.service import session_tag
-    from rlm_mcp.session.store import SessionStore
-
-    store = SessionStore(settings.workspace)
-    if delete is not None:
-        if not store.delete(delete):
-            print(f"rlm-mcp: no saved session '{printable(delete)}' in {printable(str(store.root))}", file=sys.stderr)
-            return 1
-        print(f"deleted session {printable(delete)}")
-        return 0
-    for session in store.list():
-        try:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.get("updated") or 0))
-        except (TypeError, ValueError, OverflowError, OSError):
-            when = "?"
-        contexts = ", ".join(printable(str(name), 200) for name in session["contexts"]) or "no contexts"
-        tag = session_tag(str(session["id"]))  # how the memory names it (rlm-mcp handbook show, findings)
-        print(
-            f"{printable(str(session['id']), 200)}  {when}  {contexts}; {session['variables']} saved variables; "
-            f"memory tag {tag}"
-        )
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from rlm_mcp.commands.doctor import backend_lines
 from rlm_mcp.config import Settings
-from rlm_mcp.doctor import backend_lines
 from rlm_mcp.llm import logins
 from rlm_mcp.surface.server import build_server
 from testkit.clis import CLAUDE_VERSION, CODEX_VERSION, find_claude, find_npm_cli

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from rlm_mcp.doctor import memory_line
+from rlm_mcp.commands.doctor import memory_line
 from rlm_mcp.host.proctree import descendants
 from rlm_mcp.sandbox import cgroups
 from rlm_mcp.worker.lockdown import guard, seccomp

@@ -18,7 +18,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from rlm_mcp.replay import main
+from rlm_mcp.commands.replay import main
 from rlm_mcp.surface.server import build_server
 from rlm_mcp.trace import TEXT_LIMIT, shorten
 from testkit.fakes import FakeProvider

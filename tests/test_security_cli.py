@@ -148,7 +148,7 @@ async def test_where_the_sandbox_closes_other_processes_spares_are_kept_and_unre
 
 
 def spares_line_says_no() -> bool:
-    from rlm_mcp.doctor import spares_line
+    from rlm_mcp.commands.doctor import spares_line
     from rlm_mcp.sandbox import exposure
 
     return not exposure.other_processes_closed() and "(spares): NO" in spares_line()

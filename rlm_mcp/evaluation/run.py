@@ -4,12 +4,12 @@ The plain model is the root model given the whole input in one call, where it fi
 the row says it does not fit); the RLM rows are `rlm-mcp ask` with --max-depth 1 (llm_query only) and 2
 (children through rlm_query). One table: accuracy, root and sub tokens, cost and wall time per task and
 method. Models come from the same settings as the server's (ANTHROPIC_API_KEY, RLM_MCP_OPENAI_BASE_URL).
+The command itself (its flags, the table or JSON it prints) is rlm_mcp/commands/eval.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -18,37 +18,15 @@ from typing import Any
 
 import anyio
 
-from rlm_mcp.config import Settings, SettingsError, load_settings
-from rlm_mcp.engine.ask import AskError, ask
+from rlm_mcp.config import Settings
+from rlm_mcp.engine.ask import ask
 from rlm_mcp.evaluation import tasks
-from rlm_mcp.evaluation.report import print_report
 from rlm_mcp.llm.pricing import estimate_tokens, window_of
 from rlm_mcp.llm.router import Router, SessionLLM
 from rlm_mcp.llm.types import SubCallError
 
 COLUMNS = ("task", "method", "correct", "root tokens in / out", "sub tokens in / out", "cost", "wall s")
 PLAIN_MAX_TOKENS = 1_024
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlm-mcp eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="niah,oolong,pairs", help="which tasks, comma-separated")
-    parser.add_argument("--niah-mb", default="1", help="S-NIAH input sizes in MB, comma-separated (1 to 1000)")
-    parser.add_argument("--records", type=int, default=2_000, help="OOLONG records")
-    parser.add_argument("--people", type=int, default=200, help="people in the pairs task")
-    parser.add_argument("--depths", default="1,2", help="--max-depth values to run `ask` at")
-    parser.add_argument("--no-plain", action="store_true", help="skip the plain model on the whole input")
-    parser.add_argument("--model", help="root model (and the plain model); default: the sub-model")
-    parser.add_argument("--sub-model", help="model of llm_query inside the REPL")
-    parser.add_argument("--workspace", type=Path, help="where sessions live while they run")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON lines, not a table")
-    parser.add_argument(
-        "--study",
-        choices=["memory"],
-        help="memory: OOLONG counting over --inputs inputs, without then with the handbook the first pass built",
-    )
-    parser.add_argument("--inputs", type=int, default=4, help="with --study memory: how many inputs")
-    return parser
 
 
 def make_tasks(directory: Path, args: argparse.Namespace) -> list[tasks.Task]:
@@ -111,7 +89,7 @@ async def rlm(settings: Settings, task: tasks.Task, depth: int) -> dict[str, Any
     }
 
 
-def _row(task: tasks.Task, result: dict[str, Any]) -> tuple[str, ...]:
+def table_row(task: tasks.Task, result: dict[str, Any]) -> tuple[str, ...]:
     name = f"{task.name} ({result['bytes'] / 1e6:,.1f} MB)"
     if "skipped" in result:
         return (name, result["method"], result["skipped"], "", "", "", "")
@@ -141,37 +119,3 @@ async def evaluate(settings: Settings, args: argparse.Namespace) -> list[tuple[t
             for depth in depths:
                 done.append((task, {"bytes": size, **await rlm(settings, task, depth)}))
     return done
-
-
-def _study(settings: Settings, args: argparse.Namespace) -> int:
-    from rlm_mcp.evaluation.study import COLUMNS as STUDY_COLUMNS
-    from rlm_mcp.evaluation.study import memory_study, study_row, totals
-
-    rows = anyio.run(memory_study, settings, args)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        title = f"eval --study memory (OOLONG counting, {args.records:,} records, {args.inputs} inputs, two passes)"
-        print_report(title, [*(study_row(row) for row in rows), *totals(rows)], STUDY_COLUMNS)
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    overrides = {"root_model": args.model, "sub_model": args.sub_model, "workspace": args.workspace}
-    try:
-        # Each run starts from nothing: an earlier run's handbook or cached answers would flatter the later ones.
-        settings = load_settings(overrides).model_copy(update={"memory": "off"})
-        if args.study == "memory":
-            return _study(settings, args)
-        done = anyio.run(evaluate, settings, args)
-    except (SettingsError, AskError) as exc:
-        print(f"rlm-mcp eval: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        for task, result in done:
-            print(json.dumps({"task": task.name, **result}))
-    else:
-        print_report("eval (long-context tasks through `ask`)", [_row(task, result) for task, result in done], COLUMNS)
-    return 0
