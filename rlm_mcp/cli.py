@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_mcp import __version__
-from rlm_mcp.config import Settings, SettingsError, env_name, flag_name, load_settings
+from rlm_mcp.config import Settings, env_name, flag_name, load_settings
+from rlm_mcp.errors import SettingsError
 
 DESCRIPTION = (
     "Recursive Language Model server for the Model Context Protocol. Serves over stdio; "

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlm_mcp.bridge.ops import DEFAULT_OUTPUT_CHARS
+from rlm_mcp.errors import SettingsError
 from rlm_mcp.units import MiB
 
 ENV_PREFIX = "RLM_MCP_"
@@ -328,10 +329,6 @@ def flag_name(field: str) -> str:
     if isinstance(extra, dict) and isinstance(extra.get("flag"), str):
         return str(extra["flag"])
     return "--" + field.replace("_", "-")
-
-
-class SettingsError(ValueError):
-    """A setting from a flag or the environment has an invalid value; the message names which."""
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

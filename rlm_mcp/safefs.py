@@ -19,13 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlm_mcp.errors import UnsafeFileError
 from rlm_mcp.units import MiB
 
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
-class UnsafeFileError(OSError):
-    """A path the server was about to use is not a plain regular file (or is too large to read)."""
 
 
 def private_dir(path: Path) -> Path:

@@ -22,9 +22,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from rlm_mcp.config import SettingsError
+from rlm_mcp.errors import SettingsError, SigningKeyError
 from rlm_mcp.host.proctree import descendants
-from rlm_mcp.session.store import SessionStore, SigningKeyError
+from rlm_mcp.session.store import SessionStore
 from rlm_mcp.surface.server import build_server
 from rlm_mcp.trace import Tracer
 from testkit.fakes import FakeProvider

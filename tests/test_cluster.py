@@ -26,6 +26,7 @@ import pytest
 from mcp import Client
 
 from rlm_mcp.cluster import maps
+from rlm_mcp.errors import MapRefused
 from rlm_mcp.surface.server import build_server
 from testkit.fakes import FakeProvider
 from testkit.ray_head import ENVIRONMENT, ray_head
@@ -445,7 +446,7 @@ async def test_a_maps_results_are_bounded_as_they_arrive(monkeypatch: pytest.Mon
 
             monkeypatch.setattr(maps, "DRIVER", HOSTILE_DRIVER)
             for size, said in ((99_000, "bytes for one map"), (200_000, "-byte frame, over a result's")):
-                with pytest.raises(maps.MapError, match=said):
+                with pytest.raises(MapRefused, match=said):
                     await cluster.run("function", [f"{url}/{size}" for url in urls], [], None, deadline)
         finally:
             await cluster.stop()

@@ -12,7 +12,8 @@ import pytest
 
 from rlm_mcp import __version__
 from rlm_mcp.cli import build_parser
-from rlm_mcp.config import Settings, SettingsError, env_name, flag_name, load_settings
+from rlm_mcp.config import Settings, env_name, flag_name, load_settings
+from rlm_mcp.errors import SettingsError
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11 on")
 

@@ -27,8 +27,9 @@ from rlm_mcp.contexts.globs import (
     compile_glob,
     split_glob,
 )
-from rlm_mcp.contexts.paths import ContextError, TreeSource
+from rlm_mcp.contexts.paths import TreeSource
 from rlm_mcp.contexts.selection import MAX_EXCLUDES, MAX_GITIGNORE_BYTES, MAX_GITIGNORE_RULES, Caps, select_files
+from rlm_mcp.errors import ContextError
 from tests.conftest import load, text_of, value_of
 
 pytestmark = pytest.mark.anyio

@@ -119,8 +119,8 @@ async def test_an_s3_glob_is_fetched_with_the_servers_own_credentials(s3: Any, t
 
 
 def test_a_url_is_allowed_only_at_or_below_a_prefix_segment_by_segment() -> None:
-    from rlm_mcp.contexts.paths import ContextError
     from rlm_mcp.contexts.remote import check_allowed
+    from rlm_mcp.errors import ContextError
 
     check_allowed("s3://logs/2026/a.gz", ("s3://logs",))
     check_allowed("https://HOST/data/x.csv", ("https://host/data/",))
@@ -229,7 +229,8 @@ async def test_an_index_pages_links_out_of_the_prefix_are_never_requested(
 
 
 async def test_a_redirect_out_of_the_prefix_is_refused_before_it_is_followed(tmp_path: Path, data_dir: Path) -> None:
-    from rlm_mcp.cluster.pieces import MapFailure, read_text
+    from rlm_mcp.cluster.pieces import read_text
+    from rlm_mcp.errors import MapFailure
 
     served = tmp_path / "site"
     (served / "data").mkdir(parents=True)
@@ -250,7 +251,7 @@ async def test_a_redirect_out_of_the_prefix_is_refused_before_it_is_followed(tmp
 
 async def test_a_map_source_takes_the_same_checks(site: tuple[str, Path, list[str]], tmp_path: Path) -> None:
     from rlm_mcp.cluster.maps import list_source
-    from rlm_mcp.contexts.paths import ContextError
+    from rlm_mcp.errors import ContextError
 
     base, served, requested = site
     settings = make_settings(tmp_path, served, allow_url=[base + "data/"])
@@ -324,8 +325,8 @@ async def test_a_copy_is_freed_when_no_context_uses_it(web: tuple[str, Path], tm
 
 
 def test_a_url_is_checked_in_the_spelling_it_is_sent_in() -> None:
-    from rlm_mcp.contexts.paths import ContextError
     from rlm_mcp.contexts.remote import check_allowed
+    from rlm_mcp.errors import ContextError
 
     prefixes = ("https://host/data/", "s3://logs")
     assert check_allowed("HTTPS://Host:443//data/%78.csv", prefixes) == "https://host/data/x.csv"
@@ -344,8 +345,8 @@ def test_a_url_is_checked_in_the_spelling_it_is_sent_in() -> None:
 def test_a_dot_dot_segment_with_path_parameters_is_refused() -> None:
     """A servlet container (Tomcat, Jetty) drops a segment's ';parameters' before it resolves dots, so
     data/..;/secret.txt is secret.txt there; Windows servers trim a segment's trailing dots and spaces."""
-    from rlm_mcp.contexts.paths import ContextError
     from rlm_mcp.contexts.remote import check_allowed
+    from rlm_mcp.errors import ContextError
 
     prefixes = ("http://h/data/",)
     for url in ["http://h/data/..;/secret.txt", "http://h/data/..;x=1/secret.txt", "http://h/data/.;/..;/secret.txt",

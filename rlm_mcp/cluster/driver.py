@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 
 from rlm_mcp.bridge import frames, ops
 from rlm_mcp.cluster import pieces
+from rlm_mcp.errors import MapFailure
 from rlm_mcp.sandbox.policy import SYSTEM_READ_ONLY, python_paths
 from rlm_mcp.sandbox.prctl import drop_privileges, make_undumpable
 from rlm_mcp.worker.lockdown import landlock
@@ -62,7 +63,7 @@ DRIVER_READ_ONLY = ("/etc", "/proc", "/sys", "/dev", "/run")
 DRIVER_READ_WRITE = ("/tmp", "/var/tmp", "/dev/shm", "/dev/null")
 
 
-class Refused(Exception):
+class _Refused(Exception):
     """The map cannot run at all (no Ray here, a malformed request); the message says what to do."""
 
 
@@ -70,7 +71,7 @@ def connect(address: str) -> Any:
     try:
         import ray
     except ImportError:
-        raise Refused("rlm_map and llm_map need `pip install 'rlm-mcp[ray]'` in the server's environment") from None
+        raise _Refused("rlm_map and llm_map need `pip install 'rlm-mcp[ray]'` in the server's environment") from None
     # A driver joining a running cluster: it starts no Ray process here. A failure is Ray's (main says it).
     ray.init(address=address, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     return ray
@@ -80,7 +81,7 @@ def run_map(ray: Any, request: dict[str, Any], out: int) -> None:
     """One task per URL; each result sent as it finishes, in any order; at the deadline the rest is cancelled."""
     kind, urls, arguments = request.get("kind"), request.get("urls"), request.get("arguments")
     if kind not in TASKS or not isinstance(urls, list) or not isinstance(arguments, list):
-        raise Refused("malformed map request")
+        raise _Refused("malformed map request")
     deadline = time.monotonic() + float(request.get("timeout_s") or 0)
     results = Results(out, kind, request.get("budget"))
     remote = ray.remote(max_retries=MAP_RETRIES, retry_exceptions=False)(TASKS[kind])
@@ -141,7 +142,7 @@ def _error_of(exc: BaseException) -> str:
     """What the model reads of a task that failed: the reason the task gave (its function's error, say), or
     for a worker or node that died what died; Ray's own text goes to stderr."""
     cause = getattr(exc, "cause", None)
-    if isinstance(cause, pieces.MapFailure):
+    if isinstance(cause, MapFailure):
         return _text(cause)[:MAX_ERROR_CHARS]
     if isinstance(cause, BaseException):  # the task's own code raised (reading or decompressing the object)
         return f"{type(cause).__name__}: {_text(cause)}"[:MAX_ERROR_CHARS]
@@ -210,12 +211,12 @@ def main(argv: list[str]) -> int:
         stage = "join"
         try:
             if request.get("op") != ops.MAP:
-                raise Refused("unknown request")
+                raise _Refused("unknown request")
             ray = ray or connect(address)
             stage = "map"
             run_map(ray, request, replies)
             send(replies, {"op": ops.DONE})
-        except Refused as exc:
+        except _Refused as exc:
             send(replies, {"op": ops.DONE, "error": str(exc)})
         except Exception as exc:  # Ray's own failures: its words to the log; the server tells the model
             print(f"rlm-mcp ray driver: the {stage} failed: {_text(exc)[:4_000]}", file=sys.stderr)

@@ -32,10 +32,9 @@ import anyio.lowlevel
 from rlm_mcp.bridge import frames, ops
 from rlm_mcp.cluster import pieces
 from rlm_mcp.config import Settings
-from rlm_mcp.contexts.paths import ContextError
 from rlm_mcp.contexts.remote import list_objects
+from rlm_mcp.errors import ContextError, MapRefused, SubCallError
 from rlm_mcp.escaping import printable
-from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.sandbox.policy import PASSED_THROUGH
 from rlm_mcp.session.services import OnDone, RequestContext, ServedSession
 from rlm_mcp.units import MiB
@@ -59,10 +58,6 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 DRIVER = (
     "import sys; sys.path.insert(0, sys.argv[1]); from rlm_mcp.cluster.driver import main; sys.exit(main(sys.argv[1:]))"
 )
-
-
-class MapError(Exception):
-    """A map that cannot run at all; the message says what to set or change."""
 
 
 class RayCluster:
@@ -114,7 +109,7 @@ class RayCluster:
         ok = False
         try:
             if self.pid is None and not await anyio.to_thread.run_sync(reachable, self.address):
-                raise MapError(self._unreachable())  # at once: a new driver would try to join for seconds
+                raise MapRefused(self._unreachable())  # at once: a new driver would try to join for seconds
             process = await self._started()
             await process.stdin.send(frames.encode({
                 "op": ops.MAP, "kind": kind, "urls": urls, "arguments": arguments, "timeout_s": timeout,
@@ -124,10 +119,10 @@ class RayCluster:
                 await self._collect(kind, results, on_done)
             ok = True
         except TimeoutError:
-            raise MapError(f"the Ray driver did not finish the map within {timeout + DRIVER_GRACE_S:.0f} s; "
+            raise MapRefused(f"the Ray driver did not finish the map within {timeout + DRIVER_GRACE_S:.0f} s; "
                            "it was stopped, and the next map starts a new one") from None  # fmt: skip
         except (_DriverGone, frames.ProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise MapError(await self._lost(exc)) from None
+            raise MapRefused(await self._lost(exc)) from None
         finally:
             if not ok:  # cancelled, timed out, or broken: a driver mid-map is of no further use
                 with anyio.CancelScope(shield=True):
@@ -148,7 +143,7 @@ class RayCluster:
                 if error is not None and frame.get("lost") in ("join", "map"):  # Ray failed: its words are logged
                     raise _DriverGone(f"Ray failed ({printable(str(error), 80)})", joining=frame["lost"] == "join")
                 if error is not None:
-                    raise MapError(printable(str(error), MAX_ERROR_CHARS))
+                    raise MapRefused(printable(str(error), MAX_ERROR_CHARS))
                 return
             index = frame.get("index")
             if (
@@ -405,7 +400,7 @@ _clusters: dict[str, RayCluster] = {}
 
 def cluster_for(settings: Settings) -> RayCluster:
     if not settings.ray_address:
-        raise MapError(
+        raise MapRefused(
             "rlm_map and llm_map run on a Ray cluster: start the server with RLM_MCP_RAY_ADDRESS=host:port; "
             "without one, load_context the data and loop over it in the REPL"
         )
@@ -454,7 +449,7 @@ async def serve_map(session: ServedSession, frame: dict[str, Any], context: Requ
             return {"ok": False, "error": "llm_map needs a template str holding {text} (and optionally {path})"}
         prompts = await cluster.run("llm", urls, [template, MAX_OBJECT_BYTES], None, deadline)
         return await _ask_each(session, frame, urls, prompts, context.client_session, on_done)
-    except (MapError, ContextError) as exc:
+    except (MapRefused, ContextError) as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # the worker waits for a reply: it must get one, whatever failed here
         log.exception("session %s: a map failed", session.id)

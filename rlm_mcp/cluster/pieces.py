@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlm_mcp.errors import MapFailure
 from rlm_mcp.host.proctree import descendants, kill_tree
 from rlm_mcp.sandbox.policy import worker_environment
 
@@ -61,10 +62,6 @@ CHILD = (
 )
 PR_SET_CHILD_SUBREAPER = 36
 SCRATCH_PREFIX = "rlm-map-"  # then the task process's pid, so a later task can tell a dead task's directory
-
-
-class MapFailure(Exception):
-    """One object's map failed; the message is the reason (a plain str, whatever the model's code raised)."""
 
 
 def left_out(kind: str, budget: int) -> str:

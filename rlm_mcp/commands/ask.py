@@ -14,7 +14,8 @@ from pathlib import Path
 import anyio
 
 from rlm_mcp.config import Settings
-from rlm_mcp.engine.ask import AskError, ask
+from rlm_mcp.engine.ask import ask
+from rlm_mcp.errors import AskError
 from rlm_mcp.escaping import printable
 from rlm_mcp.tools.render import usage_line
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import anyio
 
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import WorkerStartError
 from rlm_mcp.host.factory import session_worker_host
 from rlm_mcp.host.proctree import descendants
-from rlm_mcp.host.worker_host import WorkerStartError
 from rlm_mcp.llm.logins import cli_login
 from rlm_mcp.sandbox import exposure
 from rlm_mcp.sandbox.cgroups import cgroup_support, worker_cgroups

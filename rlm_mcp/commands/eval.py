@@ -14,8 +14,8 @@ from pathlib import Path
 
 import anyio
 
-from rlm_mcp.config import Settings, SettingsError, load_settings
-from rlm_mcp.engine.ask import AskError
+from rlm_mcp.config import Settings, load_settings
+from rlm_mcp.errors import AskError, SettingsError
 from rlm_mcp.evaluation.report import print_report
 from rlm_mcp.evaluation.run import COLUMNS, evaluate, table_row
 

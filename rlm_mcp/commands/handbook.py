@@ -19,11 +19,11 @@ from typing import Any
 import anyio
 
 from rlm_mcp import safefs
-from rlm_mcp.config import Settings, SettingsError, load_settings
+from rlm_mcp.config import Settings, load_settings
+from rlm_mcp.errors import HandbookError, MemoryUnavailable, SettingsError
 from rlm_mcp.escaping import printable
 from rlm_mcp.memory import answers, findings, handbook
-from rlm_mcp.memory.database import APPROVED, FILENAME, LEGACY, Database, MemoryUnavailable, decide_entry
-from rlm_mcp.memory.handbook import HandbookError
+from rlm_mcp.memory.database import APPROVED, FILENAME, LEGACY, Database, decide_entry
 from rlm_mcp.units import MiB
 
 EXPORT_FORMAT = "rlm-mcp-handbook"

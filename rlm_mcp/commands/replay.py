@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from rlm_mcp.replay.record import TraceError, load
+    from rlm_mcp.errors import TraceError
+    from rlm_mcp.replay.record import load
 
     try:
         recording = load(args.trace)
@@ -68,7 +69,8 @@ def main(argv: list[str]) -> int:
 
     import anyio  # deferred past the trace's checks: bad input is refused at once
 
-    from rlm_mcp.config import SettingsError, load_settings
+    from rlm_mcp.config import load_settings
+    from rlm_mcp.errors import SettingsError
     from rlm_mcp.replay.report import render_json, render_text
     from rlm_mcp.replay.run import replay
 

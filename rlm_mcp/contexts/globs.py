@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from rlm_mcp.contexts.paths import ContextError
+from rlm_mcp.errors import ContextError
 
 MAX_PATTERN_CHARS = 1_000
 MAX_PATTERN_SEGMENTS = 64  # after collapsing repeated `**`

@@ -12,13 +12,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlm_mcp.errors import UserError
+from rlm_mcp.errors import ContextError
 
 GLOB_CHARS = frozenset("*?[")
-
-
-class ContextError(UserError):
-    """A load request that cannot be served; the message says what to do instead."""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ from typing import Any
 from urllib.parse import unquote, urljoin
 
 from rlm_mcp import safefs
-from rlm_mcp.contexts.paths import ContextError, has_glob
+from rlm_mcp.contexts.paths import has_glob
+from rlm_mcp.errors import ContextError, TooLarge
 from rlm_mcp.units import MiB
 
 SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "http", "https", "hf")
@@ -68,14 +69,6 @@ _HOST_CHARS = frozenset(string.ascii_lowercase + string.digits + "-._~:[]")
 # Never sent, even encoded: a server that decodes before it resolves would climb out ('.', '/', '\\'), and a
 # control character is never part of the name of data.
 _REFUSED_ESCAPES = frozenset({"2E", "2F", "5C", "7F", *(f"{code:02X}" for code in range(0x20))})
-
-
-class TooLarge(ContextError):
-    """A fetch passed the bytes allowed for it; `size`: the object's, where the store said it."""
-
-    def __init__(self, message: str, size: int | None = None) -> None:
-        super().__init__(message)
-        self.size = size
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlm_mcp.contexts.globs import Glob, compile_glob
-from rlm_mcp.contexts.paths import ContextError, TreeSource, within
+from rlm_mcp.contexts.paths import TreeSource, within
+from rlm_mcp.errors import ContextError
 
 ALWAYS_SKIPPED_DIRS = frozenset({".git", ".hg", ".svn"})
 EXAMPLES_PER_REASON = 3

@@ -18,17 +18,13 @@ import anyio
 from rlm_mcp.config import Settings
 from rlm_mcp.engine.assembly import worker_services
 from rlm_mcp.engine.loop import RootLoop, RootOutcome
-from rlm_mcp.errors import UserError
+from rlm_mcp.errors import AskError, SubCallError, UserError
 from rlm_mcp.llm.router import Router, usage_since
-from rlm_mcp.llm.types import SubCallError, can_chat
+from rlm_mcp.llm.types import can_chat
 from rlm_mcp.memory.service import Memory
 from rlm_mcp.session.session import Session
 from rlm_mcp.session.store import SessionStore
 from rlm_mcp.tools.schemas import SubCallUsage
-
-
-class AskError(Exception):
-    """The question could not be asked at all (a path, the backend): exit code 2, with what to do."""
 
 
 @dataclass

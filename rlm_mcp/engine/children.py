@@ -20,11 +20,11 @@ import anyio
 
 from rlm_mcp.bridge.frames import MAX_FRAME_BYTES
 from rlm_mcp.engine.loop import RootLoop, RootOutcome
-from rlm_mcp.errors import UserError
+from rlm_mcp.errors import SubCallError, UserError
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.router import SessionLLM
-from rlm_mcp.llm.types import ChatBackend, SubCallError, can_chat
+from rlm_mcp.llm.types import ChatBackend, can_chat
 from rlm_mcp.session.services import RequestContext
 from rlm_mcp.session.session import Session
 from rlm_mcp.tools.schemas import SubCallUsage

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from rlm_mcp.engine.prompts import ANSWER_VARIABLE, LAST_TURN, TOOLS, system_prompt
-from rlm_mcp.errors import UserError
-from rlm_mcp.llm.types import ChatBackend, ChatRequest, SubCallError, ToolCall, ToolResult, Turn
+from rlm_mcp.errors import SubCallError, UserError
+from rlm_mcp.llm.types import ChatBackend, ChatRequest, ToolCall, ToolResult, Turn
 from rlm_mcp.tools.declarations import ROOT_TOOLS, RUN_CODE, SUB_QUERY
 from rlm_mcp.tools.render import render_run, render_sub_query
 from rlm_mcp.tools.schemas import SubCallUsage

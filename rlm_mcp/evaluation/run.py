@@ -20,10 +20,10 @@ import anyio
 
 from rlm_mcp.config import Settings
 from rlm_mcp.engine.ask import ask
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.evaluation import tasks
 from rlm_mcp.llm.pricing import estimate_tokens, window_of
 from rlm_mcp.llm.router import Router, SessionLLM
-from rlm_mcp.llm.types import SubCallError
 
 COLUMNS = ("task", "method", "correct", "root tokens in / out", "sub tokens in / out", "cost", "wall s")
 PLAIN_MAX_TOKENS = 1_024

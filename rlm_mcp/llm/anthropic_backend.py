@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import anthropic
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.http import ShardedTransport, status_error
-from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, ToolCall, Turn
+from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, ToolCall, Turn
 
 # Prompt caching pays from about 1,024 tokens of system prompt (the smallest cacheable prefix); below that
 # the cache_control marker is ignored by the API, so it is only sent where it can help.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.errors import SubCallError
 
 # Dollars are summed as floats, and 0.1 + 0.1 + 0.1 > 0.3: a sum this close to the limit is at it, not past.
 COST_TOLERANCE_USD = 1e-9

@@ -22,9 +22,10 @@ from typing import Any
 import anyio
 
 from rlm_mcp import safefs
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.cli_process import CliPool, child_environment, cli_model, short
 from rlm_mcp.llm.http import status_error
-from rlm_mcp.llm.types import Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import Completion, SubCall
 
 DEFAULT_SYSTEM = "You are a precise assistant. Answer the user's request directly and concisely, from the text given."
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.host.proctree import kill_tree
-from rlm_mcp.llm.types import SubCallError
 from rlm_mcp.sandbox import exposure
 from rlm_mcp.units import MiB
 

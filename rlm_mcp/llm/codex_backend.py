@@ -31,8 +31,9 @@ from typing import Any
 
 import anyio
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.cli_process import CliPool, child_environment, cli_model, short
-from rlm_mcp.llm.types import Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import Completion, SubCall
 
 DEFAULT_MODEL = "codex-default"  # no -m: the model the user's Codex is configured for
 QUIET = (  # -c overrides: nothing but the model's answer, and no traffic besides the model call

@@ -8,7 +8,7 @@ import socket
 
 import httpx2
 
-from rlm_mcp.llm.types import SubCallError
+from rlm_mcp.errors import SubCallError
 
 # Requests are small writes on long-lived connections: without TCP_NODELAY, Nagle's algorithm can hold a
 # request body back until the server's delayed ACK, tens of milliseconds per call on a local endpoint.

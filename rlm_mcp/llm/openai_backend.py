@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx2
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.http import ShardedTransport, status_error
 from rlm_mcp.llm.pricing import estimate_tokens
-from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, ToolCall, Turn
+from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, ToolCall, Turn
 
 
 class OpenAIBackend(BaseBackend):

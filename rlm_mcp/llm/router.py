@@ -20,13 +20,14 @@ from typing import Any
 import anyio
 
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.logins import CliLogin, cli_login, known
 from rlm_mcp.llm.pricing import cost_usd, estimate_tokens, price_of
 from rlm_mcp.llm.recording import reply_record, sub_call_sha256, turn_sha256
 from rlm_mcp.llm.sampling_backend import SamplingBackend, client_offers_sampling
 from rlm_mcp.llm.sending import BudgetedSender
-from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError, Turn
+from rlm_mcp.llm.types import Backend, ChatBackend, ChatReply, ChatRequest, Completion, SubCall, Turn
 from rlm_mcp.memory.answers import StoredAnswer, endpoint_of, key_of
 from rlm_mcp.memory.service import Memory
 from rlm_mcp.tools.schemas import SubCallUsage

@@ -13,8 +13,9 @@ from typing import Any
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import ModelHint, ModelPreferences, SamplingMessage, TextContent
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.pricing import estimate_tokens
-from rlm_mcp.llm.types import BaseBackend, Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import BaseBackend, Completion, SubCall
 
 # The deprecation is known and documented; warning on every sub-call would only flood the log.
 warnings.filterwarnings("ignore", message="The sampling capability is deprecated", category=MCPDeprecationWarning)

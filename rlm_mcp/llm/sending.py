@@ -17,9 +17,10 @@ from typing import TypeVar
 import anyio
 
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.budget import Budget, Reservation
 from rlm_mcp.llm.pricing import cost_usd, price_of, window_of
-from rlm_mcp.llm.types import Backend, ChatReply, Completion, SubCallError
+from rlm_mcp.llm.types import Backend, ChatReply, Completion
 from rlm_mcp.tools.schemas import SubCallUsage
 from rlm_mcp.trace import Event
 

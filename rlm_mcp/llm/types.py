@@ -29,16 +29,6 @@ class Completion:
     subscription: bool = False
 
 
-class SubCallError(Exception):
-    """A sub-call that did not produce an answer. `retryable` errors may succeed if sent again later."""
-
-    def __init__(self, message: str, *, kind: str, retryable: bool = False, status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retryable = retryable
-        self.status = status
-
-
 @runtime_checkable
 class Backend(Protocol):
     """Everything the router asks of a backend, so it calls each member directly.

@@ -19,6 +19,7 @@ from typing import TypeVar
 import anyio
 
 from rlm_mcp import safefs
+from rlm_mcp.errors import MemoryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +158,6 @@ def _migrate(connection: sqlite3.Connection) -> None:
         if "status" not in columns:
             for statement in statements:
                 connection.execute(statement)
-
-
-class MemoryUnavailable(OSError):
-    """The memory database cannot be opened or used; the server goes on without memory."""
 
 
 class Database:

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm_mcp.errors import HandbookError
 from rlm_mcp.escaping import printable
-from rlm_mcp.memory.handbook import Behavior, HandbookError, proposed_from
+from rlm_mcp.memory.handbook import Behavior, proposed_from
 
 LOG_MAX_CHARS = 30_000
 CODE_CHARS = 1_500

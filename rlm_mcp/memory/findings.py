@@ -18,6 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from rlm_mcp.errors import FindingsFull
 from rlm_mcp.memory.database import APPROVED, PROPOSED
 from rlm_mcp.memory.inputs import InputRef
 from rlm_mcp.memory.text import one_line
@@ -28,11 +29,6 @@ MAX_PER_SESSION = 10  # of one input's: one session cannot push the others' find
 MAX_SESSION_FINDINGS = 100  # of one session, about all inputs: one session cannot fill the workspace's
 MAX_FINDINGS = 5_000
 REVIEW = "a person decides with `rlm-mcp handbook review`"
-
-
-class FindingsFull(ValueError):
-    """A session filed as many findings as it may (about one input, or in all), or the store is full of
-    other sessions' findings; the message says which, in one line."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rlm_mcp.errors import HandbookError
 from rlm_mcp.memory.database import APPROVED, PROPOSED
 from rlm_mcp.memory.text import fts_query, one_line, similarity
 
@@ -38,10 +39,6 @@ _NOT_NAME = re.compile(r"[^a-z0-9]+")
 BM25_WEIGHTS = (2.0, 1.0, 1.0, 1.5)  # name, instruction, applies, input_kind
 MAX_USE_ROWS = 20_000  # which session was shown which behavior: the latest are enough to count each once
 MAX_SESSION_BEHAVIORS = 25  # proposed by one session (an import, a person's act, has no quota)
-
-
-class HandbookError(ValueError):
-    """A behavior that cannot be stored or found as asked; the message says what to change."""
 
 
 @dataclass

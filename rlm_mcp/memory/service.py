@@ -25,9 +25,10 @@ import anyio
 
 from rlm_mcp import safefs
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import FindingsFull, MemoryUnavailable
 from rlm_mcp.escaping import printable
 from rlm_mcp.memory import answers, findings, handbook
-from rlm_mcp.memory.database import APPROVED, Database, MemoryUnavailable
+from rlm_mcp.memory.database import APPROVED, Database
 from rlm_mcp.memory.distill import Complete, propose, work_log
 from rlm_mcp.memory.findings import Finding
 from rlm_mcp.memory.handbook import Behavior
@@ -307,7 +308,7 @@ class Memory:
                         report.findings += findings.add(
                             connection, digests[name], ref, finding, tag, "distilled", source, approved
                         )
-                    except findings.FindingsFull:
+                    except FindingsFull:
                         report.dropped += 1
             handbook.judge(connection, tag, proposals.verdict == "good")
             connection.execute(

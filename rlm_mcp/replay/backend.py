@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.recording import sub_call_sha256, turn_sha256
-from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import BaseBackend, ChatReply, ChatRequest, Completion, SubCall
 from rlm_mcp.replay.record import Answer, Recording
 
 NOT_RECORDED = "not_recorded"

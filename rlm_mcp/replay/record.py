@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlm_mcp.errors import TraceError
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.recording import reply_calls
 from rlm_mcp.llm.types import ToolCall
@@ -40,10 +41,6 @@ BUSY = "run_code() without code waits for its result"  # in the refusal of code 
 KEPT = ("v", "id", "parent", "type", "name", "arguments", "code", "stdout", "stderr", "result", "outcome", "error")
 KEPT += ("kind", "chars", "cached", "cache", "request_sha256", "turn_sha256", "requested_model", "model")
 KEPT += ("input_tokens", "output_tokens", "subscription", "answer", "reply", "texts_dropped")
-
-
-class TraceError(Exception):
-    """The file is not a trace that can be replayed: exit code 2, with what was wrong."""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import TraceError
 from rlm_mcp.escaping import printable
 from rlm_mcp.replay.backend import ReplayBackend
-from rlm_mcp.replay.record import BUSY, Recording, Step, TraceError, code_of, load
+from rlm_mcp.replay.record import BUSY, Recording, Step, code_of, load
 from rlm_mcp.tools.declarations import TOOLS
 from rlm_mcp.trace import whole_lines
 

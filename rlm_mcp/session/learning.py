@@ -18,15 +18,12 @@ from typing import Any
 import anyio
 
 from rlm_mcp.config import Settings
-from rlm_mcp.contexts.paths import ContextError
 from rlm_mcp.contexts.selection import Selection
-from rlm_mcp.errors import UserError
+from rlm_mcp.errors import ContextError, FindingsFull, MemoryUnavailable, SubCallError, UserError
 from rlm_mcp.escaping import printable
 from rlm_mcp.llm.router import SessionLLM
-from rlm_mcp.llm.types import SubCallError
-from rlm_mcp.memory.database import APPROVED, MemoryUnavailable
+from rlm_mcp.memory.database import APPROVED
 from rlm_mcp.memory.distill import ANSWER_TOKENS
-from rlm_mcp.memory.findings import FindingsFull
 from rlm_mcp.memory.inputs import InputRef, describe, input_of
 from rlm_mcp.memory.service import (
     LOAD_FINDINGS,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_mcp import safefs
-from rlm_mcp.config import SettingsError
+from rlm_mcp.errors import SigningKeyError
 from rlm_mcp.units import MiB
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,6 @@ RECORD = "session.json"
 RECORD_MAX_BYTES = 128 * MiB  # inline contexts live in records: at most a few of the 1 M characters each
 KEY_BYTES = 32
 SESSION_ID = re.compile(r"(?:mcp-)?[A-Za-z0-9]{8,64}")
-
-
-class SigningKeyError(SettingsError):
-    """The session-signing key exists but cannot be used; it is never silently replaced."""
 
 
 class SessionStore:

@@ -19,7 +19,8 @@ from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
 
-from rlm_mcp.config import Settings, SettingsError
+from rlm_mcp.config import Settings
+from rlm_mcp.errors import SettingsError
 
 log = logging.getLogger(__name__)
 

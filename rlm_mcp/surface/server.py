@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field
 from rlm_mcp import __version__, telemetry
 from rlm_mcp.config import Settings
 from rlm_mcp.engine.assembly import worker_services
-from rlm_mcp.errors import UserError
-from rlm_mcp.host.worker_host import WorkerStartError
+from rlm_mcp.errors import UserError, WorkerStartError
 from rlm_mcp.llm.pricing import is_known_model
 from rlm_mcp.llm.types import Backend
 from rlm_mcp.sandbox.policy import summary

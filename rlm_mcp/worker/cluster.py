@@ -14,17 +14,9 @@ import textwrap
 from typing import Any
 
 from rlm_mcp.bridge import ops
+from rlm_mcp.worker.errors import MapError
 
 NOTE_PATHS = 3  # the paths a note names; the rest are counted
-
-
-class MapError(Exception):
-    """One object's part of a map that failed (its code raised, or its node failed it after retries); `path`
-    says which object."""
-
-    def __init__(self, message: str, path: str = "") -> None:
-        super().__init__(message)
-        self.path = path
 
 
 def _say_notes(results: list[dict[str, Any]]) -> None:

@@ -20,8 +20,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm_mcp.worker.errors import FormatError
 from rlm_mcp.worker.mapped import MappedText
-from rlm_mcp.worker.reader import FormatError, count_lines, decode, read_decompressed, read_limited, suffixes
+from rlm_mcp.worker.reader import count_lines, decode, read_decompressed, read_limited, suffixes
 
 DOCS_EXTRA = "pip install 'rlm-mcp[docs]'"
 

@@ -38,7 +38,7 @@ MAX_ERROR_CHARS = 500
 MODES = ("auto", "strict", "off")
 
 
-class Refused(Exception):
+class _Refused(Exception):
     """The request is malformed, or the sandbox cannot hold as the mode demands; said in the answer."""
 
 
@@ -47,10 +47,10 @@ def policy_for(header: dict[str, Any], scratch: str) -> SandboxPolicy:
     the scratch directory alone."""
     mode = header.get("mode")
     if mode not in MODES:
-        raise Refused(f"unknown sandbox mode {mode!r}")
+        raise _Refused(f"unknown sandbox mode {mode!r}")
     numbers = [header.get(key) for key in ("memory_bytes", "write_bytes", "cpu_s")]
     if not all(isinstance(number, int | float) and number > 0 for number in numbers):
-        raise Refused("the task sent no limits")
+        raise _Refused("the task sent no limits")
     return SandboxPolicy(
         mode=mode,
         read_only=(*python_paths(), *SYSTEM_READ_ONLY),
@@ -69,7 +69,7 @@ def lock_down(policy: SandboxPolicy) -> list[str]:
         set_cpu_backstop(policy.cell_cpu_s)
     gaps = [f"{layer.name} ({layer.detail})" for layer in report.layers if not layer.active]
     if policy.mode == "strict" and gaps:
-        raise Refused("RLM_MCP_SANDBOX=strict, and this node cannot provide every layer: " + "; ".join(gaps))
+        raise _Refused("RLM_MCP_SANDBOX=strict, and this node cannot provide every layer: " + "; ".join(gaps))
     return gaps if policy.mode != "off" else ["all layers (RLM_MCP_SANDBOX=off)"]
 
 
@@ -79,7 +79,7 @@ def call(header: dict[str, Any], text: str) -> Any:
 
     code, name, path = header.get("code"), header.get("name"), header.get("path")
     if not (isinstance(code, str) and isinstance(name, str) and name.isidentifier() and isinstance(path, str)):
-        raise Refused("the task sent no function")
+        raise _Refused("the task sent no function")
     namespace: dict[str, Any] = {"__name__": "rlm_map", **HELPERS}
     exec(compile(code, f"<rlm_map {name}>", "exec"), namespace)
     return namespace[name](text, path)
@@ -134,10 +134,10 @@ def main(argv: list[str]) -> int:
     name = ""
     try:
         if report_fd < 0:
-            raise Refused("the task passed no descriptor for the sandbox report")
+            raise _Refused("the task passed no descriptor for the sandbox report")
         header = json.loads(sys.stdin.buffer.readline(MAX_HEADER_BYTES))
         if not isinstance(header, dict):
-            raise Refused("the task sent no header")
+            raise _Refused("the task sent no header")
         name = str(header.get("name") or "")
         gaps = lock_down(policy_for(header, os.getcwd()))
     except BaseException as exc:  # nothing of the model's runs: the report says why

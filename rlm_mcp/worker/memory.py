@@ -10,13 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm_mcp.bridge import ops
+from rlm_mcp.worker.errors import MemoryUnavailableError
 
 MAX_QUERY_CHARS = 10_000
 MAX_FINDING_CHARS = 4_000
-
-
-class MemoryUnavailableError(RuntimeError):
-    """The server could not do what was asked of its memory (it is off, or its database failed)."""
 
 
 def _context_name(about: Any, loaded: dict[str, Any]) -> str | None:

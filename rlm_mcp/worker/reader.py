@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_mcp.units import MiB
+from rlm_mcp.worker.errors import FormatError
 
 SNIFF_BYTES = 8192
 REPLACEMENT = "\ufffd"
 DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 READ_CHUNK = MiB
-
-
-class FormatError(Exception):
-    """The file cannot be loaded as what its name says, and there is nothing sensible to fall back to."""
 
 
 @dataclass

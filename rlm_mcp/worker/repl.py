@@ -35,7 +35,8 @@ from rlm_mcp.units import MiB
 from rlm_mcp.worker import lockdown
 from rlm_mcp.worker.capture import OutputCapture
 from rlm_mcp.worker.cluster import make_cluster_functions
-from rlm_mcp.worker.formats import FormatError, load_file
+from rlm_mcp.worker.errors import FormatError, LLMError, RLMError
+from rlm_mcp.worker.formats import load_file
 from rlm_mcp.worker.helpers import HELPERS
 from rlm_mcp.worker.lockdown.limits import set_cpu_backstop
 from rlm_mcp.worker.mapped import MappedText
@@ -50,14 +51,6 @@ PREVIEW_CHARS = 200  # the preview is most of a load result: enough to see the f
 KEEP_ELIDED_OUTPUTS = 5
 MAX_CHANGED_LISTED = 40
 CELL_PREFIX = "<cell "
-
-
-class LLMError(Exception):
-    """A sub-call that failed: returned in place of an answer by llm_query_batched, raised by llm_query."""
-
-    def __init__(self, message: str, kind: str = "error") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class HostChannel:
@@ -204,10 +197,6 @@ def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
         "rlm_query_batched": rlm_query_batched,
         "RLMError": RLMError,
     }
-
-
-class RLMError(LLMError):
-    """A child RLM that failed (its root model could not be reached, its budget could not be reserved, ...)."""
 
 
 class RLMAnswer(str):

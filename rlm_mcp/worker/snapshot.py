@@ -50,11 +50,20 @@ MOVED_MODULES = {
     "rlm_mcp.repl.mapped": "rlm_mcp.worker.mapped",
     "rlm_mcp.repl.variables": "rlm_mcp.worker.variables",
 }
+# The REPL's exception classes moved into worker/errors.py (issue 27); snapshots name them at their old homes.
+MOVED_CLASSES = {
+    ("rlm_mcp.worker.repl", "LLMError"): "rlm_mcp.worker.errors",
+    ("rlm_mcp.worker.repl", "RLMError"): "rlm_mcp.worker.errors",
+    ("rlm_mcp.worker.cluster", "MapError"): "rlm_mcp.worker.errors",
+    ("rlm_mcp.worker.memory", "MemoryUnavailableError"): "rlm_mcp.worker.errors",
+    ("rlm_mcp.worker.reader", "FormatError"): "rlm_mcp.worker.errors",
+}
 
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(MOVED_MODULES.get(module, module), name)
+        module = MOVED_MODULES.get(module, module)
+        return super().find_class(MOVED_CLASSES.get((module, name), module), name)
 
 
 ALWAYS_RESAVE_BYTES = MiB  # small mutable values are re-pickled every cell: mutation keeps id and len
@@ -64,7 +73,7 @@ MUTABLE = (list, dict, set, bytearray)
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class RefusedFile(Exception):
+class _RefusedFile(Exception):
     """A snapshot file that is not what the worker wrote there; the message says why, for the model."""
 
 
@@ -165,7 +174,7 @@ class Snapshotter:
         """Bring back one name; whether it came back (if not, `lost` says why)."""
         try:
             data = self._read(name)
-        except RefusedFile as refused:
+        except _RefusedFile as refused:
             lost[name] = f"its snapshot file {refused}; refused"
             return False
         except OSError as exc:
@@ -192,21 +201,21 @@ class Snapshotter:
             descriptor = os.open(self._path(name), os.O_RDONLY | OPEN_FLAGS)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise RefusedFile("was replaced by a link") from None
+                raise _RefusedFile("was replaced by a link") from None
             raise
         try:
             info = os.fstat(descriptor)
             if not stat.S_ISREG(info.st_mode):
-                raise RefusedFile("is not a regular file (a FIFO or a device was put in its place)")
+                raise _RefusedFile("is not a regular file (a FIFO or a device was put in its place)")
             if info.st_size > self.max_bytes:
-                raise RefusedFile(f"holds {info.st_size:,} bytes, more than the snapshot cap of {self.max_bytes:,}")
+                raise _RefusedFile(f"holds {info.st_size:,} bytes, more than the snapshot cap of {self.max_bytes:,}")
             os.set_blocking(descriptor, True)
             with os.fdopen(os.dup(descriptor), "rb") as handle:
                 data = handle.read(self.max_bytes + 1)
         finally:
             os.close(descriptor)
         if len(data) > self.max_bytes:
-            raise RefusedFile(f"grew past the snapshot cap of {self.max_bytes:,} bytes while it was read")
+            raise _RefusedFile(f"grew past the snapshot cap of {self.max_bytes:,} bytes while it was read")
         return data
 
 

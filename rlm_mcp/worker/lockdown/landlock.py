@@ -17,6 +17,8 @@ import stat
 import struct
 from dataclasses import dataclass
 
+from rlm_mcp.worker.errors import LandlockError
+
 # Syscall numbers are the same on every architecture that has Landlock (asm-generic numbering).
 CREATE_RULESET, ADD_RULE, RESTRICT_SELF = 444, 445, 446
 CREATE_RULESET_VERSION = 1 << 0
@@ -44,10 +46,6 @@ class Enforced:
     filesystem: bool
     tcp: bool
     scopes: bool  # no abstract unix sockets or signals outside the sandbox
-
-
-class LandlockError(OSError):
-    """Landlock is missing or refused the ruleset; the message says which step failed."""
 
 
 def _libc() -> ctypes.CDLL:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import ctypes
 import os
 
+from rlm_mcp.worker.errors import NamespaceError
+
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-
-
-class NamespaceError(OSError):
-    """The namespaces could not be entered; the message says which step failed."""
 
 
 def isolate() -> None:

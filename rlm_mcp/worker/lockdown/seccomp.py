@@ -44,6 +44,8 @@ import os
 import platform
 import struct
 
+from rlm_mcp.worker.errors import SeccompError
+
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 RET_ALLOW = 0x7FFF0000
@@ -189,10 +191,6 @@ TABLES = {
     ),
 }
 TABLES["arm64"] = TABLES["aarch64"]
-
-
-class SeccompError(OSError):
-    """The filter could not be installed; the message says why."""
 
 
 def _instruction(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> bytes:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rlm_mcp.host.worker_host import WorkerHost, WorkerStartError
+from rlm_mcp.errors import WorkerStartError
+from rlm_mcp.host.worker_host import WorkerHost
 from rlm_mcp.sandbox.policy import SandboxPolicy
 
 pytestmark = pytest.mark.anyio

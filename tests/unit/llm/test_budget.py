@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.budget import Budget
-from rlm_mcp.llm.types import SubCallError
 
 
 def test_a_token_budget_admits_calls_up_to_exactly_its_limit() -> None:

@@ -8,8 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
+from rlm_mcp.errors import SubCallError
 from rlm_mcp.llm.router import Router, SessionLLM
-from rlm_mcp.llm.types import BaseBackend, Completion, SubCall, SubCallError
+from rlm_mcp.llm.types import BaseBackend, Completion, SubCall
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from rlm_mcp.errors import FindingsFull, MemoryUnavailable
 from rlm_mcp.memory import answers, findings, inputs
 from rlm_mcp.memory.answers import StoredAnswer
-from rlm_mcp.memory.database import MemoryUnavailable
-from rlm_mcp.memory.findings import FindingsFull
 from rlm_mcp.memory.inputs import InputRef, input_of
 from rlm_mcp.memory.service import Memory, session_tag
 from tests.conftest import make_settings

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from rlm_mcp.errors import HandbookError, MemoryUnavailable
 from rlm_mcp.memory import handbook
 from rlm_mcp.memory.database import Database
-from rlm_mcp.memory.handbook import HandbookError, proposed
+from rlm_mcp.memory.handbook import proposed
 
 
 @pytest.fixture
@@ -114,16 +115,12 @@ def test_the_database_file_is_private_and_a_planted_link_is_refused(tmp_path: Pa
     other = tmp_path / "other"
     other.mkdir()
     (other / "memory.sqlite3").symlink_to(tmp_path / "elsewhere.db")
-    from rlm_mcp.memory.database import MemoryUnavailable
-
     with pytest.raises((MemoryUnavailable, OSError)):
         Database(other).run(handbook.counts)
     assert not (tmp_path / "elsewhere.db").exists()
 
 
 def test_a_failed_transaction_is_rolled_back_and_the_next_call_works(database: Database) -> None:
-    from rlm_mcp.memory.database import MemoryUnavailable
-
     with pytest.raises(MemoryUnavailable, match="failed"):
         database.run(lambda c: c.execute("INSERT INTO nowhere VALUES (1)"))
 

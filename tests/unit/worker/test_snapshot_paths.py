@@ -11,8 +11,8 @@ import types
 import pytest
 
 from rlm_mcp.worker import snapshot
+from rlm_mcp.worker.errors import LLMError
 from rlm_mcp.worker.helpers import Hits
-from rlm_mcp.worker.repl import LLMError
 
 
 def test_pickles_that_name_the_old_module_paths_restore_as_todays_classes(monkeypatch: pytest.MonkeyPatch) -> None:
