@@ -44,8 +44,7 @@ def host(tmp_path: Path, body: str, **options: float) -> WorkerHost:
 async def test_a_worker_that_answers_is_ok(tmp_path: Path) -> None:
     worker = host(
         tmp_path,
-        "while (r := frames.read_frame(inp)) is not None:\n"
-        "    frames.write_frame(1, {'id': r['id'], 'ok': True})\n",
+        "while (r := frames.read_frame(inp)) is not None:\n    frames.write_frame(1, {'id': r['id'], 'ok': True})\n",
     )
     try:
         outcome = await worker.call({"op": "x"}, timeout=5, grace=1)
