@@ -18,7 +18,7 @@ ANSWER_VARIABLE = "answer"
 
 SYSTEM = """\
 You answer a question about an input too large to read at once. It is not in this conversation: it is loaded \
-in a persistent Python REPL as {contexts}. Use run_code to look at it (len, slices, peek(x), grep(x, pattern), \
+in a persistent Python REPL as {contexts}. Use run_code to look at it (len, slices, peek(x), grep(pattern, x), \
 chunk(x, size)) and, inside code, llm_query(prompt) or llm_query_batched(prompts) to ask a sub-model about \
 pieces (a few thousand tokens each); keep results in variables and print only what you need.{recursion}
 Finish by replying with the answer and no tool call, or by setting `answer = ...` in the REPL (its text is \

@@ -73,14 +73,7 @@ def test_every_helper_of_the_repl_is_shown_in_the_prompt_with_recursion() -> Non
     assert set(named_calls(prompts.system_prompt({}, 3, can_recurse=True))) == set(HELPERS)
 
 
-GREP_ORDER = pytest.mark.xfail(
-    strict=True,
-    reason="engine/prompts.py says grep(x, pattern) but the helper is grep(pattern, x, ...): fix the prompt, "
-    "then drop this mark",
-)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=GREP_ORDER) if n == "grep" else n for n in HELPERS])
+@pytest.mark.parametrize("name", sorted(HELPERS))
 def test_each_helper_is_shown_with_its_real_leading_arguments(name: str) -> None:
     """The argument names the prompt shows are the helper's first positional parameters, in order (`x` is
     the prompt's word for any loaded text: the helpers call it x too)."""
