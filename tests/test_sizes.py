@@ -20,8 +20,6 @@ ALLOWED = {
     # The one declaration of every setting: fields with their help text (flags, env vars and the README's
     # table are built from them), about 230 of its lines; only its validators are code.
     "rlm_mcp/config.py::Settings": "one declaration of every setting, with its help text",
-    # Being split (issue 27): services.py, host/supervisor.py and cells.py are out (307 lines left).
-    "rlm_mcp/session/session.py::Session": "being split (issue 27): services, supervisor, cells out; sub_query next",
     # Owned by other parts of issue 27 this round: each is being reshaped by the part that owns its file.
     "rlm_mcp/surface/server.py::build_server": "owned by the one-declaration-per-tool part this round",
     "rlm_mcp/host/worker_host.py::WorkerHost": "owned by the typed worker messages (bridge) part this round",

@@ -23,11 +23,11 @@ from rlm_mcp.host.factory import fetched_dir, session_worker_host
 from rlm_mcp.host.supervisor import WorkerSupervisor
 from rlm_mcp.llm.router import Router, SessionLLM
 from rlm_mcp.memory.inputs import InputRef
-from rlm_mcp.sandbox.policy import summary
 from rlm_mcp.session.cells import CellRunner
 from rlm_mcp.session.learning import conditioned, distill_on_close, input_for, offer_on_load
 from rlm_mcp.session.loading import LoadedContext, check_context_name, plan_load, release_fetched
 from rlm_mcp.session.progress import ProgressReport
+from rlm_mcp.session.queries import SessionQueries
 from rlm_mcp.session.results import (
     error_kind,
     load_result,
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 MAX_CHILD_RECORDS = 200
 
 
-# size: being split (issue 27): services, supervisor, cells out; sub_query next
 class Session:
     def __init__(
         self,
@@ -106,6 +105,7 @@ class Session:
         self.calls = 0  # tool calls that passed validation: a session none has used is closed soon
         self.spawn = spawn
         self.runner = CellRunner(self)  # run_code's cells (session/cells.py)
+        self.queries = SessionQueries(self)  # what runs no cell: sub_query, text_of, the reports
 
     @property
     def busy(self) -> bool:
@@ -231,7 +231,7 @@ class Session:
             self.llm.usage.failures += 1
             return {"ok": False, "error": str(exc), "kind": exc.kind}
 
-    # -- sub_query --------------------------------------------------------------------------------
+    # -- what runs no cell: a sub-query, an expression's text, the reports (session/queries.py) -------------
 
     async def sub_query(
         self,
@@ -241,101 +241,21 @@ class Session:
         max_tokens: int | None,
         client_session: Any | None = None,
     ) -> SubQueryResult:
-        arguments = {"prompt": prompt, "context": context, "model": model, "max_tokens": max_tokens}
-        with self.tracer.event("tool", "sub_query", arguments=arguments) as event:
-            result = await self._sub_query(prompt, context, model, max_tokens, client_session)
-            event.set(outcome="ok")
-            self.calls += 1
-            return result
-
-    async def _sub_query(
-        self,
-        prompt: str,
-        context: str | None,
-        model: str | None,
-        max_tokens: int | None,
-        client_session: Any | None,
-    ) -> SubQueryResult:
-        if not prompt.strip():
-            raise UserError("`prompt` is empty: say what the sub-model should do with the context")
-        if max_tokens is not None and max_tokens <= 0:
-            raise UserError("`max_tokens` must be a positive number of tokens")
-        if context is not None:
-            prompt = f"<context>\n{await self.text_of(context)}\n</context>\n\n{prompt}"
-        try:
-            backend = await self.llm.router.backend_for(client_session)
-            call = self.llm.make_call(backend, prompt, None, model, max_tokens)
-            answer = await self.llm.complete(call, backend)
-        except SubCallError as exc:
-            raise UserError(f"sub-query failed: {exc}") from None
-        completion = answer.completion
-        return SubQueryResult(
-            answer=completion.text,
-            model=completion.model,
-            backend=answer.backend,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=answer.cost_usd,
-            cached=answer.cached,
-            session_usage=self.llm.usage.model_copy(),
-        )
+        return await self.queries.sub_query(prompt, context, model, max_tokens, client_session)
 
     async def text_of(self, expression: str) -> str:
-        """An expression of the REPL's (e.g. `chunks[3]`, `answer`) evaluated there, as text."""
-        await self.runner.wait_until_idle(self.settings.wait_s)
-        async with self.lock:
-            timeout = self.settings.timeout_s
-            outcome, notes = await self.worker.call(lambda worker: worker.eval_text(expression, timeout=timeout))
-            reply = outcome.reply or {}
-            if not reply.get("ok") or not isinstance(reply.get("text"), str):
-                why = reply.get("error") or outcome.cause
-                said = f" ({'; '.join(notes)})" if notes else ""
-                raise UserError(f"the context expression {expression!r} failed: {why}{said}")
-            return str(reply["text"])
-
-    # -- worker lifecycle -------------------------------------------------------------------------
+        return await self.queries.text_of(expression)
 
     def usage(self) -> dict[str, Any]:
-        """Sub-call usage and cost, for the session and per model (the same figures the trace holds)."""
-        return {
-            "session": self.id,
-            "total": self.llm.usage.model_dump(),
-            "by_model": {model: usage.model_dump() for model, usage in self.llm.usage_by_model.items()},
-            "children": self.child_records,
-        }
+        return self.queries.usage()
 
     async def info(self) -> dict[str, Any]:
-        """What the session holds and what it may still do: contexts, variables, budget left, sandbox."""
-        budget = self.llm.budget
-        cell = self.runner.running
-        variables: Any = None  # not while a cell runs: the worker is busy
-        if cell is None:
-            async with self.lock:
-                outcome, _ = await self.worker.call(lambda worker: worker.variables())
-            variables = (outcome.reply or {}).get("variables", [])
-        return {
-            "session": self.id,
-            "running": cell.status() if cell is not None else None,
-            "contexts": [{"name": c.name, "source": c.source} for c in self.contexts.values()],
-            "variables": variables,
-            "cells": self.cells,
-            "budget_left": {
-                "sub_calls": budget.max_calls - budget.calls,
-                "tokens": None if budget.max_tokens is None else budget.max_tokens - budget.tokens,
-                "cost_usd": None if budget.max_cost is None else round(budget.max_cost - budget.cost, 6),
-            },
-            "sandbox": summary(self.worker.client.sandbox),
-            "trace": str(self.tracer.path),
-        }
+        return await self.queries.info()
 
     async def sandbox_layers(self) -> list[dict[str, Any]]:
-        """The running worker's report of its lock-down (starting the worker if there is none yet)."""
-        client = self.worker.client
-        if client.sandbox and client.alive:
-            return list(client.sandbox)
-        async with self.lock:
-            await self.worker.ensure_keeping_notes()
-            return list(client.sandbox)
+        return await self.queries.sandbox_layers()
+
+    # -- worker lifecycle -------------------------------------------------------------------------
 
     async def prepare(self) -> None:
         """Start the worker before the first call needs it (the server does this for stdio's one session)."""
