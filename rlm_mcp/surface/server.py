@@ -14,7 +14,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,11 +109,33 @@ def _error(message: str, earlier: RunResult | None = None) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
-# size: owned by the one-declaration-per-tool part of issue 27 this round
 def build_server(settings: Settings, backend: Backend | None = None) -> MCPServer:
     """`backend`: one backend for every model call instead of the settings' choice (`rlm-mcp replay`)."""
     if not make_undumpable():
         log.warning("could not mark the server non-dumpable: REPL code may read its environment via /proc")
+    _warn_about_reach(settings)
+    telemetry.exporter(settings.otel_texts, is_known_model)  # OTLP export, if the operator configured one
+    sessions = SessionRegistry(settings, services=worker_services(), backend=backend)
+    tasks = Tasks()
+    server = MCPServer(
+        "rlm-mcp",
+        version=__version__,
+        instructions=INSTRUCTIONS + (UNSANDBOXED if settings.sandbox == "off" else SANDBOXED),
+        lifespan=_lifespan(settings, sessions, tasks),
+        log_level=settings.log_level,
+        extensions=[tasks],
+    )
+    _register_tools(server, sessions, settings.structured_content)
+    _register_prompts(server)
+    _register_resources(server, settings, sessions)
+    _register_session_parts(server, settings, sessions)
+    if settings.transport != "http":
+        _hide_session_argument(server)
+    return server
+
+
+def _warn_about_reach(settings: Settings) -> None:
+    """The operator's flags that give model-written code more than the work needs are logged, not refused."""
     for root in settings.roots:
         if root == Path("/") or root == Path.home():
             log.warning(
@@ -123,9 +145,13 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             )
     if settings.sandbox == "off":
         log.warning("RLM_MCP_SANDBOX=off: model-written code runs with your user's full rights (files, network)")
-    telemetry.exporter(settings.otel_texts, is_known_model)  # OTLP export, if the operator configured one
-    sessions = SessionRegistry(settings, services=worker_services(), backend=backend)
-    tasks = Tasks()
+
+
+def _lifespan(
+    settings: Settings, sessions: SessionRegistry, tasks: Tasks
+) -> Callable[[MCPServer], AbstractAsyncContextManager[None]]:
+    """The server's lifetime: one task group that cells, tasks and the background chores run in, and on the
+    way out every session closed."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
@@ -143,54 +169,59 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
                 group.cancel_scope.cancel()
                 await sessions.close_all()
 
-    def resolve(ctx: Context, handle: str | None) -> Resolved:
-        headers = _headers(ctx) or {}
-        name = headers.get(SESSION_HEADER)
-        named = (authorization(headers), name) if name else None  # the one header BearerToken checked
-        return sessions.resolve(handle, headers.get("mcp-session-id"), _client_address(ctx), named)
+    return lifespan
 
-    async def serve(
-        ctx: Context,
-        handle: str | None,
-        work: Callable[[Session], Awaitable[Any]],
-        render: Callable[[Any], str],
-        failed: Callable[[Any], bool] = lambda result: False,
-        deliver_earlier: bool = True,
-    ) -> CallToolResult:
-        """Find the call's session, do the work in it and render the result; a refused call gets an error
-        result and leaves no session behind that it made. A cell that finished in the background since the
-        last call comes first (`deliver_earlier`; a call that waits for the cell gets it as its own result)."""
-        resolved: Resolved | None = None
-        earlier: RunResult | None = None
-        try:
-            resolved = resolve(ctx, handle)
-            earlier = resolved.session.take_finished() if deliver_earlier else None
-            result = await work(resolved.session)
-        except (UserError, WorkerStartError) as exc:
-            if resolved is not None:
-                await sessions.discard(resolved)
-            return _error(str(exc), earlier)
-        structured = settings.structured_content
-        return _result(result, render(result), resolved, earlier, failed(result), structured)
 
-    server = MCPServer(
-        "rlm-mcp",
-        version=__version__,
-        instructions=INSTRUCTIONS + (UNSANDBOXED if settings.sandbox == "off" else SANDBOXED),
-        lifespan=lifespan,
-        log_level=settings.log_level,
-        extensions=[tasks],
-    )
+def _resolve(sessions: SessionRegistry, ctx: Context, handle: str | None) -> Resolved:
+    """The call's session: by its handle, else by the host's session header or the HTTP session."""
+    headers = _headers(ctx) or {}
+    name = headers.get(SESSION_HEADER)
+    named = (authorization(headers), name) if name else None  # the one header BearerToken checked
+    return sessions.resolve(handle, headers.get("mcp-session-id"), _client_address(ctx), named)
 
-    # Each handler gets its tool's declared signature (rlm_mcp/tools/declarations.py) and so every declared argument.
+
+async def _serve(
+    sessions: SessionRegistry,
+    structured: bool,
+    ctx: Context,
+    handle: str | None,
+    work: Callable[[Session], Awaitable[Any]],
+    render: Callable[[Any], str],
+    failed: Callable[[Any], bool] = lambda result: False,
+    deliver_earlier: bool = True,
+) -> CallToolResult:
+    """Find the call's session, do the work in it and render the result; a refused call gets an error
+    result and leaves no session behind that it made. A cell that finished in the background since the
+    last call comes first (`deliver_earlier`; a call that waits for the cell gets it as its own result)."""
+    resolved: Resolved | None = None
+    earlier: RunResult | None = None
+    try:
+        resolved = _resolve(sessions, ctx, handle)
+        earlier = resolved.session.take_finished() if deliver_earlier else None
+        result = await work(resolved.session)
+    except (UserError, WorkerStartError) as exc:
+        if resolved is not None:
+            await sessions.discard(resolved)
+        return _error(str(exc), earlier)
+    return _result(result, render(result), resolved, earlier, failed(result), structured)
+
+
+def _register_tools(server: MCPServer, sessions: SessionRegistry, structured: bool) -> None:
+    """The three tools; each handler gets its tool's declared signature (rlm_mcp/tools/declarations.py) and so
+    every declared argument."""
+
     @_declared(server, LOAD_CONTEXT)
     async def load_context(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
-        return await serve(ctx, session, lambda target: target.load_context(**arguments), render_load)
+        return await _serve(
+            sessions, structured, ctx, session, lambda target: target.load_context(**arguments), render_load
+        )
 
     @_declared(server, RUN_CODE)
     async def run_code(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
         task = current_task()  # a call the client follows as an MCP task has no wait_s: it polls instead
-        return await serve(
+        return await _serve(
+            sessions,
+            structured,
             ctx,
             session,
             lambda target: target.run_code(
@@ -210,13 +241,17 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
 
     @_declared(server, SUB_QUERY)
     async def sub_query(ctx: Context, session: str | None, **arguments: Any) -> CallToolResult:
-        return await serve(
+        return await _serve(
+            sessions,
+            structured,
             ctx,
             session,
             lambda target: target.sub_query(**arguments, client_session=_client_session(ctx)),
             render_sub_query,
         )
 
+
+def _register_prompts(server: MCPServer) -> None:
     @server.prompt(
         name="analyze",
         title="Analyze a large input with rlm-mcp",
@@ -227,6 +262,10 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         question: Annotated[str, Field(description="What to find out")],
     ) -> str:
         return ANALYZE_PROMPT.format(path=path, question=question)
+
+
+def _register_resources(server: MCPServer, settings: Settings, sessions: SessionRegistry) -> None:
+    """The server-wide resources: the sandbox report and the workspace's handbook."""
 
     @server.resource(
         "rlm://sandbox",
@@ -251,24 +290,22 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
     async def handbook_listing() -> str:
         return json.dumps(await sessions.memory.listing())
 
+
+def _register_session_parts(server: MCPServer, settings: Settings, sessions: SessionRegistry) -> None:
+    """A session's trace, usage and info: rlm://session/{part} for the one session of stdio, and
+    rlm://sessions/{session_id}/{part} for any session by its handle."""
+
     def current() -> Session:
         """Static resources get no request context: over HTTP, a client names its session in the URI."""
         if settings.transport == "http":
             raise UserError("over HTTP, read rlm://sessions/{session}/... with the `session` your results carry")
         return sessions.default()
 
-    async def part(session: Session, name: str) -> str:
-        if name == "trace":
-            return await anyio.to_thread.run_sync(read_tail_text, session.tracer.path, TRACE_RESOURCE_MAX_BYTES)
-        if name == "usage":
-            return json.dumps(session.usage())
-        return json.dumps(await session.info())
-
     for part_name, description in PARTS.items():
 
         def reader(name: str = part_name) -> Any:
             async def read() -> str:
-                return await part(current(), name)
+                return await _part(current(), name)
 
             return read
 
@@ -285,11 +322,15 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
     async def session_part(session_id: str, name: str) -> str:
         if name not in PARTS:
             raise UserError(f"no part {name!r}; use one of {', '.join(PARTS)}")
-        return await part(sessions.resolve(session_id, None).session, name)
+        return await _part(sessions.resolve(session_id, None).session, name)
 
-    if settings.transport != "http":
-        _hide_session_argument(server)
-    return server
+
+async def _part(session: Session, name: str) -> str:
+    if name == "trace":
+        return await anyio.to_thread.run_sync(read_tail_text, session.tracer.path, TRACE_RESOURCE_MAX_BYTES)
+    if name == "usage":
+        return json.dumps(session.usage())
+    return json.dumps(await session.info())
 
 
 def _declared(server: MCPServer, tool: ToolDeclaration) -> Callable[[ToolHandler], ToolHandler]:
