@@ -20,10 +20,10 @@ ALLOWED = {
     # The one declaration of every setting: fields with their help text (flags, env vars and the README's
     # table are built from them), about 230 of its lines; only its validators are code.
     "rlm_mcp/config.py::Settings": "one declaration of every setting, with its help text",
-    # Owned by other parts of issue 27 this round: each is being reshaped by the part that owns its file.
-    "rlm_mcp/host/worker_host.py::WorkerHost": "owned by the typed worker messages (bridge) part this round",
-    "rlm_mcp/worker/repl.py::Repl": "owned by the typed worker messages (bridge) part this round",
-    "rlm_mcp/worker/repl.py::make_llm_functions": "owned by the typed worker messages (bridge) part this round",
+    # Over, with the seam each is to be split along next (issue 27's note says where it stands).
+    "rlm_mcp/host/worker_host.py::WorkerHost": "a worker's process, spawn to reap; next: captures, cgroup, disk apart",
+    "rlm_mcp/worker/repl.py::Repl": "the worker's dispatcher and cell runner; next: context loading apart",
+    "rlm_mcp/worker/repl.py::make_llm_functions": "the sub-call functions over one channel; next: worker/channel.py",
 }
 
 

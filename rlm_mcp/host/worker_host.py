@@ -119,7 +119,7 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
-# size: owned by the typed worker messages (bridge) part of issue 27 this round
+# size: a worker's process, spawn to reap; next: captures, cgroup, disk apart
 class WorkerHost:
     """One session's worker process.
 

@@ -89,7 +89,7 @@ def _check_prompt(prompt: Any, what: str) -> str:
     return prompt
 
 
-# size: owned by the typed worker messages (bridge) part of issue 27 this round
+# size: the sub-call functions over one channel; next: worker/channel.py
 def make_llm_functions(channel: HostChannel) -> dict[str, Any]:
     def llm_query_batched(
         prompts: list[str],
@@ -250,7 +250,7 @@ def _child_answer(item: dict[str, Any]) -> RLMAnswer | RLMError:
     )
 
 
-# size: owned by the typed worker messages (bridge) part of issue 27 this round
+# size: the worker's dispatcher and cell runner; next: context loading apart
 class Repl:
     def __init__(
         self, capture: OutputCapture, channel: HostChannel | None = None, policy: SandboxPolicy | None = None
