@@ -6,7 +6,11 @@ process launch, the JSON-RPC framing and the REPL worker. Each number is printed
 same run on the same machine, so a regression shows as a ratio rather than as an absolute that depends on the
 hardware. Nothing here asserts: it measures and prints Markdown to stdout (progress goes to stderr).
 
-Run: python bench/bench_core.py [--quick]
+Run: python bench/bench_core.py [--quick] [--against REV]
+
+With --against REV, the same cold start and run_code round trip are also measured on the tree at git revision
+REV (checked out in a temporary worktree, launched with `python -m rlm_mcp` from there), interleaved with this
+tree's in the same run, so a restructuring shows as a ratio against the code it replaced.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import random
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,7 +131,54 @@ async def bench_raw_worker(tmp: Path, count: int) -> list[float]:
         await host.close()
 
 
-async def main(quick: bool) -> None:
+def tree_params(root: Path, data_dir: Path, workspace: Path) -> StdioServerParameters:
+    """The server of the checkout at `root`, launched as `python -m rlm_mcp` with that tree first on the path."""
+    env = {**os.environ, "RLM_MCP_ROOTS": str(data_dir), "RLM_MCP_WORKSPACE": str(workspace), "PYTHONPATH": str(root)}
+    return StdioServerParameters(command=sys.executable, args=["-m", "rlm_mcp"], env=env, cwd=str(root))
+
+
+async def compare_trees(revision: str, tmp: Path, data_dir: Path, repeats: int, calls: int) -> list[Row]:
+    """This tree against the one at `revision`: cold start, first run_code and the round trip, interleaved."""
+    here = Path(__file__).resolve().parents[1]
+    other = tmp / "other-tree"
+    subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(other), revision],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        trees = {"this tree": here, revision: other}
+        params = {name: tree_params(root, data_dir, tmp / f"ws-{index}") for index, (name, root) in
+                  enumerate(trees.items())}  # fmt: skip
+        starts: dict[str, list[float]] = {name: [] for name in trees}
+        firsts: dict[str, list[float]] = {name: [] for name in trees}
+        trips: dict[str, list[float]] = {name: [] for name in trees}
+        for index in range(repeats):
+            for name in trees if index % 2 == 0 else reversed(list(trees)):
+                one_start, one_first = await bench_cold_start(params[name], 1)
+                starts[name] += one_start
+                firsts[name] += one_first
+        for _ in range(4):  # blocks of calls, alternating trees, so drift in the machine's load hits both
+            for name in trees:
+                async with Client(params[name]) as client:
+
+                    async def run_one(_: int) -> None:
+                        check(await client.call_tool("run_code", {"code": "1"}), "run_code")
+
+                    trips[name] += await timed_calls(run_one, 10, calls // 4)
+    finally:
+        subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(other)], capture_output=True)
+    rows: list[Row] = []
+    for label, samples, scale, unit in (
+        (f"cold start to tools/list, median (n={repeats})", starts, 1, "s"),
+        ("first run_code, median", firsts, 1, "s"),
+        (f"run_code round trip over stdio, p50 (n={calls})", trips, 1000, "ms"),
+    ):
+        ours, theirs = (statistics.median(samples[name]) * scale for name in trees)
+        digits = 3 if unit == "s" else 2
+        rows.append((f"{label}: this tree against {revision}", f"{ours:.{digits}f} {unit}", "",
+                     f"{theirs:.{digits}f} {unit} at {revision}", f"{ours / theirs:.2f}x"))  # fmt: skip
+    return rows
+
+
+async def main(quick: bool, against: str | None = None) -> None:
     cold_repeats, calls, size_mb = (2, 50, 20) if quick else (5, 300, 100)
     rows: list[Row] = []
 
@@ -198,6 +250,10 @@ async def main(quick: bool) -> None:
             f"{read_s / load_s:.2f}x",
         )
 
+        if against:
+            log(f"this tree against {against}, interleaved")
+            rows += await compare_trees(against, tmp, data_dir, cold_repeats * 2, calls)
+
     dumped = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools.tools]
     for tool in dumped:
         row(f"tools/list JSON: {tool['name']}", f"{len(json.dumps(tool)):,} chars")
@@ -209,4 +265,6 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a 20 MB file instead of 100 MB")
-    anyio.run(main, parser.parse_args().quick)
+    parser.add_argument("--against", metavar="REV", help="also measure the tree at this git revision, interleaved")
+    arguments = parser.parse_args()
+    anyio.run(main, arguments.quick, arguments.against)
