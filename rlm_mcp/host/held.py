@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 PIDFD_GETFD = 438  # the same number on x86_64 and aarch64 (asm-generic)
 MAX_DESCRIPTORS = 1 << 20  # far above the worker's RLIMIT_NOFILE, which it cannot raise
 MAPS_MAX_BYTES = 32 << 20  # 65,530 mappings (vm.max_map_count) of long paths fit
+DELETED = b" (deleted)"  # how /proc/<pid>/maps marks a mapped file that has no name left
 
 
 @dataclass
@@ -128,6 +129,8 @@ def _deleted_mappings(pid: int, under: str) -> Iterator[_Mapping]:
         text = handle.read(MAPS_MAX_BYTES + 1)
     if len(text) > MAPS_MAX_BYTES:
         raise _Unseen(errno.E2BIG, "its list of mappings is too long to read")
+    if DELETED not in text:
+        return  # the usual case, after every cell: nothing to parse
     prefix = under.rstrip("/") + "/"
     for line in text.decode("utf-8", "replace").splitlines():
         fields = line.split(maxsplit=5)

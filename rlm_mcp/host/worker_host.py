@@ -14,6 +14,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,8 @@ class WorkerHost:
         self._wrapped = False  # running inside bubblewrap
         self._worker_pid: int | None = None  # as seen from here (differs from _process.pid under bubblewrap)
         self._held_blind = "not started"  # why the server cannot examine what the worker holds ("" if it can)
+        self._scratch_real = ""  # the scratch directory with its links resolved, as /proc/<pid>/maps names it
+        self._cpu_renewed: tuple[int | None, float] = (None, 0.0)  # the worker whose CPU limit was set, until when
         self._may_fork = True  # whether the worker may start processes (seccomp missing)
         self._frames = frames.FrameBuffer()
         self._next_id = 0
@@ -272,8 +275,13 @@ class WorkerHost:
         pid = self._worker_pid
         if pid is None or self.policy.mode == "off" or not hasattr(resource, "prlimit"):
             return
+        if self._cpu_renewed[0] == pid and time.monotonic() < self._cpu_renewed[1]:
+            return  # the limit set last still leaves cell_cpu_s: reading /proc costs more than a cell
         try:
-            soft = int(_cpu_seconds(pid) + self.policy.cell_cpu_s) + 1
+            # Twice the allowance, so the limit need not be renewed (nor /proc read) before every request:
+            # only once the worker could have used up the spare half, at full speed on every CPU.
+            soft = int(_cpu_seconds(pid) + 2 * self.policy.cell_cpu_s) + 1
+            self._cpu_renewed = (pid, time.monotonic() + self.policy.cell_cpu_s / max(1, os.cpu_count() or 1))
             hard = resource.prlimit(pid, resource.RLIMIT_CPU)[1]
             if hard != resource.RLIM_INFINITY:
                 soft = min(soft, hard)
@@ -476,7 +484,8 @@ class WorkerHost:
             device = os.stat(self.scratch_dir).st_dev
         except OSError:
             return usage
-        scratch = os.path.realpath(self.scratch_dir)  # as /proc/<pid>/maps names the files
+        scratch = self._scratch_real or os.path.realpath(self.scratch_dir)  # as /proc/<pid>/maps names files
+        self._scratch_real = scratch
         held = held_usage(pids, scratch, device, walked.seen, self.policy.write_bytes)
         usage.bytes += held.bytes
         usage.unnamed = held.bytes
