@@ -23,7 +23,6 @@ ALLOWED = {
     # Over, with the seam each is to be split along next (issue 27's note says where it stands).
     "rlm_mcp/host/worker_host.py::WorkerHost": "a worker's process, spawn to reap; next: captures, cgroup, disk apart",
     "rlm_mcp/worker/repl.py::Repl": "the worker's dispatcher and cell runner; next: context loading apart",
-    "rlm_mcp/worker/repl.py::make_llm_functions": "the sub-call functions over one channel; next: worker/channel.py",
 }
 
 

@@ -198,7 +198,7 @@ class LLMReply(Reply, total=False):
 
 class ChildSpec(TypedDict):
     prompt: str
-    context: Any  # a str, or a dict or list of str (worker/repl.py _child_context)
+    context: Any  # a str, or a dict or list of str (worker/channel.py _child_context)
     model: str | None
     max_iterations: int | None
     timeout_s: float | None

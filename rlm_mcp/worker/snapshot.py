@@ -57,6 +57,7 @@ MOVED_CLASSES = {
     ("rlm_mcp.worker.cluster", "MapError"): "rlm_mcp.worker.errors",
     ("rlm_mcp.worker.memory", "MemoryUnavailableError"): "rlm_mcp.worker.errors",
     ("rlm_mcp.worker.reader", "FormatError"): "rlm_mcp.worker.errors",
+    ("rlm_mcp.worker.repl", "RLMAnswer"): "rlm_mcp.worker.channel",
 }
 
 

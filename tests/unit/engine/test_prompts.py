@@ -16,7 +16,7 @@ import pytest
 from rlm_mcp.engine import prompts
 from rlm_mcp.tools.declarations import ROOT_TOOLS, RUN_CODE, SUB_QUERY
 from rlm_mcp.worker import helpers
-from rlm_mcp.worker.repl import make_llm_functions
+from rlm_mcp.worker.channel import make_llm_functions
 
 LLM_FUNCTIONS = make_llm_functions(None)  # type: ignore[arg-type]  # only their signatures are read
 HELPERS: dict[str, Callable[..., Any]] = {
