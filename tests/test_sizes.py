@@ -21,7 +21,6 @@ ALLOWED = {
     # table are built from them), about 230 of its lines; only its validators are code.
     "rlm_mcp/config.py::Settings": "one declaration of every setting, with its help text",
     # Over, with the seam each is to be split along next (issue 27's note says where it stands).
-    "rlm_mcp/host/worker_host.py::WorkerHost": "a worker's process, spawn to reap; next: captures, cgroup, disk apart",
     "rlm_mcp/worker/repl.py::Repl": "the worker's dispatcher and cell runner; next: context loading apart",
 }
 
